@@ -1,0 +1,94 @@
+"""The `felis` command line.
+
+Every failure a user can cause ends here as one line on stderr and exit code 1; an unexpected
+exception is reported on one line too (with FELIS_DEBUG=1 for the traceback), because a
+traceback is never an answer to bad input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from felis import __version__
+from felis.cli import resources
+from felis.errors import FelisError
+
+app = typer.Typer(
+    name="felis",
+    help="Calico-compatible host firewall that takes high-connection traffic out of conntrack.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for command in (
+    resources.validate,
+    resources.apply,
+    resources.create,
+    resources.replace,
+    resources.delete,
+    resources.get,
+):
+    app.command()(command)
+
+
+def _mount_optional(module: str, name: str, help_text: str) -> None:
+    """Sub-apps of later stages; the CLI stays usable while one of them is missing."""
+    try:
+        sub = __import__(module, fromlist=["app"]).app
+    except ImportError:
+        return
+    app.add_typer(sub, name=name, help=help_text)
+
+
+def _register_dataplane_commands() -> None:
+    try:
+        from felis.cli import dataplane
+    except ImportError:
+        return
+    dataplane.register(app)
+
+
+_register_dataplane_commands()
+_mount_optional("felis.lab.cli", "lab", "Network-namespace lab: real memcached, real load.")
+_mount_optional("felis.conntrack.cli", "conntrack", "Conntrack pressure: status, top, advise.")
+
+
+@app.command()
+def version() -> None:
+    """Print the felis version."""
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, prog_name="felis", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except resources.CommandFailed:
+        sys.exit(1)
+    except FelisError as err:
+        typer.echo(str(err), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code if err.exit_code else 1)
+        if os.environ.get("FELIS_DEBUG"):
+            raise
+        typer.echo(f"internal error: {type(err).__name__}: {err} (FELIS_DEBUG=1 shows more)", err=True)
+        sys.exit(1)

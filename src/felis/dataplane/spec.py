@@ -1,0 +1,321 @@
+"""The backend-neutral dataplane IR: everything felis wants the kernel to hold, for one node.
+
+calc produces it, the iptables and nftables renderers print it, the kernel layer diffs it against
+what is programmed, and the tracer walks it. Every semantic decision (which chains exist, in what
+order rules run, what a rule matches, which mark bit means what) is made once, while building this
+structure; the renderers only translate syntax. That is what keeps the two backends identical and
+the tracer honest.
+
+Conventions
+- One `Ruleset` per IP family. A rule that only makes sense for one family appears only there.
+- Chain names are final kernel names for iptables (prefixed, at most 28 characters); the nftables
+  renderer adds its per-table layer prefix (`raw-`, `mangle-`, `filter-`) because one nft table holds
+  all three layers.
+- Lists of alternatives inside one match field are ORed (any of the ports); negated lists mean none
+  of them; distinct fields are ANDed. A list of addresses never appears inline: calc turns it into an
+  `IpSet`, so packets meet one set lookup instead of a linear scan.
+- Marks are (value, mask) pairs over the bits felis owns (`MarkBits`); nothing outside the mask is
+  ever read or written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+
+CHAIN_PREFIX = "felis-"
+"""Prefix of every iptables chain felis owns (and of our nft table names)."""
+
+NFT_TABLE = "felis"
+"""Name of the nftables table felis owns in each family (`ip felis`, `ip6 felis`)."""
+
+MAX_CHAIN_NAME = 28
+"""iptables' chain-name limit; names are built to fit it so both backends use the same names."""
+
+MAX_IPSET_NAME = 31
+
+DEFAULT_MARK_MASK = 0x1F000000
+"""Five bits above Calico's defaults (0x1b0000, WireGuard 0x200000) and kube-proxy's 0x4000/0x8000."""
+
+
+class Family(IntEnum):
+    V4 = 4
+    V6 = 6
+
+
+class Table(str, Enum):
+    RAW = "raw"
+    MANGLE = "mangle"
+    FILTER = "filter"
+
+
+TABLE_ORDER: tuple[Table, ...] = (Table.RAW, Table.MANGLE, Table.FILTER)
+
+
+class CtState(str, Enum):
+    NEW = "new"
+    ESTABLISHED = "established"
+    RELATED = "related"
+    INVALID = "invalid"
+    UNTRACKED = "untracked"
+
+
+class SetKind(str, Enum):
+    NET = "net"
+    """Members are CIDRs (hash:net / ipv4_addr interval)."""
+    IP_PORT = "ip,port"
+    """Members are `ip,proto:port` (hash:ip,port / addr . inet_proto . inet_service)."""
+
+
+PROTOCOL_NUMBERS: Mapping[str, int] = {
+    "icmp": 1,
+    "tcp": 6,
+    "udp": 17,
+    "icmpv6": 58,
+    "sctp": 132,
+    "udplite": 136,
+}
+PROTOCOL_NAMES: Mapping[int, str] = {number: name for name, number in PROTOCOL_NUMBERS.items()}
+PORT_PROTOCOLS = frozenset({6, 17, 132})
+
+
+@dataclass(frozen=True, slots=True)
+class PortRange:
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.first <= self.last <= 65535:
+            raise ValueError(f"bad port range {self.first}:{self.last}")
+
+    @property
+    def slots(self) -> int:
+        """iptables multiport cost: a single port takes one slot, a range two."""
+        return 1 if self.first == self.last else 2
+
+    def contains(self, port: int) -> bool:
+        return self.first <= port <= self.last
+
+    def __str__(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}:{self.last}"
+
+
+@dataclass(frozen=True, slots=True)
+class IcmpMatch:
+    type: int
+    code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """Everything a rule can test. Unset fields match every packet."""
+
+    protocol: int | None = None
+    not_protocol: int | None = None
+    src_net: str | None = None
+    not_src_net: str | None = None
+    dst_net: str | None = None
+    not_dst_net: str | None = None
+    src_sets: tuple[str, ...] = ()
+    """Source address must be in every listed set (set names as in `Ruleset.sets`)."""
+    not_src_sets: tuple[str, ...] = ()
+    dst_sets: tuple[str, ...] = ()
+    not_dst_sets: tuple[str, ...] = ()
+    src_ports: tuple[PortRange, ...] = ()
+    """Source port in any of these (only with protocol TCP, UDP or SCTP)."""
+    not_src_ports: tuple[PortRange, ...] = ()
+    dst_ports: tuple[PortRange, ...] = ()
+    not_dst_ports: tuple[PortRange, ...] = ()
+    src_port_set: str | None = None
+    """(source address, protocol, source port) is in this ip,port set (a named port)."""
+    dst_port_set: str | None = None
+    not_src_port_sets: tuple[str, ...] = ()
+    not_dst_port_sets: tuple[str, ...] = ()
+    icmp: IcmpMatch | None = None
+    not_icmp: IcmpMatch | None = None
+    in_iface: str | None = None
+    """Input interface; a trailing `+` matches every name with that prefix."""
+    out_iface: str | None = None
+    mark_set: int = 0
+    """Every one of these mark bits is set."""
+    mark_clear: int = 0
+    """Every one of these mark bits is clear."""
+    ct_states: frozenset[CtState] = frozenset()
+    """The packet's conntrack state is one of these."""
+    ct_dnat: bool | None = None
+    """True: the packet's connection was DNAT'd. False: it was not (untracked packets included)."""
+
+    def is_empty(self) -> bool:
+        return self == _EMPTY_MATCH
+
+
+_EMPTY_MATCH = Match()
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Jump:
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetMark:
+    """mark = (mark & ~mask) | value."""
+
+    value: int
+    mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class NoTrack:
+    """Exempt the packet from connection tracking (raw table only); not a verdict."""
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    prefix: str
+
+
+Action = Accept | Drop | Return | Jump | Goto | SetMark | NoTrack | Log
+TERMINAL_ACTIONS = (Accept, Drop, Return, Goto)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    match: Match = _EMPTY_MATCH
+    action: Action | None = None
+    """None: a comment-only rule (an empty policy direction still gets one, for counters)."""
+    comment: str = ""
+    """Where the rule comes from, e.g. `gnp/memcached-server ingress rule 0`. Kept short and in
+    the character set both backends accept (see `safe_comment`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...] = ()
+
+    def targets(self) -> Iterator[str]:
+        for rule in self.rules:
+            if isinstance(rule.action, Jump | Goto):
+                yield rule.action.target
+
+
+class HookPosition(str, Enum):
+    INSERT = "insert"
+    """At the top of the kernel chain, ahead of anybody else's rules."""
+    APPEND = "append"
+    """At the end of the kernel chain."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hook:
+    """A rule felis owns inside a kernel (built-in) chain such as PREROUTING."""
+
+    kernel_chain: str
+    position: HookPosition
+    rule: Rule
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    table: Table
+    chains: Mapping[str, Chain]
+    hooks: tuple[Hook, ...] = ()
+
+    def hooks_for(self, kernel_chain: str, position: HookPosition) -> tuple[Rule, ...]:
+        return tuple(
+            hook.rule
+            for hook in self.hooks
+            if hook.kernel_chain == kernel_chain and hook.position is position
+        )
+
+    @property
+    def kernel_chains(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(hook.kernel_chain for hook in self.hooks))
+
+
+@dataclass(frozen=True, slots=True)
+class IpSet:
+    name: str
+    """Kernel name, the same for ipset and nft (≤ 31 characters, family-specific)."""
+    kind: SetKind
+    members: frozenset[str]
+    comment: str = ""
+    """What the set stands for, e.g. the canonical selector."""
+
+
+@dataclass(frozen=True, slots=True)
+class Ruleset:
+    family: Family
+    tables: Mapping[Table, TableSpec]
+    sets: Mapping[str, IpSet]
+
+    def table(self, table: Table) -> TableSpec:
+        return self.tables[table]
+
+
+@dataclass(frozen=True, slots=True)
+class MarkBits:
+    """The packet-mark bits felis uses, allocated lowest-first from a mask (Calico's scheme).
+
+    The default mask keeps clear of Calico's default bits (0x1b0000 and WireGuard's 0x200000) and
+    kube-proxy's 0x4000/0x8000, so felis and a real Calico can run on one host.
+    """
+
+    accept: int
+    pass_: int
+    drop: int
+    scratch0: int
+    scratch1: int
+
+    @classmethod
+    def from_mask(cls, mask: int = DEFAULT_MARK_MASK) -> MarkBits:
+        bits = [1 << i for i in range(32) if mask & (1 << i)]
+        if len(bits) < 5:
+            raise ValueError(f"mark mask {mask:#x} needs at least 5 bits")
+        return cls(*bits[:5])
+
+    @property
+    def all(self) -> int:
+        """Bits cleared when a packet enters our top-level chains (drop is left as Calico does)."""
+        return self.accept | self.pass_ | self.scratch0 | self.scratch1
+
+
+@dataclass(frozen=True, slots=True)
+class DataplaneSpec:
+    node: str
+    rulesets: Mapping[Family, Ruleset]
+    endpoints: tuple[str, ...] = field(default=())
+    """Names of the host endpoints active on this node, for logs and status."""
+
+    def ruleset(self, family: Family) -> Ruleset:
+        return self.rulesets[family]
+
+
+_COMMENT_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_ @%+=:,./-[]")
+
+
+def safe_comment(text: str, limit: int = 200) -> str:
+    """A comment both iptables and nft accept unquoted-safe: odd characters become `_`."""
+    return "".join(ch if ch in _COMMENT_SAFE else "_" for ch in text)[:limit]

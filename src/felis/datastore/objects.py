@@ -1,0 +1,121 @@
+"""Backend-neutral handling of the Calico JSON objects a datastore stores.
+
+Both backends store the same shape and apply the same ownership rules, so those rules live
+here once: which metadata fields the store owns, what "unchanged" means for apply, and the
+built-in tiers.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from felis.datastore.errors import InvalidObject
+
+JSONObject = dict[str, Any]
+
+# Metadata fields the datastore owns: whatever a caller puts there is replaced.
+OWNED_METADATA = ("resourceVersion", "uid", "creationTimestamp")
+
+API_VERSION = "projectcalico.org/v3"
+
+# Calico creates these on datastore initialisation (reference §1.8); validation pins their
+# order and default action, so they are data here, not configuration.
+BUILTIN_TIERS: tuple[tuple[str, int, str], ...] = (
+    ("kube-admin", 1000, "Pass"),
+    ("default", 1000000, "Deny"),
+    ("kube-baseline", 10000000, "Pass"),
+)
+
+
+def builtin_tier_objects() -> list[JSONObject]:
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "Tier",
+            "metadata": {"name": name},
+            "spec": {"order": order, "defaultAction": action},
+        }
+        for name, order, action in BUILTIN_TIERS
+    ]
+
+
+def now_rfc3339() -> str:
+    """UTC, whole seconds, `Z` suffix: the form Kubernetes/Calico print."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_key(kind: object, name: object) -> tuple[str, str]:
+    if not isinstance(kind, str) or not kind:
+        raise InvalidObject(f"invalid object: kind must be a non-empty string, got {kind!r}")
+    if not isinstance(name, str) or not name:
+        raise InvalidObject(
+            f"invalid object: {kind}: metadata.name must be a non-empty string, got {name!r}"
+        )
+    return kind, name
+
+
+def object_key(obj: object) -> tuple[str, str]:
+    """(kind, name) of a Calico object, or InvalidObject saying what is missing."""
+    if not isinstance(obj, dict):
+        raise InvalidObject(f"invalid object: expected a JSON object, got {type(obj).__name__}")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict):
+        raise InvalidObject(f"invalid object: {obj.get('kind')!r}: metadata must be an object")
+    return check_key(obj.get("kind"), metadata.get("name"))
+
+
+def given_resource_version(obj: JSONObject) -> str | None:
+    """The caller's `metadata.resourceVersion`, or None when absent or empty."""
+    value = obj["metadata"].get("resourceVersion")
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def stored_form(obj: JSONObject, uid: str, created: str) -> JSONObject:
+    """A deep copy of `obj` as the store keeps it: owned fields set, resourceVersion absent.
+
+    Empty labels/annotations maps are dropped (Go's omitempty does the same), so `labels: {}`
+    and no labels at all compare equal when apply decides whether anything changed.
+    """
+    try:
+        copy: JSONObject = json.loads(json.dumps(obj))
+    except (TypeError, ValueError) as exc:
+        kind, name = object_key(obj)
+        raise InvalidObject(
+            f"invalid object: {kind}({name}): not JSON-serialisable: {exc}"
+        ) from None
+    metadata: JSONObject = copy["metadata"]
+    for field in OWNED_METADATA:
+        metadata.pop(field, None)
+    for field in ("labels", "annotations"):
+        if field in metadata and not metadata[field]:
+            del metadata[field]
+    metadata["uid"] = uid
+    metadata["creationTimestamp"] = created
+    return copy
+
+
+def new_stored_form(obj: JSONObject) -> JSONObject:
+    """Stored form of an object being created: fresh uid and creation time."""
+    return stored_form(obj, str(uuid.uuid4()), now_rfc3339())
+
+
+def updated_stored_form(obj: JSONObject, current: JSONObject) -> JSONObject:
+    """Stored form of an update: identity (uid, creationTimestamp) kept from `current`."""
+    meta = current["metadata"]
+    return stored_form(obj, str(meta.get("uid", "")), str(meta.get("creationTimestamp", "")))
+
+
+def encode(obj: JSONObject) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(value: str, revision: int) -> JSONObject:
+    """A stored value as callers see it: with its resourceVersion."""
+    obj: JSONObject = json.loads(value)
+    obj["metadata"]["resourceVersion"] = str(revision)
+    return obj

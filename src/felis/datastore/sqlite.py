@@ -1,0 +1,473 @@
+"""Embedded datastore: one SQLite file, safe for several processes at once.
+
+Layout:
+* `meta(key, value)`: `schema` (format version), `revision` (the global revision counter) and
+  `compact_revision` (events below it have been discarded).
+* `resources(kind, name, revision, value)`: the current objects; `value` is the stored JSON
+  without `resourceVersion`, which is derived from `revision`.
+* `events(revision, type, kind, name, value)`: append-only history for watch; `value` is the
+  object exactly as a watcher sees it (with resourceVersion).
+
+Every write is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock up front (waiting
+up to the busy timeout), so writers in different processes serialise and a compare-and-swap
+read and its write can never interleave with another writer. Each object written gets the
+next revision; a multi-object write uses consecutive revisions, so events have no gaps and every
+resourceVersion is unique. WAL mode lets readers and watchers proceed while a writer works.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from felis.datastore.base import ApplyResult, DeleteKey, EventType, Listing, WatchEvent
+from felis.datastore.errors import (
+    AlreadyExists,
+    Compacted,
+    Conflict,
+    DatastoreError,
+    InvalidObject,
+    NotFound,
+    Unavailable,
+)
+from felis.datastore.objects import (
+    JSONObject,
+    builtin_tier_objects,
+    check_key,
+    decode,
+    encode,
+    given_resource_version,
+    new_stored_form,
+    object_key,
+    updated_stored_form,
+)
+
+SCHEMA_VERSION = 1
+DEFAULT_BUSY_TIMEOUT = 30.0
+_WATCH_BATCH = 1000
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS resources (kind TEXT NOT NULL, name TEXT NOT NULL,"
+    " revision INTEGER NOT NULL, value TEXT NOT NULL, PRIMARY KEY (kind, name)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS events (revision INTEGER PRIMARY KEY,"
+    " type TEXT NOT NULL CHECK (type IN ('ADDED', 'MODIFIED', 'DELETED')),"
+    " kind TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL)",
+    "INSERT OR IGNORE INTO meta (key, value) VALUES"
+    f" ('schema', {SCHEMA_VERSION}), ('revision', 0), ('compact_revision', 0)",
+)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class _Txn:
+    """The inside of one write transaction: reads see this transaction's own writes."""
+
+    def __init__(self, conn: sqlite3.Connection, revision: int) -> None:
+        self.conn = conn
+        self.start_revision = revision
+        self.revision = revision
+
+    def load(self, kind: str, name: str) -> tuple[int, JSONObject] | None:
+        row = self.conn.execute(
+            "SELECT revision, value FROM resources WHERE kind = ? AND name = ?", (kind, name)
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), json.loads(row[1])
+
+    def put(self, event: EventType, kind: str, name: str, stored: JSONObject) -> JSONObject:
+        self.revision += 1
+        value = encode(stored)
+        self.conn.execute(
+            "INSERT INTO resources (kind, name, revision, value) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision,"
+            " value = excluded.value",
+            (kind, name, self.revision, value),
+        )
+        visible = decode(value, self.revision)
+        self._event(event, kind, name, visible)
+        return visible
+
+    def remove(self, kind: str, name: str, last: JSONObject) -> None:
+        self.revision += 1
+        self.conn.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+        self._event("DELETED", kind, name, last)
+
+    def _event(self, event: EventType, kind: str, name: str, obj: JSONObject) -> None:
+        self.conn.execute(
+            "INSERT INTO events (revision, type, kind, name, value) VALUES (?, ?, ?, ?, ?)",
+            (self.revision, event, kind, name, encode(obj)),
+        )
+
+
+class SqliteDatastore:
+    """The `Datastore` protocol on one SQLite file (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        read_only: bool = False,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    ) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.read_only = read_only
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._closed = False
+        # A connection must not be used across fork(); children open their own (see _live).
+        self._pid = os.getpid()
+        self._inherited: builtins.list[sqlite3.Connection] = []
+        self._conn = self._connect()
+        try:
+            self._init_schema()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- connection handling -------------------------------------------------------------
+
+    def _unavailable(self, action: str, exc: BaseException) -> Unavailable:
+        return Unavailable(f"sqlite datastore {self.path}: cannot {action}: {_one_line(str(exc))}")
+
+    def _connect(self) -> sqlite3.Connection:
+        if os.path.isdir(self.path):
+            raise Unavailable(f"sqlite datastore {self.path}: cannot open: is a directory")
+        parent = os.path.dirname(self.path)
+        if not self.read_only:
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise Unavailable(
+                    f"sqlite datastore {self.path}: cannot create directory {parent}: "
+                    f"{exc.strerror or exc}"
+                ) from None
+        try:
+            uri = "file:" + urllib.parse.quote(self.path) + ("?mode=ro" if self.read_only else "")
+            conn = sqlite3.connect(
+                uri,
+                uri=True,
+                timeout=self.busy_timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock instead
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable("open", exc) from None
+        try:
+            if not self.read_only:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise Unavailable(
+                        f"sqlite datastore {self.path}: cannot open: WAL mode unavailable "
+                        f"(journal mode {mode})"
+                    )
+            # FULL: a committed write survives power loss, not only a process crash.
+            conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._unavailable("open", exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _init_schema(self) -> None:
+        conn = self._conn
+        try:
+            version = self._schema_version(conn)
+            if version is None:
+                if self.read_only:
+                    raise Unavailable(
+                        f"sqlite datastore {self.path}: cannot open: not a felis datastore"
+                    )
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.rollback()
+                    raise
+                version = self._schema_version(conn)
+        except sqlite3.Error as exc:
+            raise self._unavailable("open", exc) from None
+        if version != SCHEMA_VERSION:
+            raise Unavailable(
+                f"sqlite datastore {self.path}: cannot open: unsupported schema version {version} "
+                f"(this felis understands {SCHEMA_VERSION})"
+            )
+
+    @staticmethod
+    def _schema_version(conn: sqlite3.Connection) -> int | None:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if exists is None:
+            return None
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return None if row is None else int(row[0])
+
+    def _live(self) -> sqlite3.Connection:
+        if self._closed:
+            raise Unavailable(f"sqlite datastore {self.path}: closed")
+        if os.getpid() != self._pid:
+            # Keep the parent's connection referenced (closing it here could disturb the
+            # parent's locks) and open our own.
+            self._inherited.append(self._conn)
+            self._conn = self._connect()
+            self._pid = os.getpid()
+        return self._conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot: every SELECT inside sees the same committed state."""
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._unavailable("read", exc) from None
+                raise
+
+    @contextmanager
+    def _write(self) -> Iterator[_Txn]:
+        """One write transaction; rolled back entirely if anything inside raises."""
+        with self._lock:
+            conn = self._live()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                txn = _Txn(conn, _meta(conn, "revision"))
+                yield txn
+                if txn.revision != txn.start_revision:
+                    conn.execute(
+                        "UPDATE meta SET value = ? WHERE key = 'revision'", (txn.revision,)
+                    )
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:
+                    conn.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._unavailable("write", exc) from None
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> SqliteDatastore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, kind: str, name: str) -> JSONObject:
+        check_key(kind, name)
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT revision, value FROM resources WHERE kind = ? AND name = ?", (kind, name)
+            ).fetchone()
+        if row is None:
+            raise NotFound(kind, name)
+        return decode(row[1], int(row[0]))
+
+    def list(self, kind: str | None = None) -> Listing:
+        with self._read() as conn:
+            if kind is None:
+                rows = conn.execute(
+                    "SELECT revision, value FROM resources ORDER BY kind, name"
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT revision, value FROM resources WHERE kind = ? ORDER BY name", (kind,)
+                ).fetchall()
+            revision = _meta(conn, "revision")
+        return Listing(items=[decode(value, int(rev)) for rev, value in rows], revision=revision)
+
+    def revision(self) -> int:
+        with self._read() as conn:
+            return _meta(conn, "revision")
+
+    # -- writes --------------------------------------------------------------------------
+
+    def create(self, obj: JSONObject) -> JSONObject:
+        return self.create_all([obj])[0]
+
+    def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
+        keyed = [(object_key(obj), obj) for obj in objs]
+        for (kind, name), obj in keyed:
+            if given_resource_version(obj) is not None:
+                raise InvalidObject(
+                    f"invalid object: {kind}({name}): metadata.resourceVersion must not be set "
+                    "on create"
+                )
+        with self._write() as txn:
+            created = []
+            for (kind, name), obj in keyed:
+                if txn.load(kind, name) is not None:
+                    raise AlreadyExists(kind, name)
+                created.append(txn.put("ADDED", kind, name, new_stored_form(obj)))
+            return created
+
+    def update(self, obj: JSONObject) -> JSONObject:
+        kind, name = object_key(obj)
+        given = given_resource_version(obj)
+        with self._write() as txn:
+            row = txn.load(kind, name)
+            if row is None:
+                raise NotFound(kind, name)
+            revision, current = row
+            if given != str(revision):
+                raise Conflict(kind, name, given, str(revision))
+            return txn.put("MODIFIED", kind, name, updated_stored_form(obj, current))
+
+    def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
+        keyed = [(object_key(obj), obj) for obj in objs]
+        with self._write() as txn:
+            results = []
+            for (kind, name), obj in keyed:
+                row = txn.load(kind, name)
+                if row is None:
+                    stored = txn.put("ADDED", kind, name, new_stored_form(obj))
+                    results.append(ApplyResult("created", stored))
+                    continue
+                revision, current = row
+                given = given_resource_version(obj)
+                if given is not None and given != str(revision):
+                    raise Conflict(kind, name, given, str(revision))
+                wanted = updated_stored_form(obj, current)
+                if wanted == current:
+                    current["metadata"]["resourceVersion"] = str(revision)
+                    results.append(ApplyResult("unchanged", current))
+                else:
+                    results.append(ApplyResult("updated", txn.put("MODIFIED", kind, name, wanted)))
+            return results
+
+    def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
+        return self.delete_all([(kind, name, resource_version)])[0]
+
+    def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
+        checked = []
+        for key in keys:
+            kind, name = check_key(key[0], key[1])
+            guard = key[2] if len(key) > 2 else None
+            checked.append((kind, name, str(guard) if guard not in (None, "") else None))
+        with self._write() as txn:
+            deleted = []
+            for kind, name, guard in checked:
+                row = txn.load(kind, name)
+                if row is None:
+                    raise NotFound(kind, name)
+                revision, last = row
+                if guard is not None and guard != str(revision):
+                    raise Conflict(kind, name, guard, str(revision))
+                last["metadata"]["resourceVersion"] = str(revision)
+                txn.remove(kind, name, last)
+                deleted.append(last)
+            return deleted
+
+    def ensure_initialized(self) -> None:
+        tiers = builtin_tier_objects()
+        with self._read() as conn:
+            present = {
+                row[0] for row in conn.execute("SELECT name FROM resources WHERE kind = 'Tier'")
+            }
+        if all(tier["metadata"]["name"] in present for tier in tiers):
+            return
+        with self._write() as txn:
+            for tier in tiers:
+                name = tier["metadata"]["name"]
+                # Re-check under the write lock: another process may have created it meanwhile.
+                if txn.load("Tier", name) is None:
+                    txn.put("ADDED", "Tier", name, new_stored_form(tier))
+
+    # -- history -------------------------------------------------------------------------
+
+    def compact(self, keep_revision: int) -> None:
+        with self._write() as txn:
+            if keep_revision > txn.revision + 1:
+                raise DatastoreError(
+                    f"cannot compact to revision {keep_revision}: latest revision is {txn.revision}"
+                )
+            if keep_revision <= _meta(txn.conn, "compact_revision"):
+                return
+            txn.conn.execute("DELETE FROM events WHERE revision < ?", (keep_revision,))
+            txn.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'compact_revision'", (keep_revision,)
+            )
+
+    def watch(
+        self,
+        since_revision: int,
+        *,
+        stop: threading.Event | None = None,
+        poll_interval: float = 0.05,
+    ) -> Iterator[WatchEvent]:
+        since = max(0, int(since_revision))
+        # Fail at the call, not only at the first next(), when the history is already gone.
+        with self._read() as conn:
+            _check_compaction(conn, since)
+        return self._watch(since, stop, poll_interval)
+
+    def _watch(
+        self, cursor: int, stop: threading.Event | None, poll_interval: float
+    ) -> Iterator[WatchEvent]:
+        # Own connection: a watcher blocks for long stretches and must not hold self._lock.
+        conn = self._connect()
+        try:
+            while not self._closed:
+                try:
+                    conn.execute("BEGIN")
+                    _check_compaction(conn, cursor)
+                    rows = conn.execute(
+                        "SELECT revision, type, kind, name, value FROM events"
+                        " WHERE revision > ? ORDER BY revision LIMIT ?",
+                        (cursor, _WATCH_BATCH),
+                    ).fetchall()
+                    conn.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    raise self._unavailable("watch", exc) from None
+                finally:
+                    if conn.in_transaction:
+                        conn.rollback()
+                for revision, event, kind, name, value in rows:
+                    cursor = int(revision)
+                    yield WatchEvent(event, kind, name, json.loads(value), cursor)
+                if len(rows) == _WATCH_BATCH:
+                    continue  # more already committed: fetch it before considering `stop`
+                if stop is None:
+                    time.sleep(poll_interval)
+                elif stop.is_set() or stop.wait(poll_interval):
+                    return
+        finally:
+            conn.close()
+
+
+def _meta(conn: sqlite3.Connection, key: str) -> int:
+    row: Any = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return int(row[0])
+
+
+def _check_compaction(conn: sqlite3.Connection, since: int) -> None:
+    oldest_kept = _meta(conn, "compact_revision")
+    if since + 1 < oldest_kept:
+        raise Compacted(since, oldest_kept)

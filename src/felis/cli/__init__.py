@@ -82,13 +82,18 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
+    except typer.TyperException as err:
+        # Usage errors: click's own message and usage line, exit code 2 as click does.
+        show = getattr(err, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(str(err), err=True)
+        sys.exit(int(getattr(err, "exit_code", 2) or 2))
     except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code if err.exit_code else 1)
         if os.environ.get("FELIS_DEBUG"):
             raise
-        typer.echo(f"internal error: {type(err).__name__}: {err} (FELIS_DEBUG=1 shows more)", err=True)
+        typer.echo(
+            f"internal error: {type(err).__name__}: {err} (FELIS_DEBUG=1 shows more)", err=True
+        )
         sys.exit(1)

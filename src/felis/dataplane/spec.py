@@ -9,11 +9,11 @@ the tracer honest.
 Conventions
 - One `Ruleset` per IP family. A rule that only makes sense for one family appears only there.
 - Chain names are final kernel names for iptables (prefixed, at most 28 characters); the nftables
-  renderer adds its per-table layer prefix (`raw-`, `mangle-`, `filter-`) because one nft table holds
-  all three layers.
-- Lists of alternatives inside one match field are ORed (any of the ports); negated lists mean none
-  of them; distinct fields are ANDed. A list of addresses never appears inline: calc turns it into an
-  `IpSet`, so packets meet one set lookup instead of a linear scan.
+  renderer adds its per-table layer prefix (`raw-`, `mangle-`, `filter-`) because one nft table
+  holds all three layers.
+- Lists of alternatives inside one match field are ORed (any of the ports); negated lists mean
+  none of them; distinct fields are ANDed. A list of addresses never appears inline: calc turns it
+  into an `IpSet`, so packets meet one set lookup instead of a linear scan.
 - Marks are (value, mask) pairs over the bits felis owns (`MarkBits`); nothing outside the mask is
   ever read or written.
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 CHAIN_PREFIX = "felis-"
 """Prefix of every iptables chain felis owns (and of our nft table names)."""
@@ -36,7 +36,8 @@ MAX_CHAIN_NAME = 28
 MAX_IPSET_NAME = 31
 
 DEFAULT_MARK_MASK = 0x1F000000
-"""Five bits above Calico's defaults (0x1b0000, WireGuard 0x200000) and kube-proxy's 0x4000/0x8000."""
+"""Five bits above Calico's defaults (0x1b0000, WireGuard 0x200000) and kube-proxy's
+0x4000/0x8000."""
 
 
 class Family(IntEnum):
@@ -44,7 +45,7 @@ class Family(IntEnum):
     V6 = 6
 
 
-class Table(str, Enum):
+class Table(StrEnum):
     RAW = "raw"
     MANGLE = "mangle"
     FILTER = "filter"
@@ -53,7 +54,7 @@ class Table(str, Enum):
 TABLE_ORDER: tuple[Table, ...] = (Table.RAW, Table.MANGLE, Table.FILTER)
 
 
-class CtState(str, Enum):
+class CtState(StrEnum):
     NEW = "new"
     ESTABLISHED = "established"
     RELATED = "related"
@@ -61,7 +62,7 @@ class CtState(str, Enum):
     UNTRACKED = "untracked"
 
 
-class SetKind(str, Enum):
+class SetKind(StrEnum):
     NET = "net"
     """Members are CIDRs (hash:net / ipv4_addr interval)."""
     IP_PORT = "ip,port"
@@ -221,7 +222,7 @@ class Chain:
                 yield rule.action.target
 
 
-class HookPosition(str, Enum):
+class HookPosition(StrEnum):
     INSERT = "insert"
     """At the top of the kernel chain, ahead of anybody else's rules."""
     APPEND = "append"
@@ -313,7 +314,9 @@ class DataplaneSpec:
         return self.rulesets[family]
 
 
-_COMMENT_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_ @%+=:,./-[]")
+_COMMENT_SAFE = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_ @%+=:,./-[]"
+)
 
 
 def safe_comment(text: str, limit: int = 200) -> str:

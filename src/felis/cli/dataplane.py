@@ -1,0 +1,194 @@
+"""Commands that reach the dataplane: `felis render` and `felis agent`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from contextlib import closing
+from enum import Enum
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+from felis.calc import CalcConfig, compute, parse_failsafe_ports
+from felis.cli.resources import DatastoreOption
+from felis.dataplane.spec import Family
+from felis.datastore import open_datastore
+from felis.errors import FelisError
+from felis.model import from_dict
+
+
+class Backend(str, Enum):
+    iptables = "iptables"
+    nftables = "nftables"
+
+
+NodeOption = Annotated[str, typer.Option("--node", help="Node name (HostEndpoint spec.node)")]
+BackendOption = Annotated[Backend, typer.Option("--backend", help="Kernel interface to program")]
+FailsafeInOption = Annotated[
+    str | None,
+    typer.Option(
+        "--failsafe-inbound",
+        help="Inbound failsafe ports, Calico syntax (tcp:22,udp:68,...; 'none'); "
+        "default Calico's, or $FELIS_FAILSAFE_INBOUND_HOST_PORTS",
+        envvar="FELIS_FAILSAFE_INBOUND_HOST_PORTS",
+        show_default=False,
+    ),
+]
+FailsafeOutOption = Annotated[
+    str | None,
+    typer.Option(
+        "--failsafe-outbound",
+        help="Outbound failsafe ports, Calico syntax; default Calico's",
+        envvar="FELIS_FAILSAFE_OUTBOUND_HOST_PORTS",
+        show_default=False,
+    ),
+]
+
+
+def calc_config(failsafe_inbound: str | None, failsafe_outbound: str | None) -> CalcConfig:
+    config = CalcConfig()
+    changes: dict[str, object] = {}
+    if failsafe_inbound is not None:
+        changes["failsafe_inbound"] = parse_failsafe_ports(failsafe_inbound)
+    if failsafe_outbound is not None:
+        changes["failsafe_outbound"] = parse_failsafe_ports(failsafe_outbound)
+    if changes:
+        import dataclasses
+
+        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    return config
+
+
+def render(
+    node: NodeOption,
+    backend: BackendOption = Backend.nftables,
+    datastore: DatastoreOption = None,
+    family: Annotated[
+        str, typer.Option("--family", help="4, 6 or both")
+    ] = "both",
+    failsafe_inbound: FailsafeInOption = None,
+    failsafe_outbound: FailsafeOutOption = None,
+) -> None:
+    """Print the exact text felis would apply on NODE from scratch (no root needed).
+
+    Interfaces are not read: every HostEndpoint with an interfaceName is assumed present and
+    HostEndpoints matched only by expectedIPs are left out.
+    """
+    with closing(open_datastore(datastore)) as store:
+        objects = store.list().items
+    resources = [from_dict(obj, source="datastore") for obj in objects]
+    result = compute(resources, node, None, calc_config(failsafe_inbound, failsafe_outbound))
+    for warning in result.warnings:
+        typer.echo(f"# warning: {warning}", err=True)
+    families = {"4": [Family.V4], "6": [Family.V6], "both": [Family.V4, Family.V6]}.get(family)
+    if families is None:
+        raise FelisError(f"--family must be 4, 6 or both, not {family!r}")
+    if backend is Backend.nftables:
+        from felis.dataplane import nftables
+
+        for fam in families:
+            typer.echo(nftables.render_full(result.spec.ruleset(fam)))
+    else:
+        from felis.dataplane import iptables
+
+        for fam in families:
+            text = iptables.render_full(result.spec.ruleset(fam))
+            typer.echo(f"# ipset restore (IPv{int(fam)})\n{text.ipset}")
+            typer.echo(f"# {'ip6tables' if fam is Family.V6 else 'iptables'}-restore --noflush")
+            typer.echo(text.restore)
+
+
+def agent(
+    node: NodeOption,
+    backend: BackendOption = Backend.nftables,
+    once: Annotated[bool, typer.Option("--once", help="Converge once and exit")] = False,
+    cleanup: Annotated[
+        bool, typer.Option("--cleanup", help="Remove everything felis programmed, then exit")
+    ] = False,
+    datastore: DatastoreOption = None,
+    failsafe_inbound: FailsafeInOption = None,
+    failsafe_outbound: FailsafeOutOption = None,
+    refresh_interval: Annotated[
+        float, typer.Option("--refresh-interval", help="Seconds between drift checks (0: off)")
+    ] = 30.0,
+    metrics_port: Annotated[
+        int,
+        typer.Option("--metrics-port", help="Prometheus /metrics and /healthz port (0: off)"),
+    ] = 9099,
+    metrics_address: Annotated[
+        str, typer.Option("--metrics-address", help="Address the metrics server binds")
+    ] = "127.0.0.1",
+    log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+) -> None:
+    """Program this host (network namespace) for NODE and keep it converged."""
+    from felis.agent.agent import Agent, AgentSettings
+    from felis.agent.interfaces import read_interfaces
+    from felis.dataplane.kernel import open_dataplane
+
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    dataplane = open_dataplane(backend.value)
+    if cleanup:
+        report = dataplane.cleanup()
+        typer.echo(f"cleanup: {report.summary()}")
+        return
+    settings = AgentSettings(
+        node=node,
+        calc=calc_config(failsafe_inbound, failsafe_outbound),
+        refresh_interval=refresh_interval,
+    )
+    with closing(open_datastore(datastore)) as store:
+        runner = Agent(settings, store, dataplane, read_interfaces)
+        if once:
+            report = runner.converge_once()
+            typer.echo(f"{node}: {report.summary()}")
+            for warning in runner.state.warnings:
+                typer.echo(f"warning: {warning}", err=True)
+            return
+        stop = threading.Event()
+
+        def request_stop(signum: int, _frame: FrameType | None) -> None:
+            logging.getLogger("felis.agent").info(
+                "signal %d: stopping; rules stay in place", signum
+            )
+            stop.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        server = None
+        if metrics_port:
+            from felis.agent.metrics import build_registry, serve_metrics
+
+            registry, metrics = build_registry(runner, _conntrack_reader())
+            runner.on_apply = metrics.observe_apply
+            server = serve_metrics(runner, registry, metrics_address, metrics_port)
+        try:
+            runner.run(stop)
+        finally:
+            if server is not None:
+                server.shutdown()
+
+
+def _conntrack_reader() -> Callable[[], dict[str, int]] | None:
+    try:
+        from felis.conntrack import read_status
+    except ImportError:
+        return None
+
+    def read() -> dict[str, int]:
+        return read_status().as_metrics()
+
+    return read
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(render)
+    app.command()(agent)

@@ -1,0 +1,123 @@
+"""IP sets for the iptables backend: `ipset restore` input, and `ipset save` read back.
+
+Sets are written in two steps around the table writes (reference §5.11): create and fill before
+iptables-restore (so new rules find their sets), destroy obsolete ones after (once no rule refers
+to them). `ipset restore` is not transactional, so an existing set is never flushed and refilled:
+the delta adds the missing members first, then deletes the surplus ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from felis.dataplane.rulehash import (
+    DataplaneRenderError,
+    SetState,
+    check_set_name,
+    normalise_member,
+    normalise_members,
+    set_kind_conflicts,
+    sorted_members,
+)
+from felis.dataplane.spec import Family, IpSet, SetKind
+from felis.errors import FelisError
+
+SET_NAME_PREFIX = "felis"
+"""Every kernel IP set whose name starts with this is felis' (calc names them `felis4-…`)."""
+MAXELEM = 1048576
+
+_TYPES: Mapping[SetKind, str] = {SetKind.NET: "hash:net", SetKind.IP_PORT: "hash:ip,port"}
+_KINDS: Mapping[str, SetKind] = {text: kind for kind, text in _TYPES.items()}
+_FAMILIES: Mapping[Family, str] = {Family.V4: "inet", Family.V6: "inet6"}
+
+
+def _create_line(ipset: IpSet, family: Family, exist: bool) -> str:
+    line = f"create {ipset.name} {_TYPES[ipset.kind]} family {_FAMILIES[family]} maxelem {MAXELEM}"
+    return line + " -exist" if exist else line
+
+
+def render_ipset_full(sets: Mapping[str, IpSet], family: Family) -> str | None:
+    """Create (if missing), flush and fill every set: for a node that has none of them yet."""
+    lines = []
+    for name in sorted(sets):
+        ipset = sets[name]
+        check_set_name(name)
+        lines.append(_create_line(ipset, family, exist=True))
+        lines.append(f"flush {name}")
+        members = normalise_members(ipset.kind, ipset.members, family)
+        lines.extend(f"add {name} {m}" for m in sorted_members(ipset.kind, members))
+    return "\n".join([*lines, "COMMIT", ""]) if lines else None
+
+
+def render_ipset_update(
+    sets: Mapping[str, IpSet], family: Family, current: Mapping[str, SetState]
+) -> str | None:
+    """Create missing sets and bring members in line; None when nothing differs."""
+    set_kind_conflicts(sets, current)
+    lines = []
+    for name in sorted(sets):
+        ipset = sets[name]
+        check_set_name(name)
+        want = normalise_members(ipset.kind, ipset.members, family)
+        have = current.get(name)
+        if have is None:
+            lines.append(_create_line(ipset, family, exist=True))
+            lines.extend(f"add {name} {m}" for m in sorted_members(ipset.kind, want))
+            continue
+        # Add before delete: a member moving between two overlapping CIDRs is never absent.
+        lines.extend(
+            f"add {name} {m} -exist" for m in sorted_members(ipset.kind, want - have.members)
+        )
+        lines.extend(
+            f"del {name} {m} -exist" for m in sorted_members(ipset.kind, have.members - want)
+        )
+    return "\n".join([*lines, "COMMIT", ""]) if lines else None
+
+
+def obsolete_sets(
+    sets: Mapping[str, IpSet], family: Family, current: Mapping[str, SetState]
+) -> list[str]:
+    return sorted(
+        name
+        for name, state in current.items()
+        if name.startswith(SET_NAME_PREFIX) and state.family is family and name not in sets
+    )
+
+
+def render_ipset_destroy(names: list[str]) -> str | None:
+    """Destroy sets no rule refers to any more (run after the table writes)."""
+    if not names:
+        return None
+    return "\n".join([*(f"destroy {check_set_name(name)}" for name in names), "COMMIT", ""])
+
+
+def parse_ipset_save(text: str) -> dict[str, SetState]:
+    """`ipset save` (or `ipset list -o save`) → {set: state}; sets of unknown types are skipped."""
+    kinds: dict[str, tuple[SetKind, Family]] = {}
+    members: dict[str, list[str]] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        words = raw.split()
+        if not words:
+            continue
+        try:
+            if words[0] == "create":
+                name, settype = words[1], words[2]
+                fam = words[words.index("family") + 1] if "family" in words else "inet"
+                if settype in _KINDS and fam in ("inet", "inet6"):
+                    kinds[name] = (_KINDS[settype], Family.V4 if fam == "inet" else Family.V6)
+                    members[name] = []
+            elif words[0] == "add" and words[1] in kinds:
+                members[words[1]].append(words[2])
+        except (IndexError, ValueError):
+            raise DataplaneRenderError(f"ipset save output line {lineno}: cannot parse") from None
+    out: dict[str, SetState] = {}
+    for name, (kind, family) in kinds.items():
+        normal = []
+        for member in members[name]:
+            try:
+                normal.append(normalise_member(kind, member, family))
+            except FelisError:
+                # A member felis never writes still makes the set differ, and is deleted as is.
+                normal.append(member)
+        out[name] = SetState(name=name, kind=kind, family=family, members=frozenset(normal))
+    return out

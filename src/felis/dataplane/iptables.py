@@ -1,0 +1,386 @@
+"""The iptables renderer: IR → `iptables-restore --noflush` input (plus `ipset restore` input).
+
+Pure: the kernel layer runs the commands. A render is always a delta against the kernel state
+read back with `parse_iptables_save` / `parse_ipset_save`; rendering against an empty state is the
+full programming of a fresh node. Per table the input is one transaction:
+
+    *<table>
+    :<chain> - -          every felis chain that is new, changed (flushed: whole-chain rewrite)
+                          or obsolete (flushed now, deleted below)
+    -A <chain> …          all rules of the new and changed chains
+    -D <kernel chain> …   our hooks, by their exact text, when they are not exactly in place
+    -I <kernel chain> n … our inserts again, at positions 1..n; `-A` for our appends
+    COMMIT
+    *<table>              only when chains are obsolete: once nothing refers to them
+    -X <chain>
+    COMMIT
+
+Rules other programs own (no `felis:` comment) are never named, so `--noflush` leaves them alone.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from felis.dataplane.ipset import (
+    obsolete_sets,
+    parse_ipset_save,
+    render_ipset_destroy,
+    render_ipset_full,
+    render_ipset_update,
+)
+from felis.dataplane.rulehash import (
+    CT_STATES_ORDER,
+    ChainState,
+    DataplaneRenderError,
+    KernelRule,
+    SetState,
+    TableState,
+    chain_hashes,
+    check_iface,
+    check_ruleset,
+    desired_hooks,
+    dirty_chains,
+    expand_rules,
+    hook_hashes,
+    hooks_in_place,
+    normalise_ports,
+    port_chunks,
+    protocol_name,
+    rule_comment,
+)
+from felis.dataplane.spec import (
+    CHAIN_PREFIX,
+    TABLE_ORDER,
+    Accept,
+    Drop,
+    Family,
+    Goto,
+    Jump,
+    Log,
+    Match,
+    NoTrack,
+    PortRange,
+    Return,
+    Rule,
+    Ruleset,
+    SetMark,
+    Table,
+    TableSpec,
+)
+
+__all__ = [
+    "IptablesPlan",
+    "IptablesState",
+    "parse_ipset_save",
+    "parse_iptables_save",
+    "render_cleanup",
+    "render_delta",
+    "render_full",
+    "render_rule",
+    "restore_command",
+]
+
+LOG_LEVEL = 5
+"""syslog `notice`; the nft renderer writes `level notice` so both log alike."""
+
+
+def restore_command(family: Family) -> str:
+    return "iptables-restore" if family is Family.V4 else "ip6tables-restore"
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule.
+
+
+def _ports(items: tuple[PortRange, ...]) -> str:
+    return ",".join(f"{p.first}:{p.last}" if p.first != p.last else str(p.first) for p in items)
+
+
+def _chunks(items: tuple[PortRange, ...]) -> list[tuple[PortRange, ...]]:
+    return list(port_chunks(normalise_ports(items)))
+
+
+def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str:
+    value = str(icmp_type) if code is None else f"{icmp_type}/{code}"
+    bang = "! " if negate else ""
+    if family is Family.V4:
+        return f"-m icmp {bang}--icmp-type {value}"
+    return f"-m icmp6 {bang}--icmpv6-type {value}"
+
+
+def render_match(match: Match, family: Family) -> list[str]:
+    """Match text in Calico's order (reference §5.9 step 3), after interface, mark and ct."""
+    out: list[str] = []
+    if match.in_iface is not None:
+        out.append(f"-i {check_iface(match.in_iface)}")
+    if match.out_iface is not None:
+        out.append(f"-o {check_iface(match.out_iface)}")
+    if match.mark_set or match.mark_clear:
+        out.append(f"-m mark --mark {match.mark_set:#x}/{match.mark_set | match.mark_clear:#x}")
+    if match.ct_states:
+        states = ",".join(s.value.upper() for s in CT_STATES_ORDER if s in match.ct_states)
+        out.append(f"-m conntrack --ctstate {states}")
+    if match.ct_dnat is not None:
+        out.append(
+            "-m conntrack --ctstate DNAT" if match.ct_dnat else "-m conntrack ! --ctstate DNAT"
+        )
+    # Positive matches.
+    if match.protocol is not None:
+        out.append(f"-p {protocol_name(match.protocol)}")
+    if match.src_net is not None:
+        out.append(f"-s {match.src_net}")
+    out.extend(f"-m set --match-set {name} src" for name in match.src_sets)
+    if match.src_ports:
+        out.append(f"-m multiport --source-ports {_ports(match.src_ports)}")
+    if match.src_port_set is not None:
+        out.append(f"-m set --match-set {match.src_port_set} src,src")
+    if match.dst_net is not None:
+        out.append(f"-d {match.dst_net}")
+    out.extend(f"-m set --match-set {name} dst" for name in match.dst_sets)
+    if match.dst_ports:
+        out.append(f"-m multiport --destination-ports {_ports(match.dst_ports)}")
+    if match.dst_port_set is not None:
+        out.append(f"-m set --match-set {match.dst_port_set} dst,dst")
+    if match.icmp is not None:
+        out.append(_icmp(family, False, match.icmp.type, match.icmp.code))
+    # Negations.
+    if match.not_protocol is not None:
+        out.append(f"! -p {protocol_name(match.not_protocol)}")
+    if match.not_src_net is not None:
+        out.append(f"! -s {match.not_src_net}")
+    out.extend(f"-m set ! --match-set {name} src" for name in match.not_src_sets)
+    out.extend(
+        f"-m multiport ! --source-ports {_ports(chunk)}" for chunk in _chunks(match.not_src_ports)
+    )
+    out.extend(f"-m set ! --match-set {name} src,src" for name in match.not_src_port_sets)
+    if match.not_dst_net is not None:
+        out.append(f"! -d {match.not_dst_net}")
+    out.extend(f"-m set ! --match-set {name} dst" for name in match.not_dst_sets)
+    out.extend(
+        f"-m multiport ! --destination-ports {_ports(chunk)}"
+        for chunk in _chunks(match.not_dst_ports)
+    )
+    out.extend(f"-m set ! --match-set {name} dst,dst" for name in match.not_dst_port_sets)
+    if match.not_icmp is not None:
+        out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
+    return out
+
+
+def render_action(rule: Rule) -> list[str]:
+    match rule.action:
+        case None:
+            return []
+        case Accept():
+            return ["-j ACCEPT"]
+        case Drop():
+            return ["-j DROP"]
+        case Return():
+            return ["-j RETURN"]
+        case NoTrack():
+            return ["-j CT --notrack"]
+        case Jump(target=target):
+            return [f"-j {target}"]
+        case Goto(target=target):
+            return [f"-g {target}"]
+        case SetMark(value=value, mask=mask):
+            return [f"-j MARK --set-xmark {value:#x}/{mask:#x}"]
+        case Log(prefix=prefix):
+            return [f'-j LOG --log-prefix "{prefix}" --log-level {LOG_LEVEL}']
+    raise DataplaneRenderError(f"unknown action {rule.action!r}")
+
+
+def render_rule(rule: Rule, rule_hash: str, family: Family) -> str:
+    """The rule text after `-A <chain> ` (an already expanded, checked kernel rule)."""
+    comment = rule_comment(rule_hash, rule.comment)
+    return " ".join(
+        [
+            f'-m comment --comment "{comment}"',
+            *render_match(rule.match, family),
+            *render_action(rule),
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Read back.
+
+
+@dataclass(frozen=True, slots=True)
+class IptablesState:
+    """What the kernel holds for one family, as read back."""
+
+    tables: Mapping[Table, TableState] = field(default_factory=dict)
+    sets: Mapping[str, SetState] = field(default_factory=dict)
+
+
+_TABLES = {table.value: table for table in Table}
+_COUNTERS_RE = re.compile(r"^\[(\d+):(\d+)\]\s+")
+_HASH_COMMENT_RE = re.compile(r"--comment\s+\"?felis:([A-Za-z0-9_-]{16})")
+
+
+def parse_iptables_save(text: str) -> dict[Table, TableState]:
+    """`iptables-save` (optionally `-c`) → per table, every chain's rules with our hashes.
+
+    Only the raw, mangle and filter tables are kept. A rule's hash is the `felis:` value of its
+    first comment; anything else is a foreign rule (hash None). The rule text is kept as printed,
+    so our rules in kernel chains can be deleted by value.
+    """
+    if "is incompatible, use 'nft' tool" in text:
+        raise DataplaneRenderError(
+            "iptables-save cannot read a table written by nft; use the nftables backend"
+        )
+    tables: dict[Table, dict[str, list[KernelRule]]] = {}
+    current: dict[str, list[KernelRule]] | None = None
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            name = line[1:].strip()
+            current = tables.setdefault(_TABLES[name], {}) if name in _TABLES else None
+            continue
+        if line == "COMMIT" or current is None:
+            continue
+        packets = nbytes = None
+        counters = _COUNTERS_RE.match(line)
+        if counters:
+            packets, nbytes = int(counters.group(1)), int(counters.group(2))
+            line = line[counters.end() :]
+        if line.startswith(":"):
+            current.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            parts = line.split(None, 2)
+            if len(parts) < 2:
+                raise DataplaneRenderError(f"iptables-save line {lineno}: rule without a chain")
+            body = parts[2] if len(parts) > 2 else ""
+            found = _HASH_COMMENT_RE.search(body)
+            current.setdefault(parts[1], []).append(
+                KernelRule(
+                    hash=found.group(1) if found else None,
+                    text=body,
+                    packets=packets,
+                    bytes=nbytes,
+                )
+            )
+    return {
+        table: TableState(
+            table=table,
+            chains={name: ChainState(name, tuple(rules)) for name, rules in chains.items()},
+        )
+        for table, chains in tables.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering a table, a family, a cleanup.
+
+
+def _chain_lines(name: str, rules: tuple[Rule, ...], family: Family) -> list[str]:
+    return [
+        f"-A {name} {render_rule(rule, rule_hash, family)}"
+        for rule, rule_hash in zip(rules, chain_hashes(name, rules), strict=True)
+    ]
+
+
+def render_table(
+    spec: TableSpec | None, family: Family, current: TableState | None, table: Table
+) -> str | None:
+    """`iptables-restore --noflush` input bringing one table from `current` to `spec`.
+
+    `spec` None removes everything felis has in the table. None when nothing differs.
+    """
+    spec = spec if spec is not None else TableSpec(table=table, chains={})
+    new, changed, obsolete = dirty_chains(spec, current)
+    body: list[str] = [f":{name} - -" for name in (*new, *changed, *obsolete)]
+    for name in (*new, *changed):
+        body.extend(_chain_lines(name, expand_rules(spec.chains[name].rules), family))
+
+    wanted = desired_hooks(spec)
+    have = current.chains if current is not None else {}
+    with_ours = [
+        name for name, chain in have.items() if not name.startswith(CHAIN_PREFIX) and chain.ours()
+    ]
+    for kernel_chain in dict.fromkeys([*wanted, *with_ours]):
+        inserts, appends = wanted.get(kernel_chain, ((), ()))
+        ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+        chain_state = have.get(kernel_chain, ChainState(kernel_chain))
+        if hooks_in_place(chain_state.hashes, ins_hashes, app_hashes):
+            continue
+        body.extend(f"-D {kernel_chain} {rule.text}" for _, rule in chain_state.ours())
+        body.extend(
+            f"-I {kernel_chain} {pos} {render_rule(rule, rule_hash, family)}"
+            for pos, (rule, rule_hash) in enumerate(zip(inserts, ins_hashes, strict=True), 1)
+        )
+        body.extend(
+            f"-A {kernel_chain} {render_rule(rule, rule_hash, family)}"
+            for rule, rule_hash in zip(appends, app_hashes, strict=True)
+        )
+    if not body:
+        return None
+    lines = [f"*{table.value}", *body, "COMMIT"]
+    if obsolete:
+        lines += [f"*{table.value}", *(f"-X {name}" for name in obsolete), "COMMIT"]
+    return "\n".join([*lines, ""])
+
+
+@dataclass(frozen=True, slots=True)
+class IptablesPlan:
+    """What to run, in this order: `ipset restore` ← ipset_prepare; per table in TABLE_ORDER
+    `iptables-restore --noflush` (ip6tables-restore for v6) ← tables[t]; `ipset restore` ←
+    ipset_cleanup. Absent entries mean nothing to do."""
+
+    family: Family
+    ipset_prepare: str | None = None
+    tables: Mapping[Table, str] = field(default_factory=dict)
+    ipset_cleanup: str | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.ipset_prepare is None and not self.tables and self.ipset_cleanup is None
+
+    @property
+    def ipset(self) -> str:
+        """`ipset_prepare` or "" (for display)."""
+        return self.ipset_prepare or ""
+
+    @property
+    def restore(self) -> str:
+        """All tables as one `iptables-restore --noflush` input (one COMMIT block per table)."""
+        return "".join(self.tables[t] for t in TABLE_ORDER if t in self.tables)
+
+
+def render_delta(ruleset: Ruleset, current: IptablesState) -> IptablesPlan:
+    """Commands bringing the kernel from `current` to `ruleset`; `plan.empty` when in sync."""
+    check_ruleset(ruleset)
+    family = ruleset.family
+    tables: dict[Table, str] = {}
+    for table in TABLE_ORDER:
+        text = render_table(ruleset.tables.get(table), family, current.tables.get(table), table)
+        if text is not None:
+            tables[table] = text
+    family_sets = {n: s for n, s in current.sets.items() if s.family is family}
+    return IptablesPlan(
+        family=family,
+        ipset_prepare=render_ipset_update(ruleset.sets, family, family_sets),
+        tables=tables,
+        ipset_cleanup=render_ipset_destroy(obsolete_sets(ruleset.sets, family, family_sets)),
+    )
+
+
+def render_full(ruleset: Ruleset) -> IptablesPlan:
+    """Programming a node that has none of felis' state (the delta against nothing)."""
+    check_ruleset(ruleset)
+    plan = render_delta(ruleset, IptablesState())
+    return IptablesPlan(
+        family=plan.family,
+        ipset_prepare=render_ipset_full(ruleset.sets, ruleset.family),
+        tables=plan.tables,
+    )
+
+
+def render_cleanup(family: Family, current: IptablesState) -> IptablesPlan:
+    """Remove every felis chain, hook and set of one family."""
+    return render_delta(Ruleset(family=family, tables={}, sets={}), current)

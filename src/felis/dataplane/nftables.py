@@ -1,0 +1,517 @@
+"""The nftables renderer: IR → one `nft -f` transaction for `table ip felis` / `table ip6 felis`.
+
+Pure: the kernel layer runs `nft -f`. Each iptables table becomes a layer of our one table: IR chain
+`felis-x` of the raw table is nft chain `raw-felis-x`, and hooks into kernel chain X of table T are
+the rules of base chain `T-X` (inserts first, then appends). Rules are `<match> counter <action>
+comment "felis:<hash>; <origin>"`, with the same hashes as the iptables backend (see rulehash).
+
+A render is a delta against the state read back with `parse_nft_json`, in one transaction:
+
+    add table; add chain (base chains, idempotent); add set + add element (new sets, missing
+    members); add chain (new chains); flush chain (changed and obsolete chains); add rule (all
+    rules of new and changed chains); delete element (surplus members); delete chain (obsolete,
+    now unreferenced); delete set (obsolete)
+
+`render_full` replaces the whole table atomically (`add table; delete table;` then everything), so
+it is correct whatever the kernel holds; `render_cleanup` deletes the table.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from felis.dataplane.rulehash import (
+    CT_STATES_ORDER,
+    ChainState,
+    DataplaneRenderError,
+    KernelRule,
+    SetState,
+    TableState,
+    chain_hashes,
+    check_iface,
+    check_ruleset,
+    dirty_chains,
+    expand_rules,
+    extract_hash,
+    hook_hash_seed,
+    normalise_member,
+    normalise_members,
+    normalise_ports,
+    protocol_name,
+    rule_comment,
+    set_kind_conflicts,
+    sorted_members,
+)
+from felis.dataplane.spec import (
+    NFT_TABLE,
+    TABLE_ORDER,
+    Accept,
+    Drop,
+    Family,
+    Goto,
+    HookPosition,
+    IpSet,
+    Jump,
+    Log,
+    Match,
+    NoTrack,
+    PortRange,
+    Return,
+    Rule,
+    Ruleset,
+    SetKind,
+    SetMark,
+    Table,
+    TableSpec,
+)
+
+__all__ = [
+    "NftState",
+    "base_chain",
+    "layer_chain",
+    "nft_family",
+    "parse_nft_json",
+    "render_cleanup",
+    "render_delta",
+    "render_full",
+    "render_rule",
+]
+
+LOG_LEVEL = "notice"
+"""syslog level 5, what the iptables backend writes as `--log-level 5`."""
+
+_HOOKS: Mapping[str, str] = {
+    "PREROUTING": "prerouting",
+    "INPUT": "input",
+    "FORWARD": "forward",
+    "OUTPUT": "output",
+    "POSTROUTING": "postrouting",
+}
+_LAYERS = {table.value: table for table in Table}
+
+
+def nft_family(family: Family) -> str:
+    return "ip" if family is Family.V4 else "ip6"
+
+
+def layer_chain(table: Table, name: str) -> str:
+    """nft name of an IR chain, or of the base chain standing for a kernel chain."""
+    return f"{table.value}-{name}"
+
+
+base_chain = layer_chain
+
+
+def _base_chain_spec(table: Table, kernel_chain: str) -> str:
+    # mangle OUTPUT must re-route after a mark change, as iptables' mangle OUTPUT does.
+    kind = "route" if (table, kernel_chain) == (Table.MANGLE, "OUTPUT") else "filter"
+    return f"{{ type {kind} hook {_HOOKS[kernel_chain]} priority {table.value}; policy accept; }}"
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule.
+
+
+def _port_set(items: tuple[PortRange, ...]) -> str:
+    parts = (str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in items)
+    return "{ " + ", ".join(parts) + " }"
+
+
+def _iface(name: str) -> str:
+    check_iface(name)
+    return '"' + (name[:-1] + "*" if name.endswith("+") else name) + '"'
+
+
+def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str:
+    proto = "icmp" if family is Family.V4 else "icmpv6"
+    if code is None:
+        return f"{proto} type {'!= ' if negate else ''}{icmp_type}"
+    if not negate:
+        return f"{proto} type {icmp_type} {proto} code {code}"
+    # "not (type T and code C)" in one expression: the pair against a one-element set.
+    return f"{proto} type . {proto} code != {{ {icmp_type} . {code} }}"
+
+
+def render_match(match: Match, family: Family, table: Table) -> list[str]:
+    """Match text in the same order as the iptables renderer."""
+    addr = nft_family(family)
+    out: list[str] = []
+    if match.in_iface is not None:
+        out.append(f"iifname {_iface(match.in_iface)}")
+    if match.out_iface is not None:
+        out.append(f"oifname {_iface(match.out_iface)}")
+    if match.mark_set or match.mark_clear:
+        mask = match.mark_set | match.mark_clear
+        out.append(f"meta mark & {mask:#x} == {match.mark_set:#x}")
+    if match.ct_states:
+        states = ",".join(s.value for s in CT_STATES_ORDER if s in match.ct_states)
+        out.append(f"ct state {states}")
+    if match.ct_dnat is not None:
+        if not match.ct_dnat:
+            # `ct status != dnat` never matches an untracked packet, unlike iptables'
+            # `! --ctstate DNAT` (reference §6.0a); calc must express it as dnat → return.
+            raise DataplaneRenderError(
+                "a `not DNAT` match cannot be rendered identically in nftables "
+                "(untracked packets); use ct_dnat=True with Return followed by the rule"
+            )
+        out.append("ct status dnat")
+    proto = protocol_name(match.protocol) if match.protocol is not None else None
+    if proto is not None:
+        out.append(f"meta l4proto {proto}")
+    if match.src_net is not None:
+        out.append(f"{addr} saddr {match.src_net}")
+    out.extend(f"{addr} saddr @{name}" for name in match.src_sets)
+    if match.src_ports:
+        out.append(f"{proto} sport {_port_set(normalise_ports(match.src_ports))}")
+    if match.src_port_set is not None:
+        out.append(f"{addr} saddr . meta l4proto . th sport @{match.src_port_set}")
+    if match.dst_net is not None:
+        out.append(f"{addr} daddr {match.dst_net}")
+    out.extend(f"{addr} daddr @{name}" for name in match.dst_sets)
+    if match.dst_ports:
+        out.append(f"{proto} dport {_port_set(normalise_ports(match.dst_ports))}")
+    if match.dst_port_set is not None:
+        out.append(f"{addr} daddr . meta l4proto . th dport @{match.dst_port_set}")
+    if match.icmp is not None:
+        out.append(_icmp(family, False, match.icmp.type, match.icmp.code))
+    if match.not_protocol is not None:
+        out.append(f"meta l4proto != {protocol_name(match.not_protocol)}")
+    if match.not_src_net is not None:
+        out.append(f"{addr} saddr != {match.not_src_net}")
+    out.extend(f"{addr} saddr != @{name}" for name in match.not_src_sets)
+    if match.not_src_ports:
+        out.append(f"{proto} sport != {_port_set(normalise_ports(match.not_src_ports))}")
+    out.extend(
+        f"{addr} saddr . meta l4proto . th sport != @{name}" for name in match.not_src_port_sets
+    )
+    if match.not_dst_net is not None:
+        out.append(f"{addr} daddr != {match.not_dst_net}")
+    out.extend(f"{addr} daddr != @{name}" for name in match.not_dst_sets)
+    if match.not_dst_ports:
+        out.append(f"{proto} dport != {_port_set(normalise_ports(match.not_dst_ports))}")
+    out.extend(
+        f"{addr} daddr . meta l4proto . th dport != @{name}" for name in match.not_dst_port_sets
+    )
+    if match.not_icmp is not None:
+        out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
+    return out
+
+
+def render_action(rule: Rule, table: Table) -> list[str]:
+    match rule.action:
+        case None:
+            return []
+        case Accept():
+            return ["accept"]
+        case Drop():
+            return ["drop"]
+        case Return():
+            return ["return"]
+        case NoTrack():
+            return ["notrack"]
+        case Jump(target=target):
+            return [f"jump {layer_chain(table, target)}"]
+        case Goto(target=target):
+            return [f"goto {layer_chain(table, target)}"]
+        case SetMark(value=value, mask=mask):
+            keep = ~mask & 0xFFFFFFFF
+            text = f"meta mark set meta mark & {keep:#010x}"
+            return [text + f" | {value:#x}" if value else text]
+        case Log(prefix=prefix):
+            return [f'log prefix "{prefix}" level {LOG_LEVEL}']
+    raise DataplaneRenderError(f"unknown action {rule.action!r}")
+
+
+def render_rule(rule: Rule, rule_hash: str, family: Family, table: Table) -> str:
+    """`<match> counter <action> comment "…"` for an already expanded, checked kernel rule."""
+    comment = rule_comment(rule_hash, rule.comment)
+    parts = [*render_match(rule.match, family, table), "counter", *render_action(rule, table)]
+    return " ".join([*parts, f'comment "{comment}"'])
+
+
+# ---------------------------------------------------------------------------------------------
+# Read back.
+
+
+@dataclass(frozen=True, slots=True)
+class NftState:
+    """Our table as read back: layers in the shape of the iptables tables, plus sets."""
+
+    exists: bool = False
+    tables: Mapping[Table, TableState] = field(default_factory=dict)
+    sets: Mapping[str, SetState] = field(default_factory=dict)
+    stray_chains: tuple[str, ...] = ()
+    """Chains of our table outside the `<layer>-<name>` scheme (deleted by the next delta)."""
+
+    def counters(self) -> dict[tuple[Table, str, str], tuple[int, int]]:
+        """(layer, chain, rule hash) → (packets, bytes), for every rule of ours with a counter."""
+        out: dict[tuple[Table, str, str], tuple[int, int]] = {}
+        for table, state in self.tables.items():
+            for chain in state.chains.values():
+                for rule in chain.rules:
+                    if rule.hash is not None and rule.packets is not None:
+                        out[(table, chain.name, rule.hash)] = (rule.packets, rule.bytes or 0)
+        return out
+
+
+def _element_values(raw: Any) -> list[Any]:
+    if isinstance(raw, dict) and "elem" in raw:
+        return _element_values(raw["elem"]["val"])
+    return [raw]
+
+
+def _net_members(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict) and "prefix" in value:
+        return [f"{value['prefix']['addr']}/{value['prefix']['len']}"]
+    if isinstance(value, dict) and "range" in value:
+        first, last = (ipaddress.ip_address(v) for v in value["range"])
+        if isinstance(first, ipaddress.IPv4Address) and isinstance(last, ipaddress.IPv4Address):
+            return [str(n) for n in ipaddress.summarize_address_range(first, last)]
+        if isinstance(first, ipaddress.IPv6Address) and isinstance(last, ipaddress.IPv6Address):
+            return [str(n) for n in ipaddress.summarize_address_range(first, last)]
+    raise DataplaneRenderError(f"nft set element {value!r} not understood")
+
+
+def _port_members(value: Any) -> list[str]:
+    if isinstance(value, dict) and "concat" in value and len(value["concat"]) == 3:
+        addr, proto, port = value["concat"]
+        return [f"{addr},{proto}:{port}"]
+    raise DataplaneRenderError(f"nft ip,port set element {value!r} not understood")
+
+
+def _set_state(obj: Mapping[str, Any], family: Family) -> SetState | None:
+    settype = obj.get("type")
+    if settype in ("ipv4_addr", "ipv6_addr"):
+        kind = SetKind.NET
+    elif (
+        isinstance(settype, list)
+        and len(settype) == 3
+        and settype[1:]
+        == [
+            "inet_proto",
+            "inet_service",
+        ]
+    ):
+        kind = SetKind.IP_PORT
+    else:
+        return None
+    members: list[str] = []
+    for raw in obj.get("elem", ()):
+        for value in _element_values(raw):
+            members.extend(_net_members(value) if kind is SetKind.NET else _port_members(value))
+    normal = frozenset(normalise_member(kind, member, family) for member in members)
+    return SetState(name=str(obj["name"]), kind=kind, family=family, members=normal)
+
+
+def _rule_state(obj: Mapping[str, Any]) -> KernelRule:
+    packets = nbytes = None
+    for expr in obj.get("expr", ()):
+        if isinstance(expr, dict) and "counter" in expr and isinstance(expr["counter"], dict):
+            packets = int(expr["counter"].get("packets", 0))
+            nbytes = int(expr["counter"].get("bytes", 0))
+    comment = obj.get("comment")
+    return KernelRule(
+        hash=extract_hash(comment) if isinstance(comment, str) else None,
+        handle=int(obj["handle"]) if "handle" in obj else None,
+        packets=packets,
+        bytes=nbytes,
+    )
+
+
+def parse_nft_json(text: str, family: Family) -> NftState:
+    """`nft -j list table ip|ip6 felis` → per layer {chain: rules with hashes, handles,
+    counters} and our sets. Empty text (table absent) is an empty state."""
+    if not text.strip():
+        return NftState()
+    try:
+        items = json.loads(text)["nftables"]
+    except (ValueError, KeyError, TypeError):
+        raise DataplaneRenderError("nft -j output is not the expected JSON document") from None
+    fam = nft_family(family)
+    exists = False
+    chains: dict[str, list[KernelRule]] = {}
+    sets: dict[str, SetState] = {}
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        kind, obj = next(iter(item.items()))
+        if not isinstance(obj, dict) or obj.get("family", fam) != fam:
+            continue
+        if obj.get("table", obj.get("name")) != NFT_TABLE and kind != "metainfo":
+            continue
+        if kind == "table":
+            exists = True
+        elif kind == "chain":
+            chains.setdefault(str(obj["name"]), [])
+        elif kind == "rule":
+            chains.setdefault(str(obj["chain"]), []).append(_rule_state(obj))
+        elif kind == "set":
+            state = _set_state(obj, family)
+            if state is not None:
+                sets[state.name] = state
+    layers: dict[Table, dict[str, ChainState]] = {}
+    stray: list[str] = []
+    for nft_name, rules in chains.items():
+        layer, _, name = nft_name.partition("-")
+        if layer in _LAYERS and name:
+            layers.setdefault(_LAYERS[layer], {})[name] = ChainState(name, tuple(rules))
+        else:
+            stray.append(nft_name)
+    return NftState(
+        exists=exists or bool(chains),
+        tables={t: TableState(table=t, chains=c) for t, c in layers.items()},
+        sets=sets,
+        stray_chains=tuple(sorted(stray)),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Transactions.
+
+
+def _set_decl(ipset: IpSet, family: Family) -> str:
+    addr = "ipv4_addr" if family is Family.V4 else "ipv6_addr"
+    if ipset.kind is SetKind.NET:
+        return f"{{ type {addr}; flags interval; }}"
+    return f"{{ type {addr} . inet_proto . inet_service; }}"
+
+
+def _elements(kind: SetKind, members: frozenset[str]) -> str:
+    def nft_form(member: str) -> str:
+        if kind is SetKind.NET:
+            return member
+        addr, rest = member.rsplit(",", 1)
+        proto, port = rest.split(":", 1)
+        return f"{addr} . {proto} . {port}"
+
+    return "{ " + ", ".join(nft_form(m) for m in sorted_members(kind, members)) + " }"
+
+
+@dataclass
+class _Tx:
+    """The statements of one transaction, in the groups the kernel needs them ordered by."""
+
+    base: list[str] = field(default_factory=list)
+    sets: list[str] = field(default_factory=list)
+    chains: list[str] = field(default_factory=list)
+    flushes: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    element_deletes: list[str] = field(default_factory=list)
+    chain_deletes: list[str] = field(default_factory=list)
+    set_deletes: list[str] = field(default_factory=list)
+
+    def changes(self) -> bool:
+        return any(
+            (self.sets, self.chains, self.flushes, self.rules, self.element_deletes,
+             self.chain_deletes, self.set_deletes)
+        )  # fmt: skip
+
+    def lines(self) -> list[str]:
+        return [
+            *self.base,
+            *self.sets,
+            *self.chains,
+            *self.flushes,
+            *self.rules,
+            *self.element_deletes,
+            *self.chain_deletes,
+            *self.set_deletes,
+        ]
+
+
+def _layer_delta(
+    tx: _Tx, prefix: str, spec: TableSpec, current: TableState | None, family: Family
+) -> None:
+    table = spec.table
+    new, changed, obsolete = dirty_chains(spec, current)
+    for name in new:
+        tx.chains.append(f"add chain {prefix} {layer_chain(table, name)}")
+    for name in (*changed, *obsolete):
+        tx.flushes.append(f"flush chain {prefix} {layer_chain(table, name)}")
+    for name in (*new, *changed):
+        rules = expand_rules(spec.chains[name].rules)
+        for rule, rule_hash in zip(rules, chain_hashes(name, rules), strict=True):
+            text = render_rule(rule, rule_hash, family, table)
+            tx.rules.append(f"add rule {prefix} {layer_chain(table, name)} {text}")
+    for name in obsolete:
+        tx.chain_deletes.append(f"delete chain {prefix} {layer_chain(table, name)}")
+
+    have = current.chains if current is not None else {}
+    wanted = spec.kernel_chains
+    for kernel_chain in wanted:
+        nft_name = base_chain(table, kernel_chain)
+        tx.base.append(f"add chain {prefix} {nft_name} {_base_chain_spec(table, kernel_chain)}")
+        pairs: list[tuple[Rule, str]] = []
+        for position in (HookPosition.INSERT, HookPosition.APPEND):
+            rules = expand_rules(spec.hooks_for(kernel_chain, position))
+            seed = hook_hash_seed(kernel_chain, position)
+            pairs.extend(zip(rules, chain_hashes(seed, rules), strict=True))
+        state = have.get(kernel_chain)
+        if state is not None and state.hashes == tuple(h for _, h in pairs):
+            continue
+        if state is not None:
+            tx.flushes.append(f"flush chain {prefix} {nft_name}")
+        for rule, rule_hash in pairs:
+            tx.rules.append(
+                f"add rule {prefix} {nft_name} {render_rule(rule, rule_hash, family, table)}"
+            )
+    for name in have:
+        if not name.startswith("felis-") and name not in wanted:
+            tx.flushes.append(f"flush chain {prefix} {base_chain(table, name)}")
+            tx.chain_deletes.append(f"delete chain {prefix} {base_chain(table, name)}")
+
+
+def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
+    check_ruleset(ruleset)
+    family = ruleset.family
+    prefix = f"{nft_family(family)} {NFT_TABLE}"
+    set_kind_conflicts(ruleset.sets, current.sets)
+    tx = _Tx(base=[f"add table {prefix}"])
+    for name in sorted(ruleset.sets):
+        ipset = ruleset.sets[name]
+        want = normalise_members(ipset.kind, ipset.members, family)
+        have = current.sets.get(name)
+        if have is None:
+            tx.sets.append(f"add set {prefix} {name} {_set_decl(ipset, family)}")
+        missing = want - (have.members if have is not None else frozenset())
+        if missing:
+            tx.sets.append(f"add element {prefix} {name} {_elements(ipset.kind, missing)}")
+        surplus = (have.members - want) if have is not None else frozenset()
+        if surplus:
+            tx.element_deletes.append(
+                f"delete element {prefix} {name} {_elements(ipset.kind, surplus)}"
+            )
+    for name in sorted(set(current.sets) - set(ruleset.sets)):
+        tx.set_deletes.append(f"delete set {prefix} {name}")
+    for table in TABLE_ORDER:
+        spec = ruleset.tables.get(table, TableSpec(table=table, chains={}))
+        _layer_delta(tx, prefix, spec, current.tables.get(table), family)
+    for name in current.stray_chains:
+        tx.flushes.append(f"flush chain {prefix} {name}")
+        tx.chain_deletes.append(f"delete chain {prefix} {name}")
+    return tx
+
+
+def render_delta(ruleset: Ruleset, current: NftState) -> str | None:
+    """One `nft -f` transaction from `current` to `ruleset`; None when nothing differs."""
+    tx = _transaction(ruleset, current)
+    return "\n".join([*tx.lines(), ""]) if tx.changes() else None
+
+
+def render_full(ruleset: Ruleset) -> str:
+    """Replace our table atomically with `ruleset`, whatever the kernel holds now."""
+    prefix = f"{nft_family(ruleset.family)} {NFT_TABLE}"
+    tx = _transaction(ruleset, NftState())
+    return "\n".join([f"add table {prefix}", f"delete table {prefix}", *tx.lines(), ""])
+
+
+def render_cleanup(family: Family) -> str:
+    """Remove felis' table (the `add` makes the delete succeed when it is already gone)."""
+    prefix = f"{nft_family(family)} {NFT_TABLE}"
+    return f"add table {prefix}\ndelete table {prefix}\n"

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         else:
             typer.echo(str(err), err=True)
         sys.exit(int(getattr(err, "exit_code", 2) or 2))
-    except Exception as err:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as err:
         if os.environ.get("FELIS_DEBUG"):
             raise
         typer.echo(

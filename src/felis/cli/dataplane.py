@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 from contextlib import closing
-from enum import Enum
+from enum import StrEnum
 from types import FrameType
 from typing import Annotated
 
@@ -22,7 +22,7 @@ from felis.errors import FelisError
 from felis.model import from_dict
 
 
-class Backend(str, Enum):
+class Backend(StrEnum):
     iptables = "iptables"
     nftables = "nftables"
 
@@ -68,9 +68,7 @@ def render(
     node: NodeOption,
     backend: BackendOption = Backend.nftables,
     datastore: DatastoreOption = None,
-    family: Annotated[
-        str, typer.Option("--family", help="4, 6 or both")
-    ] = "both",
+    family: Annotated[str, typer.Option("--family", help="4, 6 or both")] = "both",
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
 ) -> None:
@@ -177,14 +175,11 @@ def agent(
                 server.shutdown()
 
 
-def _conntrack_reader() -> Callable[[], dict[str, int]] | None:
-    try:
-        from felis.conntrack import read_status
-    except ImportError:
-        return None
+def _conntrack_reader() -> Callable[[], dict[str, int]]:
+    from felis.conntrack.kernel import read_count, read_max, read_stats
 
     def read() -> dict[str, int]:
-        return read_status().as_metrics()
+        return {"entries": read_count(), "max": read_max(), **read_stats()}
 
     return read
 

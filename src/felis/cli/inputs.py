@@ -28,7 +28,9 @@ def _read_bounded(stream_name: str, reader: object, limit: int) -> bytes:
     read = getattr(reader, "read")  # noqa: B009 - binary file objects and sys.stdin.buffer alike
     data: bytes = read(limit + 1)
     if len(data) > limit:
-        raise FelisError(f"{stream_name}: input is larger than the {limit // (1024 * 1024)} MiB limit")
+        raise FelisError(
+            f"{stream_name}: input is larger than the {limit // (1024 * 1024)} MiB limit"
+        )
     return data
 
 

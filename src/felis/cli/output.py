@@ -79,8 +79,10 @@ def render_table(kind: str, objects: Sequence[Obj], *, wide: bool) -> str:
     rows = [[header for header, _ in columns]]
     rows += [[cell(obj) for _, cell in columns] for obj in objects]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
-    lines = ["   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in rows]
+    lines = [
+        "   ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
     return "\n".join(lines) + "\n"
 
 

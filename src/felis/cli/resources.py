@@ -9,8 +9,8 @@ transaction, so a bad or conflicting document means nothing was written.
 from __future__ import annotations
 
 from collections import Counter
-from contextlib import closing
 from collections.abc import Sequence
+from contextlib import closing
 from typing import Annotated, Any
 
 import typer

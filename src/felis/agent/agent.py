@@ -1,0 +1,267 @@
+"""The per-node agent: datastore snapshot + watch → incremental calc → kernel, kept converged.
+
+Shape (as Felix): take a consistent snapshot, program the kernel once in sync, then follow the
+watch. Bursts of changes are coalesced into one apply. The kernel is re-read periodically and
+repaired when someone else changed our rules (drift). When the datastore is unreachable the
+agent keeps the last programmed state enforced and retries; it never removes rules on exit, so
+policy stays in force while it restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from felis.calc import CalcConfig, Calculator, HostInterface
+from felis.dataplane.kernel import ApplyReport, Dataplane
+from felis.dataplane.spec import DataplaneSpec
+from felis.datastore import Datastore, WatchEvent
+from felis.datastore.errors import Compacted, DatastoreError
+from felis.errors import FelisError
+from felis.model import from_dict
+
+log = logging.getLogger("felis.agent")
+
+InterfaceReader = Callable[[], Sequence[HostInterface]]
+
+
+@dataclass
+class AgentSettings:
+    node: str
+    calc: CalcConfig = field(default_factory=CalcConfig)
+    batch_window: float = 0.05
+    """How long to keep collecting changes after the first one before applying them together."""
+    refresh_interval: float = 30.0
+    """How often the kernel is re-read to detect and repair drift (0 disables)."""
+    interface_interval: float = 5.0
+    """How often interfaces and their addresses are re-read (HEP resolution depends on them)."""
+    retry_interval: float = 2.0
+    """Back-off after a datastore or kernel failure."""
+
+
+@dataclass
+class AgentState:
+    """What health checks and metrics report."""
+
+    in_sync: bool = False
+    datastore_ok: bool = False
+    revision: int = 0
+    applies: int = 0
+    apply_errors: int = 0
+    drift_repairs: int = 0
+    last_apply_seconds: float = 0.0
+    last_error: str = ""
+    endpoints: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+class _Stop(Exception):
+    pass
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        store: Datastore,
+        dataplane: Dataplane,
+        read_interfaces: InterfaceReader,
+        *,
+        on_apply: Callable[[ApplyReport, float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.dataplane = dataplane
+        self.read_interfaces = read_interfaces
+        self.on_apply = on_apply
+        self.state = AgentState()
+        self._calculator = Calculator(settings.node, settings.calc)
+        self._interfaces: tuple[HostInterface, ...] = ()
+        self._events: queue.Queue[WatchEvent | BaseException] = queue.Queue()
+        self.current_spec: DataplaneSpec | None = None
+
+    # -- one-shot -----------------------------------------------------------------------------
+
+    def converge_once(self) -> ApplyReport:
+        """Snapshot, compute and program once (`felis agent --once`)."""
+        self._snapshot()
+        self._refresh_interfaces()
+        return self._apply(reason="sync")
+
+    # -- daemon -------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.converge_once()
+                break
+            except FelisError as err:
+                self._note_error("initial sync", err)
+                stop.wait(self.settings.retry_interval)
+        if stop.is_set():
+            return
+        watcher = self._start_watch(stop)
+        next_refresh = self._next(self.settings.refresh_interval)
+        next_interfaces = self._next(self.settings.interface_interval)
+        while not stop.is_set():
+            timeout = max(0.0, min(next_refresh, next_interfaces) - time.monotonic())
+            try:
+                first = self._events.get(timeout=min(timeout, 1.0))
+            except queue.Empty:
+                first = None
+            try:
+                if first is not None:
+                    changed = self._consume(first, stop)
+                    if changed:
+                        self._apply(reason="datastore change")
+                now = time.monotonic()
+                if now >= next_interfaces:
+                    next_interfaces = self._next(self.settings.interface_interval)
+                    if self._refresh_interfaces():
+                        self._apply(reason="interface change")
+                if now >= next_refresh:
+                    next_refresh = self._next(self.settings.refresh_interval)
+                    self._repair_drift()
+                if not watcher.is_alive() and not stop.is_set():
+                    watcher = self._start_watch(stop)
+            except _Stop:
+                break
+            except FelisError as err:
+                self._note_error("dataplane", err)
+                self.state.in_sync = False
+                stop.wait(self.settings.retry_interval)
+                next_refresh = time.monotonic()  # re-check the kernel as soon as possible
+
+    @staticmethod
+    def _next(interval: float) -> float:
+        return time.monotonic() + interval if interval > 0 else float("inf")
+
+    def _consume(self, first: WatchEvent | BaseException, stop: threading.Event) -> bool:
+        """Apply `first` and every event arriving within the batch window to the calculator."""
+        batch: list[WatchEvent | BaseException] = [first]
+        deadline = time.monotonic() + self.settings.batch_window
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(self._events.get(timeout=remaining))
+            except queue.Empty:
+                break
+        changed = False
+        for item in batch:
+            if isinstance(item, Compacted):
+                log.warning("watch history compacted; resyncing from a fresh snapshot")
+                self._snapshot()
+                changed = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                changed |= self._handle(item)
+        if stop.is_set():
+            raise _Stop
+        return changed
+
+    def _handle(self, event: WatchEvent) -> bool:
+        self.state.revision = max(self.state.revision, event.revision)
+        if event.type == "DELETED":
+            self._calculator.remove(event.kind, event.name)
+            return True
+        try:
+            resource = from_dict(event.object, source="datastore")
+        except FelisError as err:
+            # Another writer stored something we cannot read; ignore it rather than stop
+            # enforcing everything else.
+            log.error("ignoring %s %s: %s", event.kind, event.name, err)
+            return False
+        self._calculator.upsert(resource)
+        return True
+
+    def _start_watch(self, stop: threading.Event) -> threading.Thread:
+        since = self.state.revision
+
+        def follow() -> None:
+            revision = since
+            while not stop.is_set():
+                try:
+                    for event in self.store.watch(revision, stop=stop):
+                        revision = event.revision
+                        self._events.put(event)
+                    return
+                except Compacted as err:
+                    self._events.put(err)
+                    return
+                except DatastoreError as err:
+                    self.state.datastore_ok = False
+                    log.warning("datastore unavailable, keeping current rules: %s", err)
+                    stop.wait(self.settings.retry_interval)
+
+        thread = threading.Thread(target=follow, name="felis-watch", daemon=True)
+        thread.start()
+        return thread
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def _snapshot(self) -> None:
+        listing = self.store.list()
+        self.state.datastore_ok = True
+        calculator = Calculator(self.settings.node, self.settings.calc)
+        for obj in listing.items:
+            try:
+                calculator.upsert(from_dict(obj, source="datastore"))
+            except FelisError as err:
+                log.error("ignoring stored %s: %s", _describe(obj), err)
+        if self._interfaces:
+            calculator.set_interfaces(self._interfaces)
+        self._calculator = calculator
+        self.state.revision = listing.revision
+
+    def _refresh_interfaces(self) -> bool:
+        current = tuple(self.read_interfaces())
+        if current == self._interfaces:
+            return False
+        self._interfaces = current
+        self._calculator.set_interfaces(current)
+        return True
+
+    def _apply(self, *, reason: str) -> ApplyReport:
+        result = self._calculator.result()
+        for warning in result.warnings:
+            if warning not in self.state.warnings:
+                log.warning("%s", warning)
+        self.state.warnings = tuple(result.warnings)
+        started = time.monotonic()
+        try:
+            report = self.dataplane.apply(result.spec)
+        except FelisError:
+            self.state.apply_errors += 1
+            raise
+        elapsed = time.monotonic() - started
+        self.state.applies += 1
+        self.state.last_apply_seconds = elapsed
+        self.state.in_sync = True
+        self.state.endpoints = result.spec.endpoints
+        self.current_spec = result.spec
+        if report.wrote:
+            log.info("%s: %s (%.0f ms)", reason, report.summary(), elapsed * 1000)
+        if self.on_apply is not None:
+            self.on_apply(report, elapsed)
+        return report
+
+    def _repair_drift(self) -> None:
+        differences = self.dataplane.drift(self._calculator.result().spec)
+        if not differences:
+            return
+        log.warning("kernel drifted from the desired state: %s", "; ".join(differences[:5]))
+        self.state.drift_repairs += 1
+        self._apply(reason="drift repair")
+
+    def _note_error(self, what: str, err: Exception) -> None:
+        self.state.last_error = f"{what}: {err}"
+        log.error("%s failed: %s", what, err)
+
+
+def _describe(obj: dict[str, Any]) -> str:
+    return f"{obj.get('kind', '?')}({obj.get('metadata', {}).get('name', '?')})"

@@ -1,0 +1,131 @@
+"""Read conntrack state from the kernel, in the current or a named network namespace.
+
+Per-namespace values (`nf_conntrack_count`, timeouts, the table itself) must be read from inside
+the namespace, so every read runs as `ip netns exec NAME ...` when a namespace is given.
+`nf_conntrack_max` is global; reading it inside a namespace shows the global value.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from felis.conntrack.analysis import Snapshot
+from felis.conntrack.parse import (
+    Entry,
+    parse_entries,
+    parse_int,
+    parse_ip_addr_json,
+    parse_stats,
+)
+from felis.errors import FelisError
+
+PROC = "/proc/sys/net/netfilter/"
+_NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+class ConntrackError(FelisError):
+    """Conntrack state could not be read; the message names the command or file."""
+
+
+def _argv(netns: str | None, argv: Sequence[str]) -> list[str]:
+    if netns is None:
+        return list(argv)
+    if not _NETNS_NAME.match(netns):
+        raise ConntrackError(f"invalid network namespace name {netns!r}")
+    if not Path("/run/netns", netns).exists():
+        raise ConntrackError(f"network namespace {netns!r} does not exist")
+    return ["ip", "netns", "exec", netns, *argv]
+
+
+def _run(netns: str | None, argv: Sequence[str], timeout: float = 120.0) -> str:
+    cmd = _argv(netns, argv)
+    if shutil.which(cmd[0]) is None:
+        hint = " (Debian: apt-get install conntrack)" if cmd[0] == "conntrack" else ""
+        raise ConntrackError(f"{cmd[0]} is not installed{hint}")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise ConntrackError(f"{' '.join(cmd)} timed out") from exc
+    if proc.returncode != 0:
+        err = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), "no output")
+        raise ConntrackError(f"{' '.join(cmd)} failed ({proc.returncode}): {err}")
+    return proc.stdout
+
+
+def read_sysctl(name: str, netns: str | None = None) -> str:
+    path = PROC + name
+    if netns is None:
+        try:
+            return Path(path).read_text()
+        except OSError as exc:
+            raise ConntrackError(f"cannot read {path}: {exc.strerror}") from exc
+    return _run(netns, ["cat", path])
+
+
+def read_count(netns: str | None = None) -> int:
+    try:
+        return parse_int(read_sysctl("nf_conntrack_count", netns), "nf_conntrack_count")
+    except ValueError as exc:
+        raise ConntrackError(str(exc)) from exc
+
+
+def read_max(netns: str | None = None) -> int:
+    try:
+        return parse_int(read_sysctl("nf_conntrack_max", netns), "nf_conntrack_max")
+    except ValueError as exc:
+        raise ConntrackError(str(exc)) from exc
+
+
+def read_time_wait_timeout(netns: str | None = None) -> int:
+    try:
+        text = read_sysctl("nf_conntrack_tcp_timeout_time_wait", netns)
+        return parse_int(text, "nf_conntrack_tcp_timeout_time_wait")
+    except (ConntrackError, ValueError):
+        return 120  # the kernel default; only used for an estimate
+
+
+def read_stats(netns: str | None = None) -> dict[str, int]:
+    """`conntrack -S` summed over CPUs."""
+    return parse_stats(_run(netns, ["conntrack", "-S"], timeout=30.0))
+
+
+def list_entries(netns: str | None = None, extra: Sequence[str] = ()) -> list[Entry]:
+    return parse_entries(_run(netns, ["conntrack", "-L", "-o", "extended", *extra]))
+
+
+def count_port_entries(port: int, netns: str | None = None, proto: str = "tcp") -> int:
+    """Entries whose original destination port is `port` (the kernel filters, we count)."""
+    out = _run(netns, ["conntrack", "-L", "-p", proto, "--orig-port-dst", str(port)])
+    return sum(1 for line in out.splitlines() if line.strip())
+
+
+def addresses(netns: str | None = None) -> dict[str, str]:
+    """Local address -> interface name."""
+    text = _run(netns, ["ip", "-j", "addr", "show"], timeout=30.0)
+    try:
+        return {a.address: a.interface for a in parse_ip_addr_json(text)}
+    except ValueError as exc:
+        raise ConntrackError(f"ip -j addr show printed unreadable JSON: {exc}") from exc
+
+
+def snapshot(netns: str | None = None, *, with_entries: bool = True) -> Snapshot:
+    taken = time.monotonic()
+    count = read_count(netns)
+    stats = read_stats(netns)
+    entries = list_entries(netns) if with_entries else []
+    addr = addresses(netns) if with_entries else {}
+    return Snapshot(
+        taken_at=taken,
+        count=count,
+        max=read_max(netns),
+        stats=stats,
+        entries=entries,
+        local_addresses=frozenset(addr),
+        interfaces=addr,
+        time_wait_timeout=read_time_wait_timeout(netns),
+    )

@@ -1,0 +1,164 @@
+"""`felis lab up | down | status | run` (mounted by felis.cli as a Typer sub-app)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+
+from felis.errors import FelisError
+from felis.lab.run import (
+    DEFAULT_PHASE_SECONDS,
+    ProgressView,
+    RunOptions,
+    parse_phases,
+    print_comparison,
+    run_lab,
+)
+from felis.lab.signals import Terminated, cleanup_on_signals
+from felis.lab.topology import DEFAULT_RUN_DIR, LabConfig, Topology
+
+app = typer.Typer(
+    name="lab",
+    help="The conntrack lab: namespaces, a real memcached, a load generator, the demo.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="Where the lab keeps its state.")]
+
+
+def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """User errors and interruptions end the command with one line, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        err = Console(stderr=True)
+        try:
+            return fn(*args, **kwargs)
+        except FelisError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err.print("interrupted: the lab was removed", highlight=False)
+            raise typer.Exit(130) from None
+        except Terminated as exc:
+            err.print(f"{exc}: the lab was removed", highlight=False)
+            raise typer.Exit(128 + exc.signum) from None
+
+    return wrapper
+
+
+@app.command()
+@one_line_errors
+def up(
+    run_dir: RunDirOpt = DEFAULT_RUN_DIR,
+    hold: Annotated[
+        bool,
+        typer.Option(
+            "--hold",
+            help="Stay in the foreground and remove the lab on Ctrl-C/SIGTERM "
+            "(memcached stays this process' child).",
+        ),
+    ] = False,
+) -> None:
+    """Build the lab (idempotent): namespaces, veth pair, addresses, memcached on :12211."""
+    topo = Topology(LabConfig(run_dir=run_dir))
+    cfg = topo.config
+    console = Console()
+    if hold:
+        with cleanup_on_signals(), topo:
+            console.print(
+                f"lab up: {cfg.server_netns} {cfg.server_ip}:{cfg.port} <- {cfg.client_netns}; "
+                "Ctrl-C removes it",
+                highlight=False,
+            )
+            signal.pause()
+        return
+    built = topo.up(detach=True)
+    console.print(
+        f"lab {'up' if built else 'already up'}: memcached {cfg.server_ip}:{cfg.port} in "
+        f"{cfg.server_netns}; clients in {cfg.client_netns} "
+        f"({cfg.source_base} +{cfg.source_count - 1}); `felis lab down` removes it",
+        highlight=False,
+    )
+
+
+@app.command()
+@one_line_errors
+def down(run_dir: RunDirOpt = DEFAULT_RUN_DIR) -> None:
+    """Remove the lab, including leftovers of a crashed run; restores nf_conntrack_max."""
+    removed = Topology(LabConfig(run_dir=run_dir)).down()
+    Console().print(
+        "removed: " + ", ".join(removed) if removed else "nothing to remove", highlight=False
+    )
+
+
+@app.command()
+@one_line_errors
+def status(
+    run_dir: RunDirOpt = DEFAULT_RUN_DIR,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show whether the lab is up and what it consists of."""
+    info = Topology(LabConfig(run_dir=run_dir)).status()
+    if as_json:
+        typer.echo(json.dumps(info))
+        return
+    console = Console()
+    for key, value in info.items():
+        console.print(f"{key:30} {value}", highlight=False)
+
+
+@app.command()
+@one_line_errors
+def run(
+    *,
+    phase_seconds: Annotated[
+        float, typer.Option("--phase-seconds", help="Load duration of each phase.")
+    ] = DEFAULT_PHASE_SECONDS,
+    conntrack_max: Annotated[
+        int | None,
+        typer.Option(
+            "--conntrack-max",
+            help="Set the global net.netfilter.nf_conntrack_max for the run (always restored).",
+        ),
+    ] = None,
+    results: Annotated[
+        Path, typer.Option("--results", help="Directory for results.json and chart.png.")
+    ] = Path("lab-results"),
+    backend: Annotated[
+        str, typer.Option("--backend", help="Dataplane backend: iptables or nftables.")
+    ] = "nftables",
+    phases: Annotated[
+        str, typer.Option("--phases", help="Comma-separated phases, run in this order.")
+    ] = "stateful,donottrack,baseline",
+    concurrency: Annotated[int, typer.Option(help="Connections in flight.")] = 64,
+    threads: Annotated[int, typer.Option(help="Load-generator threads.")] = 2,
+    run_dir: RunDirOpt = DEFAULT_RUN_DIR,
+) -> None:
+    """Run the demo: stateful vs doNotTrack vs no rules, same load; writes results and chart."""
+    opts = RunOptions(
+        phase_seconds=phase_seconds,
+        conntrack_max=conntrack_max,
+        results=results,
+        backend=backend,
+        phases=parse_phases(phases),
+        threads=threads,
+        concurrency=concurrency,
+        config=LabConfig(run_dir=run_dir),
+    )
+    console = Console()
+    with ProgressView(console) as view:
+        doc = run_lab(opts, on_sample=view)
+    print_comparison(doc, console)
+    console.print(f"results: {results / 'results.json'}  chart: {results / 'chart.png'}")

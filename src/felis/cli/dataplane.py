@@ -10,7 +10,7 @@ from collections.abc import Callable
 from contextlib import closing
 from enum import StrEnum
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -184,6 +184,88 @@ def _conntrack_reader() -> Callable[[], dict[str, int]]:
     return read
 
 
+def status(
+    node: NodeOption,
+    backend: BackendOption = Backend.nftables,
+    datastore: DatastoreOption = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    failsafe_inbound: FailsafeInOption = None,
+    failsafe_outbound: FailsafeOutOption = None,
+) -> None:
+    """Show this host at a glance: endpoints, drift, conntrack pressure, per-rule counters."""
+    from felis.agent.interfaces import read_interfaces
+    from felis.conntrack.kernel import read_count, read_max, read_stats
+    from felis.dataplane.kernel import open_dataplane
+
+    with closing(open_datastore(datastore)) as store:
+        objects = store.list().items
+    resources = [from_dict(obj, source="datastore") for obj in objects]
+    config = calc_config(failsafe_inbound, failsafe_outbound)
+    result = compute(resources, node, read_interfaces(), config)
+    dataplane = open_dataplane(backend.value)
+    drift = dataplane.drift(result.spec)
+    counters = dataplane.counters(result.spec)
+    conntrack = {"entries": read_count(), "max": read_max(), **read_stats()}
+    report = {
+        "node": node,
+        "backend": backend.value,
+        "endpoints": list(result.spec.endpoints),
+        "in_sync": not drift,
+        "drift": drift,
+        "warnings": list(result.warnings),
+        "conntrack": conntrack,
+        "rules": [
+            {
+                "family": int(c.family),
+                "table": c.table,
+                "chain": c.chain,
+                "comment": c.comment,
+                "packets": c.packets,
+                "bytes": c.bytes,
+            }
+            for c in counters
+        ],
+    }
+    if output == "json":
+        import json
+
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print_status(report)
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console()
+    state = "in sync" if report["in_sync"] else "DRIFTED: " + "; ".join(report["drift"])
+    console.print(f"[bold]{report['node']}[/] ({report['backend']}): {state}")
+    console.print(f"host endpoints: {', '.join(report['endpoints']) or 'none active'}")
+    ct = report["conntrack"]
+    console.print(
+        f"conntrack: {ct['entries']}/{ct['max']} entries, drop {ct.get('drop', 0)}, "
+        f"early_drop {ct.get('early_drop', 0)}, insert_failed {ct.get('insert_failed', 0)}"
+    )
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
+    table = RichTable(title="policy rule counters (untracked traffic included)")
+    for column in ("family", "table", "chain", "rule", "packets", "bytes"):
+        table.add_column(column)
+    for rule in report["rules"]:
+        if rule["comment"].startswith("gnp/") or rule["packets"]:
+            table.add_row(
+                f"IPv{rule['family']}",
+                rule["table"],
+                rule["chain"],
+                rule["comment"],
+                str(rule["packets"]),
+                str(rule["bytes"]),
+            )
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command()(render)
     app.command()(agent)
+    app.command()(status)

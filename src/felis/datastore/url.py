@@ -100,6 +100,9 @@ def parse_url(url: str, env: Mapping[str, str] | None = None) -> DatastoreConfig
                 raise Unavailable(f"datastore URL {url!r}: unsupported parameter {param!r}")
         if not path:
             raise Unavailable(f"datastore URL {url!r}: no database path ({_EXPECTED})")
+        # sqlite:////abs/path is SQLAlchemy's spelling of an absolute path; accept it too.
+        while path.startswith("//"):
+            path = path[1:]
         return SqliteConfig(path=path, read_only=read_only)
     if scheme in ("etcd", "etcd+http", "etcd+https"):
         transport = "https" if scheme == "etcd+https" else "http"

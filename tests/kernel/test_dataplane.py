@@ -1,0 +1,342 @@
+"""The dataplane on a real kernel: real packets, real conntrack entries, both backends.
+
+Every test builds its own namespaces (node.py), programs the server namespace with
+`felis agent`, and checks what real TCP connections do and what conntrack holds.
+"""
+
+from __future__ import annotations
+
+from harness import wait_until
+from node import (
+    CLIENT_HEP,
+    CLIENT_IP,
+    HEP,
+    REMOTE_IP,
+    SEED_POLICY,
+    SERVER_IP,
+    FelisNode,
+    manifest,
+)
+
+MEMCACHED = 12211
+
+
+def test_seed_policy_untracks_memcached_and_default_denies_the_rest(node: FelisNode) -> None:
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.converge()
+    node.serve(MEMCACHED, 22, 8080)
+
+    assert node.reach(node.client, MEMCACHED)
+    assert node.conntrack_for_port(MEMCACHED) == [], "memcached flows must not be tracked"
+
+    # An unlabelled host (not in the client set) cannot reach 12211.
+    node.apply(
+        manifest("""
+        apiVersion: projectcalico.org/v3
+        kind: HostEndpoint
+        metadata: {name: stranger-eth1}
+        spec: {interfaceName: eth1, node: memcached-node-1}
+    """)
+    )
+    node.converge()
+    assert not node.reach(node.stranger, MEMCACHED, dst="198.18.1.1")
+    # No host reaches other ports: host endpoint default deny.
+    assert not node.reach(node.client, 8080)
+    # The failsafe port stays reachable, and it is tracked.
+    assert node.reach(node.client, 22)
+    assert node.conntrack_for_port(22), "failsafe traffic goes through conntrack"
+
+
+def test_without_the_egress_rule_the_reply_is_dropped(node: FelisNode) -> None:
+    ingress_only = SEED_POLICY.split("  egress:")[0]
+    node.apply(manifest(HEP, CLIENT_HEP, ingress_only))
+    node.converge()
+    node.serve(MEMCACHED)
+    assert not node.reach(node.client, MEMCACHED), "an untracked request needs an untracked reply"
+    node.apply(manifest(SEED_POLICY))
+    node.converge()
+    assert node.reach(node.client, MEMCACHED)
+
+
+def test_tracked_policy_allows_replies_through_conntrack(node: FelisNode) -> None:
+    node.apply(
+        manifest(
+            HEP,
+            CLIENT_HEP,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: memcached-tracked}
+        spec:
+          selector: memcached == 'server'
+          ingress:
+            - action: Allow
+              protocol: TCP
+              source: {selector: memcached == 'client'}
+              destination: {ports: [12211]}
+    """,
+        )
+    )
+    node.converge()
+    node.serve(MEMCACHED)
+    assert node.reach(node.client, MEMCACHED)
+    entries = node.conntrack_for_port(MEMCACHED)
+    assert entries and all("ASSURED" in line or "ESTABLISHED" in line for line in entries)
+
+
+def _allow(
+    name: str,
+    port: int,
+    *,
+    order: int | None = None,
+    action: str = "Allow",
+    tier: str | None = None,
+    extra: str = "",
+) -> str:
+    lines = [
+        "apiVersion: projectcalico.org/v3",
+        "kind: GlobalNetworkPolicy",
+        f"metadata: {{name: {name}}}",
+        "spec:",
+        "  selector: memcached == 'server'",
+    ]
+    if order is not None:
+        lines.append(f"  order: {order}")
+    if tier:
+        lines.append(f"  tier: {tier}")
+    lines += [
+        "  ingress:",
+        f"    - action: {action}",
+        "      protocol: TCP",
+        f"      destination: {{ports: [{port}]}}",
+    ]
+    return "\n".join(lines) + "\n" + extra
+
+
+def test_deny_at_lower_order_beats_allow(node: FelisNode) -> None:
+    node.apply(
+        manifest(
+            HEP,
+            _allow("allow-8080", 8080, order=20),
+            _allow("deny-8080", 8080, order=10, action="Deny"),
+            _allow("allow-8081", 8081, order=30),
+        )
+    )
+    node.converge()
+    node.serve(8080, 8081)
+    assert not node.reach(node.client, 8080)
+    assert node.reach(node.client, 8081)
+
+
+def test_pass_skips_to_the_next_tier(node: FelisNode) -> None:
+    tier = """
+        apiVersion: projectcalico.org/v3
+        kind: Tier
+        metadata: {name: security}
+        spec: {order: 100}
+    """
+    node.apply(
+        manifest(
+            tier,
+            HEP,
+            _allow("pass-8080", 8080, action="Pass", tier="security"),
+            _allow("allow-8080", 8080),
+            _allow("allow-8081", 8081),
+        )
+    )
+    node.converge()
+    node.serve(8080, 8081)
+    assert node.reach(node.client, 8080), "Pass hands 8080 to the default tier, which allows it"
+    assert not node.reach(node.client, 8081), "the security tier ends with a default deny"
+
+
+def test_log_rule_counts_and_continues(node: FelisNode) -> None:
+    log_then_allow = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: logged}
+        spec:
+          selector: memcached == 'server'
+          ingress:
+            - action: Log
+              protocol: TCP
+              destination: {ports: [8080]}
+            - action: Allow
+              protocol: TCP
+              destination: {ports: [8080]}
+    """
+    node.apply(manifest(HEP, log_then_allow))
+    node.converge()
+    node.serve(8080)
+    assert node.reach(node.client, 8080), "Log is not a verdict: the next rule allows"
+    counters = node.rule_counters()
+    logged = [c for c in counters if c["comment"] == "gnp/logged ingress rule 0"]
+    assert logged and logged[0]["packets"] >= 1
+
+
+def test_prednat_policy_runs_in_mangle_and_accepts_tracked(node: FelisNode) -> None:
+    prednat = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: early}
+        spec:
+          selector: memcached == 'server'
+          preDNAT: true
+          applyOnForward: true
+          ingress:
+            - action: Allow
+              protocol: TCP
+              destination: {ports: [8080]}
+    """
+    node.apply(manifest(HEP, prednat))
+    node.converge()
+    node.serve(8080, 8081)
+    assert node.reach(node.client, 8080)
+    assert node.conntrack_for_port(8080), "preDNAT policy is tracked"
+    assert not node.reach(node.client, 8081), "normal default deny still applies"
+
+
+def test_apply_on_forward_polices_routed_traffic(node: FelisNode) -> None:
+    forward = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: forward-8080}
+        spec:
+          selector: memcached == 'server'
+          applyOnForward: true
+          ingress:
+            - action: Allow
+              protocol: TCP
+              destination: {ports: [8080]}
+    """
+    node.apply(manifest(HEP, forward))
+    node.converge()
+    node.serve(8080, 9090, ns=node.remote)
+    assert node.reach(node.client, 8080, dst=REMOTE_IP)
+    assert not node.reach(node.client, 9090, dst=REMOTE_IP), "forward list ends with a drop"
+    # Without any applyOnForward policy, forwarded traffic is allowed by default.
+    node.delete("gnp", "forward-8080")
+    node.converge()
+    assert node.reach(node.client, 9090, dst=REMOTE_IP)
+
+
+def test_label_and_network_set_changes_only_touch_set_members(node: FelisNode) -> None:
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.converge()
+    node.serve(MEMCACHED)
+    assert node.reach(node.client, MEMCACHED)
+    chains_before = node.chain_hashes()
+    members_before = node.set_members()
+
+    # The client loses its label: its address leaves the selector's set.
+    node.apply(CLIENT_HEP.replace("memcached: client", "memcached: retired"))
+    node.converge()
+    assert node.chain_hashes() == chains_before, "policy chains must not be rewritten"
+    assert node.set_members() != members_before
+    assert not node.reach(node.client, MEMCACHED)
+
+    # A GlobalNetworkSet brings the address back.
+    node.apply(
+        manifest(f"""
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkSet
+        metadata: {{name: clients, labels: {{memcached: client}}}}
+        spec: {{nets: ["{CLIENT_IP}/32"]}}
+    """)
+    )
+    node.converge()
+    assert node.chain_hashes() == chains_before
+    assert node.reach(node.client, MEMCACHED)
+
+
+FOREIGN_NFT = """
+table ip foreign {
+    chain input {
+        type filter hook input priority 10; policy accept;
+        tcp dport 7777 counter accept comment "not felis"
+    }
+}
+"""
+
+
+def _foreign_state(node: FelisNode) -> tuple[str, list[str]]:
+    nft = node.topo.exec(node.server, ["nft", "list", "table", "ip", "foreign"]).stdout
+    saved = node.topo.exec(node.server, ["iptables-save"]).stdout
+    foreign_rules = [line for line in saved.splitlines() if "FOREIGN" in line]
+    return nft, foreign_rules
+
+
+def test_foreign_rules_and_tables_are_untouched(node: FelisNode) -> None:
+    node.topo.exec(node.server, ["nft", "-f", "-"], input_text=FOREIGN_NFT)
+    node.topo.exec(node.server, ["iptables", "-N", "FOREIGN"])
+    node.topo.exec(
+        node.server, ["iptables", "-A", "FOREIGN", "-p", "tcp", "--dport", "7777", "-j", "RETURN"]
+    )
+    node.topo.exec(node.server, ["iptables", "-A", "INPUT", "-j", "FOREIGN"])
+    before = _foreign_state(node)
+
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.converge()
+    assert _foreign_state(node) == before
+    # Our hook goes first in INPUT, the foreign jump stays where it was (after ours).
+    if node.backend == "iptables":
+        saved = node.topo.exec(node.server, ["iptables-save", "-t", "filter"]).stdout
+        input_rules = [line for line in saved.splitlines() if line.startswith("-A INPUT")]
+        assert "felis" in input_rules[0] and input_rules[-1] == "-A INPUT -j FOREIGN"
+
+    node.delete("gnp", "memcached-server")
+    node.converge()  # a change: chains deleted and rewritten next to foreign rules
+    assert _foreign_state(node) == before
+    node.cleanup()
+    assert _foreign_state(node) == before
+    assert node.felis_traces() == []
+
+
+def test_running_agent_repairs_drift(node: FelisNode) -> None:
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.serve(MEMCACHED)
+    node.start_agent("--refresh-interval", "0.3")
+    wait_until(
+        lambda: "raw/felis-pi-memcached-server" in node.chain_hashes(),
+        timeout=20,
+        what="the agent's first sync",
+    )
+    desired = node.chain_hashes()
+    assert node.reach(node.client, MEMCACHED)
+
+    # Someone deletes our policy rule and a whole chain of ours.
+    if node.backend == "nftables":
+        node.topo.exec(
+            node.server, ["nft", "flush", "chain", "ip", "felis", "raw-felis-pi-memcached-server"]
+        )
+        node.topo.exec(
+            node.server, ["nft", "flush", "chain", "ip", "felis", "filter-felis-failsafe-in"]
+        )
+    else:
+        node.topo.exec(node.server, ["iptables", "-t", "raw", "-F", "felis-pi-memcached-server"])
+        node.topo.exec(node.server, ["iptables", "-t", "raw", "-D", "PREROUTING", "1"])
+    assert node.chain_hashes() != desired
+    wait_until(lambda: node.chain_hashes() == desired, timeout=20, what="drift repair")
+    assert node.reach(node.client, MEMCACHED)
+    # The agent reacts to datastore changes too.
+    node.delete("gnp", "memcached-server")
+    node.wait_reach(node.client, MEMCACHED, False)
+
+
+def test_second_once_changes_nothing_and_cleanup_leaves_no_trace(node: FelisNode) -> None:
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    first = node.converge()
+    assert "nothing written" not in first
+    before = node.ruleset_text()
+    second = node.converge()
+    assert second.endswith("in sync, nothing written")
+    assert node.ruleset_text() == before
+    node.cleanup()
+    assert node.felis_traces() == []
+    assert node.converge() != second  # programming again works after a cleanup
+    node.cleanup()
+    assert node.felis_traces() == []
+
+
+def test_server_address_constants_are_lab_addresses() -> None:
+    assert SERVER_IP.startswith("198.18.") and CLIENT_IP.startswith("198.18.")

@@ -187,7 +187,11 @@ class Agent:
             while not stop.is_set():
                 try:
                     for event in self.store.watch(revision, stop=stop):
-                        revision = event.revision
+                        self.state.datastore_ok = True
+                        # etcd gives every object of one transaction the same revision; on a
+                        # reconnect, resume one revision earlier so none of them is lost
+                        # (replaying an upsert or a delete is harmless).
+                        revision = event.revision - 1
                         self._events.put(event)
                     return
                 except Compacted as err:

@@ -4,8 +4,9 @@ A datastore is a versioned store of Calico JSON objects keyed by (kind, name). I
 interprets `spec`. It owns three metadata fields:
 
 * `resourceVersion`: decimal string of the global revision of the object's last write.
-  Revisions are positive integers, strictly increasing, one per object written; a
-  multi-object write uses consecutive revisions, so every write of every object has its own.
+  Revisions are positive integers and never decrease. SQLite gives every object of a
+  multi-object write its own consecutive revision; etcd commits one transaction at one
+  revision, so the objects of one write share it. Watchers must not assume gaps or uniqueness.
 * `uid`: random UUID4, set on create, kept by every update.
 * `creationTimestamp`: RFC3339 UTC (`2026-11-26T07:00:00Z`), set on create, kept by updates.
 

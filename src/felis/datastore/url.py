@@ -14,7 +14,7 @@ environment (`DATASTORE_TYPE=etcdv3` with `ETCD_ENDPOINTS`; each variable also r
 `sqlite:///var/lib/felis/felis.db`.
 
 The etcd backend lives in `felis.datastore.etcd`, which must provide
-`open_etcd(config: EtcdConfig) -> Datastore`; until that module exists an etcd selection
+`open_etcd(config: EtcdConfig) -> Datastore` (felis/datastore/etcd.py); without that module an etcd selection
 raises Unavailable.
 """
 

@@ -1,0 +1,568 @@
+"""The Datastore protocol on etcd v3, in Calico's own key layout (reference §8).
+
+Keys, values and name rules are in felis.datastore.etcd_codec, the HTTP side (etcd3gw over the
+JSON gateway, failover, errors) in felis.datastore.etcd_client, watching in
+felis.datastore.etcd_watch. This module holds the write logic.
+
+Every write method works in rounds: read every key involved in one consistent snapshot, decide
+in memory exactly as the SQLite backend does (same errors, same "unchanged" rule, objects
+processed in order), then commit everything in ONE etcd transaction whose compares pin every
+key to the mod_revision it was read at (0 = absent). If another writer got in between, the
+transaction fails as a whole, nothing is written, and the round starts again from a fresh read;
+a real compare-and-swap conflict is found by the evaluation and raised without writing.
+
+Differences from the SQLite backend that callers can see:
+* a multi-object write commits at ONE revision: all objects it wrote share that
+  resourceVersion, and watchers get their events with that same revision;
+* revisions are etcd's: an empty etcd is at revision 1, and writes by other clients under other
+  prefixes also advance it;
+* one transaction is limited by the server (`--max-txn-ops`, 128 by default, counting one
+  compare per object and per legacy `default.<name>` key); larger batches fail with a one-line
+  error and write nothing.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from felis.datastore.base import (
+    ApplyAction,
+    ApplyResult,
+    DeleteKey,
+    EventType,
+    Listing,
+    WatchEvent,
+)
+from felis.datastore.errors import (
+    AlreadyExists,
+    Conflict,
+    DatastoreError,
+    InvalidObject,
+    NotFound,
+    Unavailable,
+)
+from felis.datastore.etcd_client import (
+    GRPC_INVALID_ARGUMENT,
+    GRPC_OUT_OF_RANGE,
+    EtcdClient,
+    ServerError,
+    b64,
+    unb64,
+)
+from felis.datastore.etcd_codec import (
+    PREFIX,
+    canonical,
+    decode_value,
+    encode_value,
+    key_of,
+    kind_prefix,
+    legacy_key_of,
+    split_key,
+)
+from felis.datastore.etcd_watch import EtcdWatch
+from felis.datastore.objects import (
+    JSONObject,
+    builtin_tier_objects,
+    check_key,
+    given_resource_version,
+    new_stored_form,
+    object_key,
+    updated_stored_form,
+)
+from felis.datastore.url import EtcdConfig
+
+log = logging.getLogger("felis.datastore.etcd")
+
+# A transaction that lost against a concurrent writer is re-evaluated this many times before
+# giving up (each loss means someone else made progress, so this only bounds pathological
+# contention).
+MAX_ROUNDS = 50
+# Up to this many keys are read with one multi-range transaction; more are read as prefix
+# ranges pinned at one revision (the server limits operations per transaction).
+_MAX_POINT_READS = 100
+
+
+@dataclass
+class _Slot:
+    """One (kind, name) during a write round."""
+
+    kind: str
+    name: str
+    key: str  # the etcd key that holds the object (or will)
+    reads: dict[str, int]  # every key looked at → mod_revision read (0 = absent)
+    stored: JSONObject | None  # felis view as read, with resourceVersion
+    state: JSONObject | None = None  # planned content (felis view, no resourceVersion)
+    dirty: bool = False
+    pending: builtins.list[JSONObject] = field(default_factory=list)  # results awaiting an rv
+
+    def __post_init__(self) -> None:
+        if self.stored is not None:
+            self.state = copy.deepcopy(self.stored)
+
+    @property
+    def version(self) -> str | None:
+        """resourceVersion of the planned state (None if absent, "" if not yet committed)."""
+        if self.state is None:
+            return None
+        return str(self.state["metadata"].get("resourceVersion", ""))
+
+
+def open_etcd(config: EtcdConfig) -> EtcdDatastore:
+    return EtcdDatastore(config)
+
+
+class EtcdDatastore:
+    """The `Datastore` protocol on an etcd v3 cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: EtcdConfig,
+        *,
+        timeout: float = 5.0,
+        retry_for: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.client = EtcdClient(
+            config.endpoints,
+            ca_cert_file=config.ca_cert_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            username=config.username,
+            password=config.password,
+            timeout=timeout,
+            retry_for=retry_for,
+        )
+        self._closed = False
+        self._watches: builtins.list[EtcdWatch] = []
+        self._lock = threading.Lock()
+
+    @property
+    def endpoints(self) -> str:
+        return self.client.names
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            watches, self._watches = self._watches, []
+        for watch in watches:
+            watch.close()
+        self.client.close()
+
+    def __enter__(self) -> EtcdDatastore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> EtcdClient:
+        if self._closed:
+            raise Unavailable(f"etcd datastore {self.endpoints}: closed")
+        return self.client
+
+    def _server_error(self, err: ServerError) -> DatastoreError:
+        if "too many operations" in err.message:
+            return DatastoreError(
+                f"etcd datastore {self.endpoints}: too many objects for one transaction "
+                f"({err.message}; raise etcd's --max-txn-ops or write fewer objects at once)"
+            )
+        return DatastoreError(f"etcd datastore {self.endpoints}: {err.message}")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _decode(self, kind: str, key_name: str, kv: dict[str, Any]) -> JSONObject:
+        try:
+            return decode_value(kind, key_name, unb64(kv.get("value", "")), int(kv["mod_revision"]))
+        except (ValueError, UnicodeDecodeError):
+            key = unb64(kv["key"]).decode("utf-8", "replace")
+            raise DatastoreError(
+                f"etcd datastore {self.endpoints}: key {key!r} does not hold a Calico object"
+            ) from None
+
+    def _read_keys(self, keys: builtins.list[str]) -> dict[str, dict[str, Any]]:
+        """Every key's kv (absent keys missing), all from one snapshot."""
+        client = self._live()
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            if len(keys) <= _MAX_POINT_READS:
+                result, _ = client.txn(
+                    {"success": [{"request_range": {"key": b64(k)}} for k in keys]}
+                )
+                for response in result.get("responses", []):
+                    for kv in response.get("response_range", {}).get("kvs", []):
+                        found[unb64(kv["key"]).decode("utf-8")] = kv
+                return found
+            wanted = set(keys)
+            prefixes = sorted({k.rsplit("/", 1)[0] + "/" for k in keys})
+            revision: int | None = None
+            for prefix in prefixes:
+                kvs, header = client.range(prefix, prefix=True, revision=revision)
+                revision = revision or header
+                for kv in kvs:
+                    key = unb64(kv["key"]).decode("utf-8")
+                    if key in wanted:
+                        found[key] = kv
+            return found
+        except ServerError as err:
+            raise self._server_error(err) from None
+
+    def _slots(self, wanted: builtins.list[tuple[str, str]]) -> dict[tuple[str, str], _Slot]:
+        keys: builtins.list[str] = []
+        for kind, name in wanted:
+            keys.append(key_of(kind, name))
+            legacy = legacy_key_of(kind, name)
+            if legacy is not None:
+                keys.append(legacy)
+        found = self._read_keys(list(dict.fromkeys(keys)))
+        slots: dict[tuple[str, str], _Slot] = {}
+        for kind, name in wanted:
+            if (kind, name) in slots:
+                continue
+            primary = key_of(kind, name)
+            legacy = legacy_key_of(kind, name)
+            looked = [primary] if legacy is None else [primary, legacy]
+            reads = {k: int(found[k]["mod_revision"]) if k in found else 0 for k in looked}
+            key, stored = primary, None
+            for candidate in looked:
+                if candidate in found:
+                    obj = self._decode(kind, candidate[len(kind_prefix(kind)) :], found[candidate])
+                    if obj["metadata"]["name"] == name:
+                        key, stored = candidate, obj
+                        break
+            slots[(kind, name)] = _Slot(kind, name, key, reads, stored)
+        return slots
+
+    def get(self, kind: str, name: str) -> JSONObject:
+        check_key(kind, name)
+        slot = self._slots([(kind, name)])[(kind, name)]
+        if slot.stored is None:
+            raise NotFound(kind, name)
+        return slot.stored
+
+    def list(self, kind: str | None = None) -> Listing:
+        client = self._live()
+        prefix = PREFIX if kind is None else kind_prefix(kind)
+        try:
+            kvs, revision = client.range(prefix, prefix=True)
+        except ServerError as err:
+            raise self._server_error(err) from None
+        items: dict[tuple[str, str], tuple[bool, JSONObject]] = {}
+        for kv in kvs:
+            key = unb64(kv["key"]).decode("utf-8", "replace")
+            parsed = split_key(key)
+            if parsed is None:
+                continue
+            try:
+                obj = self._decode(parsed[0], parsed[1], kv)
+            except DatastoreError as err:
+                log.warning("%s (skipped)", err)
+                continue
+            name = obj["metadata"]["name"]
+            exact = parsed[1] == name
+            # A policy present under both `<name>` and a legacy `default.<name>` key: the key
+            # named exactly wins, as get() does.
+            previous = items.get((parsed[0], name))
+            if previous is None or (exact and not previous[0]):
+                items[(parsed[0], name)] = (exact, obj)
+        ordered = [items[k][1] for k in sorted(items)]
+        return Listing(items=ordered, revision=revision)
+
+    def revision(self) -> int:
+        try:
+            return self._live().revision()
+        except ServerError as err:
+            raise self._server_error(err) from None
+
+    # -- the write engine ----------------------------------------------------------------
+
+    def _commit(self, slots: dict[tuple[str, str], _Slot]) -> int | None:
+        """One transaction for every planned change; its revision, None if it lost a race."""
+        compares: builtins.list[dict[str, Any]] = []
+        ops: builtins.list[dict[str, Any]] = []
+        for slot in slots.values():
+            for key, mod in slot.reads.items():
+                if key != slot.key and mod == 0:
+                    continue  # an absent legacy key: only old Calico writes those
+                compares.append(
+                    {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": mod}
+                )
+            if not slot.dirty:
+                continue
+            if slot.state is None:
+                if slot.stored is not None:
+                    ops.append({"request_delete_range": {"key": b64(slot.key)}})
+            else:
+                ops.append(
+                    {
+                        "request_put": {
+                            "key": b64(slot.key),
+                            "value": b64(encode_value(_without_rv(slot.state))),
+                        }
+                    }
+                )
+        if not ops:
+            return 0
+        try:
+            result, maybe_sent = self._live().txn({"compare": compares, "success": ops})
+        except ServerError as err:
+            raise self._server_error(err) from None
+        if result.get("succeeded"):
+            return int(result["header"]["revision"])
+        if maybe_sent:
+            return self._own_write(slots)
+        return None
+
+    def _own_write(self, slots: dict[tuple[str, str], _Slot]) -> int | None:
+        """After a lost connection: did our retried transaction's first copy commit?
+
+        It did exactly when every key now holds the bytes we wrote (a fresh uid makes a
+        create's bytes unique; an update keeps the uid but was pinned to the old revision)
+        and every key we deleted is gone.
+        """
+        dirty = [s for s in slots.values() if s.dirty]
+        found = self._read_keys([s.key for s in dirty])
+        revisions = set()
+        for slot in dirty:
+            kv = found.get(slot.key)
+            if slot.state is None:
+                if kv is not None:
+                    return None
+                continue
+            if kv is None or unb64(kv.get("value", "")) != encode_value(
+                _without_rv(slot.state)
+            ).encode("utf-8"):
+                return None
+            revisions.add(int(kv["mod_revision"]))
+        if len(revisions) > 1:
+            return None
+        return revisions.pop() if revisions else self.revision()
+
+    def _rounds(self) -> Iterator[int]:
+        self._live()
+        yield from range(MAX_ROUNDS)
+        raise DatastoreError(
+            f"etcd datastore {self.endpoints}: gave up after {MAX_ROUNDS} attempts: the "
+            "objects kept changing under concurrent writers"
+        )
+
+    @staticmethod
+    def _finish(slots: dict[tuple[str, str], _Slot], revision: int) -> None:
+        for slot in slots.values():
+            for obj in slot.pending:
+                obj["metadata"]["resourceVersion"] = str(revision)
+
+    @staticmethod
+    def _put(slot: _Slot, stored: JSONObject) -> JSONObject:
+        """Plan writing `stored`; the returned copy gets its resourceVersion at commit."""
+        planned = dict(stored)
+        planned["metadata"] = {**stored["metadata"], "resourceVersion": ""}
+        slot.state = canonical(planned)
+        slot.dirty = True
+        result = copy.deepcopy(slot.state)
+        slot.pending.append(result)
+        return result
+
+    # -- writes --------------------------------------------------------------------------
+
+    def create(self, obj: JSONObject) -> JSONObject:
+        return self.create_all([obj])[0]
+
+    def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
+        keyed = [(object_key(obj), obj) for obj in objs]
+        for (kind, name), obj in keyed:
+            key_of(kind, name)
+            if given_resource_version(obj) is not None:
+                raise InvalidObject(
+                    f"invalid object: {kind}({name}): metadata.resourceVersion must not be set "
+                    "on create"
+                )
+        forms = [new_stored_form(obj) for _, obj in keyed]
+        for _ in self._rounds():
+            slots = self._slots([key for key, _ in keyed])
+            created = []
+            for ((kind, name), _), form in zip(keyed, forms, strict=True):
+                slot = slots[(kind, name)]
+                if slot.state is not None:
+                    raise AlreadyExists(kind, name)
+                created.append(self._put(slot, form))
+            revision = self._commit(slots)
+            if revision is not None:
+                self._finish(slots, revision)
+                return created
+        raise AssertionError("unreachable")
+
+    def update(self, obj: JSONObject) -> JSONObject:
+        kind, name = object_key(obj)
+        key_of(kind, name)
+        given = given_resource_version(obj)
+        for _ in self._rounds():
+            slots = self._slots([(kind, name)])
+            slot = slots[(kind, name)]
+            if slot.state is None:
+                raise NotFound(kind, name)
+            latest = str(slot.version)
+            if given != latest:
+                raise Conflict(kind, name, given, latest)
+            updated = self._put(slot, updated_stored_form(obj, slot.state))
+            revision = self._commit(slots)
+            if revision is not None:
+                self._finish(slots, revision)
+                return updated
+        raise AssertionError("unreachable")
+
+    def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
+        keyed = [(object_key(obj), obj) for obj in objs]
+        for (kind, name), _ in keyed:
+            key_of(kind, name)
+        if not keyed:
+            return []
+        for _ in self._rounds():
+            slots = self._slots([key for key, _ in keyed])
+            results: builtins.list[ApplyResult] = []
+            for (kind, name), obj in keyed:
+                slot = slots[(kind, name)]
+                action: ApplyAction
+                if slot.state is None:
+                    action, stored = "created", self._put(slot, new_stored_form(obj))
+                else:
+                    latest = str(slot.version)
+                    given = given_resource_version(obj)
+                    if given is not None and given != latest:
+                        raise Conflict(kind, name, given, latest)
+                    wanted = canonical(updated_stored_form(obj, slot.state))
+                    if wanted == _without_rv(slot.state):
+                        action, stored = "unchanged", copy.deepcopy(slot.state)
+                        if slot.dirty:
+                            slot.pending.append(stored)
+                    else:
+                        action, stored = "updated", self._put(slot, wanted)
+                results.append(ApplyResult(action, stored))
+            revision = self._commit(slots)
+            if revision is not None:
+                self._finish(slots, revision)
+                return results
+        raise AssertionError("unreachable")
+
+    def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
+        return self.delete_all([(kind, name, resource_version)])[0]
+
+    def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
+        checked = []
+        for item in keys:
+            kind, name = check_key(item[0], item[1])
+            key_of(kind, name)
+            guard = item[2] if len(item) > 2 else None
+            checked.append((kind, name, str(guard) if guard not in (None, "") else None))
+        for _ in self._rounds():
+            slots = self._slots([(kind, name) for kind, name, _ in checked])
+            deleted = []
+            for kind, name, guard in checked:
+                slot = slots[(kind, name)]
+                if slot.state is None:
+                    raise NotFound(kind, name)
+                latest = str(slot.version)
+                if guard is not None and guard != latest:
+                    raise Conflict(kind, name, guard, latest)
+                deleted.append(copy.deepcopy(slot.state))
+                slot.state = None
+                slot.dirty = True
+            revision = self._commit(slots)
+            if revision is not None:
+                return deleted
+        raise AssertionError("unreachable")
+
+    def ensure_initialized(self) -> None:
+        tiers = builtin_tier_objects()
+        for _ in self._rounds():
+            slots = self._slots([("Tier", t["metadata"]["name"]) for t in tiers])
+            missing = [t for t in tiers if slots[("Tier", t["metadata"]["name"])].state is None]
+            if not missing:
+                return
+            for tier in missing:
+                self._put(slots[("Tier", tier["metadata"]["name"])], new_stored_form(tier))
+            if self._commit(slots) is not None:
+                return
+
+    # -- history -------------------------------------------------------------------------
+
+    def compact(self, keep_revision: int) -> None:
+        client = self._live()
+        latest = self.revision()
+        if keep_revision > latest + 1:
+            raise DatastoreError(
+                f"cannot compact to revision {keep_revision}: latest revision is {latest}"
+            )
+        try:
+            # etcd cannot compact past its current revision; compacting to it already keeps
+            # every event a watch from `keep_revision - 1` needs.
+            client.compact(min(keep_revision, latest))
+        except ServerError as err:
+            if err.code == GRPC_OUT_OF_RANGE and "compacted" in err.message:
+                return  # already compacted further: compaction never goes backwards
+            raise self._server_error(err) from None
+
+    def watch(
+        self,
+        since_revision: int,
+        *,
+        stop: threading.Event | None = None,
+        poll_interval: float = 0.05,
+    ) -> Iterator[WatchEvent]:
+        since = max(0, int(since_revision))
+        client = self._live()
+        try:
+            watch = EtcdWatch(client, PREFIX, since, self._event, stop, poll_interval)
+        except ServerError as err:
+            raise self._server_error(err) from None
+        with self._lock:
+            self._watches.append(watch)
+        return self._iterate(watch)
+
+    def _iterate(self, watch: EtcdWatch) -> Iterator[WatchEvent]:
+        try:
+            yield from watch
+        except ServerError as err:
+            raise self._server_error(err) from None
+        finally:
+            with self._lock:
+                if watch in self._watches:
+                    self._watches.remove(watch)
+
+    def _event(self, raw: dict[str, Any]) -> WatchEvent | None:
+        kv = raw["kv"]
+        key = unb64(kv["key"]).decode("utf-8", "replace")
+        parsed = split_key(key)
+        if parsed is None:
+            return None
+        kind, key_name = parsed
+        revision = int(kv["mod_revision"])
+        try:
+            if raw.get("type") == "DELETE":
+                prev = raw.get("prev_kv")
+                if prev is not None:
+                    obj = self._decode(kind, key_name, prev)
+                else:  # the previous value is already compacted away
+                    obj = canonical({"kind": kind, "metadata": {"name": key_name}})
+                return WatchEvent("DELETED", kind, obj["metadata"]["name"], obj, revision)
+            obj = self._decode(kind, key_name, kv)
+        except DatastoreError as err:
+            log.warning("%s (event skipped)", err)
+            return None
+        event_type: EventType = "ADDED" if kv.get("version") == "1" else "MODIFIED"
+        return WatchEvent(event_type, kind, obj["metadata"]["name"], obj, revision)
+
+
+def _without_rv(obj: JSONObject) -> JSONObject:
+    out = dict(obj)
+    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    return out
+
+
+__all__ = ["GRPC_INVALID_ARGUMENT", "EtcdDatastore", "open_etcd"]

@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from node import FelisNode, felis_node  # noqa: E402
+from node import FelisNode, felis_node
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

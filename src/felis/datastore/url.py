@@ -14,8 +14,8 @@ environment (`DATASTORE_TYPE=etcdv3` with `ETCD_ENDPOINTS`; each variable also r
 `sqlite:///var/lib/felis/felis.db`.
 
 The etcd backend lives in `felis.datastore.etcd`, which must provide
-`open_etcd(config: EtcdConfig) -> Datastore` (felis/datastore/etcd.py); without that module an etcd selection
-raises Unavailable.
+`open_etcd(config: EtcdConfig) -> Datastore`; without that module an etcd selection raises
+Unavailable.
 """
 
 from __future__ import annotations

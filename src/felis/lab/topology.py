@@ -39,7 +39,10 @@ SERVER_SYSCTLS = {
     "net.ipv4.tcp_max_syn_backlog": "65535",
 }
 CLIENT_SYSCTLS = {
-    "net.ipv4.ip_local_port_range": "1024 65000",
+    # Above every default failsafe port (22 … 6667): raw failsafe rules match replies by source
+    # port, as Calico's do, so a client whose ephemeral port happened to be 2379 or 6443 would
+    # have its connection taken out of the untracked path and dropped as a new tracked flow.
+    "net.ipv4.ip_local_port_range": "10000 65000",
     "net.ipv4.tcp_tw_reuse": "1",
 }
 

@@ -1,0 +1,278 @@
+"""The incremental front of the calculation, and `compute`, its one-shot form.
+
+The agent feeds resource changes one at a time. Two kinds of change are told apart:
+- layout changes (this node's HEPs, any policy or tier, the interfaces) rebuild the chains, but
+  each policy chain is rendered once and reused while the policy is unchanged;
+- membership changes (another node's HEP, a network set) only move IP set members, through the
+  label index; the chains of the new spec are the very objects of the previous one.
+`compute` runs the same code from an empty state, so both always agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from felis.calc import names
+from felis.calc.config import CalcConfig, HostInterface
+from felis.calc.endpoints import resolve
+from felis.calc.inputs import (
+    GnsInfo,
+    HepInfo,
+    PolicyInfo,
+    TierInfo,
+    gns_info,
+    hep_info,
+    policy_info,
+    tier_info,
+)
+from felis.calc.ipsets import Membership, ObjData
+from felis.calc.layout import Endpoint, build_tables
+from felis.calc.policies import EndpointPolicies, classify, sort_policies, untracked_ignored
+from felis.calc.rules import RenderedChain, render_policy_chain
+from felis.calc.sources import SetSource
+from felis.dataplane.spec import (
+    Chain,
+    DataplaneSpec,
+    Family,
+    IpSet,
+    Ruleset,
+    Table,
+    TableSpec,
+)
+from felis.model.kinds import resolve_kind
+from felis.model.resources import (
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    HostEndpoint,
+    Resource,
+    Tier,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CalcResult:
+    spec: DataplaneSpec
+    warnings: list[str] = field(default_factory=list)
+    """Things the user should know (ignored doNotTrack on a `*` HEP, skipped rules, …)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FamilyLayout:
+    tables: dict[Table, TableSpec]
+    sources: dict[str, SetSource]
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    policy: PolicyInfo
+    chain: Chain
+    rendered: RenderedChain
+
+
+class Calculator:
+    """Keeps the resources seen so far and answers with the node's `DataplaneSpec`."""
+
+    def __init__(self, node: str, config: CalcConfig | None = None) -> None:
+        self.node = node
+        self.config = config or CalcConfig()
+        self._heps: dict[str, HepInfo] = {}
+        self._policies: dict[str, PolicyInfo] = {}
+        self._tiers: dict[str, TierInfo] = {}
+        self._sets: dict[str, GnsInfo] = {}
+        self._interfaces: tuple[HostInterface, ...] | None = None
+        self._members = Membership()
+        self._rendered: dict[tuple[str, bool, Family], _Rendered] = {}
+        self._layout: dict[Family, _FamilyLayout] = {}
+        self._endpoints: tuple[str, ...] = ()
+        self._warnings: list[str] = []
+        self._acquired: dict[tuple[Family, str], SetSource] = {}
+        self._ipsets: dict[tuple[Family, str], tuple[int, IpSet]] = {}
+        self._dirty = True
+
+    # ------------------------------------------------------------------ input
+
+    def upsert(self, resource: Resource) -> None:
+        if isinstance(resource, HostEndpoint):
+            self._upsert_hep(hep_info(resource))
+        elif isinstance(resource, GlobalNetworkPolicy):
+            info = policy_info(resource)
+            if self._policies.get(info.name) != info:
+                self._policies[info.name] = info
+                self._dirty = True
+        elif isinstance(resource, GlobalNetworkSet):
+            gns = gns_info(resource)
+            if self._sets.get(gns.name) != gns:
+                self._sets[gns.name] = gns
+                self._members.upsert(("gns", gns.name), gns.labels, ObjData(gns.cidrs))
+        elif isinstance(resource, Tier):
+            tier = tier_info(resource)
+            if self._tiers.get(tier.name) != tier:
+                self._tiers[tier.name] = tier
+                self._dirty = True
+        else:  # pragma: no cover - the Resource union is exhaustive
+            raise TypeError(f"not a felis resource: {type(resource).__name__}")
+
+    def _upsert_hep(self, hep: HepInfo) -> None:
+        old = self._heps.get(hep.name)
+        if old == hep:
+            return
+        self._heps[hep.name] = hep
+        if hep.node == self.node or (old is not None and old.node == self.node):
+            self._dirty = True
+        data = ObjData(hep.cidrs, hep.expected_ips, hep.ports)
+        self._members.upsert(("hep", hep.name), hep.labels, data)
+
+    def remove(self, kind: str, name: str) -> None:
+        """Forget a resource; `kind` is a kind name or any calicoctl alias of it."""
+        canonical = resolve_kind(kind).kind
+        if canonical == "HostEndpoint":
+            old = self._heps.pop(name, None)
+            if old is not None:
+                self._members.remove(("hep", name))
+                if old.node == self.node:
+                    self._dirty = True
+        elif canonical == "GlobalNetworkPolicy":
+            if self._policies.pop(name, None) is not None:
+                self._dirty = True
+        elif canonical == "GlobalNetworkSet":
+            if self._sets.pop(name, None) is not None:
+                self._members.remove(("gns", name))
+        elif canonical == "Tier" and self._tiers.pop(name, None) is not None:
+            self._dirty = True
+
+    def set_interfaces(self, interfaces: Sequence[HostInterface] | None) -> None:
+        """The host's interfaces; None means "assume every named HEP interface exists"."""
+        new = None if interfaces is None else tuple(sorted(interfaces, key=lambda i: i.name))
+        if new != self._interfaces:
+            self._interfaces = new
+            self._dirty = True
+
+    # ------------------------------------------------------------------ output
+
+    def result(self) -> CalcResult:
+        if self._dirty:
+            self._rebuild()
+            self._dirty = False
+        rulesets = {}
+        for family, layout in self._layout.items():
+            sets = {name: self._ipset(family, name, src) for name, src in layout.sources.items()}
+            rulesets[family] = Ruleset(family, layout.tables, sets)
+        spec = DataplaneSpec(self.node, rulesets, self._endpoints)
+        return CalcResult(spec, list(self._warnings))
+
+    def _ipset(self, family: Family, name: str, source: SetSource) -> IpSet:
+        key = (family, name)
+        version = self._members.version(source)
+        cached = self._ipsets.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        ipset = IpSet(name, source.kind, self._members.members(source, family), source.comment)
+        self._ipsets[key] = (version, ipset)
+        return ipset
+
+    def _render(self, policy: PolicyInfo, ingress: bool, family: Family) -> _Rendered:
+        key = (policy.name, ingress, family)
+        cached = self._rendered.get(key)
+        if cached is not None and cached.policy == policy:
+            return cached
+        config = self.config
+        rendered = render_policy_chain(policy, ingress, family, config.marks, config.log_prefix)
+        chain = Chain(names.policy_chain(policy.name, ingress), rendered.chain_rules)
+        entry = self._rendered[key] = _Rendered(policy, chain, rendered)
+        return entry
+
+    def _rebuild(self) -> None:
+        config = self.config
+        # Renders of deleted policies are never needed again.
+        for key in [k for k in self._rendered if k[0] not in self._policies]:
+            del self._rendered[key]
+        local = [h for h in self._heps.values() if h.node == self.node]
+        active = resolve(local, self._interfaces, config.interface_exclude)
+        ordered = sort_policies(self._policies.values(), self._tiers)
+        warnings = list(active.warnings)
+
+        classified: dict[str, EndpointPolicies] = {}
+
+        def policies_of(hep: HepInfo, star: bool) -> EndpointPolicies:
+            found = classified.get(hep.name)
+            if found is None:
+                found = classified[hep.name] = classify(hep, ordered, allow_untracked=not star)
+            return found
+
+        endpoints = [
+            Endpoint(iface, hep, policies_of(hep, False)) for iface, hep in active.by_interface
+        ]
+        star = None
+        if active.star is not None:
+            star = Endpoint(names.ANY_INTERFACE, active.star, policies_of(active.star, True))
+            for policy in untracked_ignored(active.star, ordered):
+                warnings.append(
+                    f"GlobalNetworkPolicy {policy}: doNotTrack is not supported on the "
+                    f"all-interfaces HostEndpoint {active.star.name}; ignored there"
+                )
+
+        layouts: dict[Family, _FamilyLayout] = {}
+        wanted: dict[tuple[Family, str], SetSource] = {}
+        for family in config.families:
+            lookup = _PolicyChains(self, family)
+            tables = build_tables(
+                family,
+                config=config,
+                endpoints=endpoints,
+                star=star,
+                policy_chain=lookup,
+                policy_chains=lookup.chains,
+            )
+            sources: dict[str, SetSource] = {}
+            for chain_name in sorted(lookup.renders):
+                rendered = lookup.renders[chain_name]
+                warnings.extend(rendered.warnings)
+                sources.update(rendered.sets)
+            sources = dict(sorted(sources.items()))
+            layouts[family] = _FamilyLayout(tables, sources)
+            wanted.update(((family, name), src) for name, src in sources.items())
+
+        # Acquire before releasing so a set kept across the rebuild is never torn down.
+        for set_key, source in wanted.items():
+            if set_key not in self._acquired:
+                self._members.acquire(source)
+        for set_key, source in self._acquired.items():
+            if set_key not in wanted:
+                self._members.release(source)
+                self._ipsets.pop(set_key, None)
+        self._acquired = wanted
+        self._layout = layouts
+        self._endpoints = active.names
+        self._warnings = list(dict.fromkeys(warnings))
+
+
+class _PolicyChains:
+    """Names policy chains for the layout, rendering (or reusing) them as they are asked for."""
+
+    def __init__(self, calc: Calculator, family: Family) -> None:
+        self.calc = calc
+        self.family = family
+        self.chains: dict[str, Chain] = {}
+        self.renders: dict[str, RenderedChain] = {}
+
+    def __call__(self, policy: str, ingress: bool) -> str:
+        calc = self.calc
+        entry = calc._render(calc._policies[policy], ingress, self.family)
+        self.chains[entry.chain.name] = entry.chain
+        self.renders[entry.chain.name] = entry.rendered
+        return entry.chain.name
+
+
+def compute(
+    resources: Iterable[Resource],
+    node: str,
+    interfaces: Sequence[HostInterface] | None = None,
+    config: CalcConfig | None = None,
+) -> CalcResult:
+    """The node's complete dataplane spec from a set of resources (later duplicates win)."""
+    calc = Calculator(node, config)
+    calc.set_interfaces(interfaces)
+    for resource in resources:
+        calc.upsert(resource)
+    return calc.result()

@@ -1,0 +1,30 @@
+"""What the calculation needs to know besides the resources: the node's own settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from felis.calc.failsafe import DEFAULT_FAILSAFE_INBOUND, DEFAULT_FAILSAFE_OUTBOUND, FailsafePort
+from felis.dataplane.spec import Family, MarkBits
+
+DEFAULT_LOG_PREFIX = "felis-packet"
+
+
+@dataclass(frozen=True, slots=True)
+class CalcConfig:
+    failsafe_inbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_INBOUND
+    failsafe_outbound: tuple[FailsafePort, ...] = DEFAULT_FAILSAFE_OUTBOUND
+    marks: MarkBits = field(default_factory=MarkBits.from_mask)
+    log_prefix: str = DEFAULT_LOG_PREFIX
+    """Prefix of Log-action lines; `%t` tier, `%k` kind (`gnp`), `%n` and `%p` policy name."""
+    families: tuple[Family, ...] = (Family.V4, Family.V6)
+    interface_exclude: tuple[str, ...] = ("kube-ipvs0",)
+    """Interfaces never bound to a host endpoint: exact names, or `/regex/` (Calico's syntax)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostInterface:
+    """A host interface and its addresses (bare IPs or `ip/prefix`, as the kernel lists them)."""
+
+    name: str
+    addresses: tuple[str, ...] = ()

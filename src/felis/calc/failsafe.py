@@ -1,0 +1,176 @@
+"""Failsafe ports (reference §4.11): traffic that no policy can block, so a bad policy can never
+lock the operator out of a host.
+
+Entries come from configuration, in Calico's env-style form (`tcp:22, udp:68, tcp:10.0.0.0/8:22`,
+`tcp:[fd00::/8]:22`, a bare port meaning TCP, `none` for no entries).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from felis.dataplane.spec import Accept, Family, Match, PortRange, Rule, safe_comment
+from felis.errors import FelisError
+
+_PROTOCOLS = {"tcp": 6, "udp": 17}
+
+
+class FailsafeError(FelisError, ValueError):
+    """A failsafe port list that cannot be understood."""
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafePort:
+    protocol: str
+    """`tcp` or `udp`."""
+    port: int
+    net: str | None = None
+    """Remote network the entry is limited to (the source for inbound entries, the destination
+    for outbound ones); None means any address."""
+
+    def __post_init__(self) -> None:
+        if self.protocol not in _PROTOCOLS:
+            raise FailsafeError(f"failsafe port protocol must be tcp or udp, not {self.protocol!r}")
+        if not 0 < self.port <= 65535:
+            raise FailsafeError(f"failsafe port {self.port} is not in 1-65535")
+        if self.net is not None:
+            try:
+                ipaddress.ip_network(self.net, strict=False)
+            except ValueError:
+                raise FailsafeError(f"failsafe net {self.net!r} is not a CIDR") from None
+
+    @property
+    def family(self) -> Family | None:
+        if self.net is None:
+            return None
+        return Family(ipaddress.ip_network(self.net, strict=False).version)
+
+    def __str__(self) -> str:
+        if self.net is None:
+            return f"{self.protocol}:{self.port}"
+        net = f"[{self.net}]" if ":" in self.net else self.net
+        return f"{self.protocol}:{net}:{self.port}"
+
+
+def _defaults(text: str) -> tuple[FailsafePort, ...]:
+    return tuple(
+        FailsafePort(proto, int(port))
+        for proto, port in (item.strip().split(":") for item in text.split(","))
+    )
+
+
+DEFAULT_FAILSAFE_INBOUND = _defaults(
+    "tcp:22, udp:68, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
+)
+DEFAULT_FAILSAFE_OUTBOUND = _defaults(
+    "udp:53, udp:67, tcp:179, tcp:2379, tcp:2380, tcp:5473, tcp:6443, tcp:6666, tcp:6667"
+)
+
+
+def _parse_port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 0 < int(text) <= 65535:
+        raise FailsafeError(f"failsafe entry {entry!r}: port {text!r} is not a number in 1-65535")
+    return int(text)
+
+
+def _parse_entry(entry: str) -> FailsafePort:
+    if entry.isdigit():
+        return FailsafePort("tcp", _parse_port(entry, entry))
+    proto, sep, rest = entry.partition(":")
+    proto = proto.lower()
+    if not sep:
+        raise FailsafeError(
+            f"failsafe entry {entry!r}: expected port, proto:port or proto:net:port"
+        )
+    if proto not in _PROTOCOLS:
+        raise FailsafeError(f"failsafe entry {entry!r}: protocol must be tcp or udp")
+    net: str | None = None
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0 or rest[close + 1 : close + 2] != ":":
+            raise FailsafeError(f"failsafe entry {entry!r}: expected [v6-net]:port")
+        net, port_text = rest[1:close], rest[close + 2 :]
+    elif ":" in rest:
+        net, _, port_text = rest.rpartition(":")
+    else:
+        port_text = rest
+    if net is not None:
+        try:
+            net = str(ipaddress.ip_network(net, strict=False))
+        except ValueError:
+            raise FailsafeError(f"failsafe entry {entry!r}: {net!r} is not a CIDR") from None
+    return FailsafePort(proto, _parse_port(port_text, entry), net)
+
+
+def parse_failsafe_ports(text: str) -> tuple[FailsafePort, ...]:
+    """Parse Calico's env-style failsafe list (`FailsafeInboundHostPorts` syntax)."""
+    stripped = text.strip()
+    if stripped.lower() in ("", "none", "[]"):
+        return ()
+    entries = [item.strip() for item in stripped.split(",")]
+    if any(not item for item in entries):
+        raise FailsafeError(f"failsafe port list {text!r} has an empty entry")
+    return tuple(_parse_entry(item) for item in entries)
+
+
+def _rule(entry: FailsafePort, *, source_port: bool, net_is_source: bool, comment: str) -> Rule:
+    ports = (PortRange(entry.port, entry.port),)
+    match = Match(
+        protocol=_PROTOCOLS[entry.protocol],
+        src_ports=ports if source_port else (),
+        dst_ports=() if source_port else ports,
+        src_net=entry.net if net_is_source else None,
+        dst_net=None if net_is_source else entry.net,
+    )
+    return Rule(match, Accept(), safe_comment(comment))
+
+
+def _fits(entry: FailsafePort, family: Family) -> bool:
+    fam = entry.family
+    return fam is None or fam is family
+
+
+def failsafe_in_rules(
+    family: Family,
+    inbound: tuple[FailsafePort, ...],
+    outbound: tuple[FailsafePort, ...],
+    *,
+    raw: bool,
+) -> tuple[Rule, ...]:
+    """Rules of `felis-failsafe-in`. The raw variant also lets in the replies of outbound
+    failsafe flows, because in raw no conntrack state exists yet to recognise them."""
+    rules = [
+        _rule(e, source_port=False, net_is_source=True, comment=f"failsafe in {e}")
+        for e in inbound
+        if _fits(e, family)
+    ]
+    if raw:
+        rules += [
+            _rule(e, source_port=True, net_is_source=True, comment=f"failsafe out {e} reply")
+            for e in outbound
+            if _fits(e, family)
+        ]
+    return tuple(rules)
+
+
+def failsafe_out_rules(
+    family: Family,
+    inbound: tuple[FailsafePort, ...],
+    outbound: tuple[FailsafePort, ...],
+    *,
+    raw: bool,
+) -> tuple[Rule, ...]:
+    """Rules of `felis-failsafe-out`; the raw variant also lets out inbound-failsafe replies."""
+    rules = [
+        _rule(e, source_port=False, net_is_source=False, comment=f"failsafe out {e}")
+        for e in outbound
+        if _fits(e, family)
+    ]
+    if raw:
+        rules += [
+            _rule(e, source_port=True, net_is_source=False, comment=f"failsafe in {e} reply")
+            for e in inbound
+            if _fits(e, family)
+        ]
+    return tuple(rules)

@@ -1,0 +1,180 @@
+"""The calculation's own view of the stored resources.
+
+The model objects carry everything Calico's JSON can say; the calculation needs a small,
+normalised, comparable subset (addresses parsed and masked, tiers and types defaulted). Turning a
+resource into that view in one place keeps the rest of `felis.calc` independent of model details
+and lets the incremental calculator tell cheaply whether an update changes anything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from felis.dataplane.spec import Family
+from felis.model.resources import (
+    GlobalNetworkPolicy,
+    GlobalNetworkSet,
+    HostEndpoint,
+    Rule,
+    Tier,
+)
+from felis.selector import Selector, parse
+
+DEFAULT_TIER = "default"
+STAR_INTERFACE = "*"
+
+# Tiers Calico creates on datastore initialisation; their order and action are fixed by
+# validation, so they exist with these settings whether or not they are stored.
+BUILTIN_TIERS: Mapping[str, tuple[float, str]] = {
+    "kube-admin": (1000.0, "Pass"),
+    "default": (1_000_000.0, "Deny"),
+    "kube-baseline": (10_000_000.0, "Pass"),
+}
+
+_PORT_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+def family_of(cidr: str) -> Family:
+    return Family.V6 if ":" in cidr else Family.V4
+
+
+def masked_cidr(net: str) -> str:
+    """A network in canonical masked form; a bare address becomes /32 or /128."""
+    return str(ipaddress.ip_network(net, strict=False))
+
+
+@dataclass(frozen=True, slots=True)
+class NamedPort:
+    name: str
+    protocol: str
+    """`tcp`, `udp` or `sctp`."""
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class HepInfo:
+    name: str
+    node: str
+    interface_name: str
+    expected_ips: tuple[str, ...]
+    """Normalised addresses (no prefix length)."""
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    profiles: tuple[str, ...] = ()
+    ports: tuple[NamedPort, ...] = ()
+    cidrs: tuple[str, ...] = ()
+    """expected_ips as /32 or /128 networks."""
+
+
+@dataclass(frozen=True, slots=True)
+class GnsInfo:
+    name: str
+    labels: Mapping[str, str]
+    cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TierInfo:
+    name: str
+    order: float | None
+    default_action: str
+    """`Deny` or `Pass`."""
+    valid: bool = True
+    """False for a tier a policy names but that does not exist (sorted after all others)."""
+
+    def sort_key(self) -> tuple[bool, bool, float, str]:
+        return (not self.valid, self.order is None, self.order or 0.0, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyInfo:
+    name: str
+    tier: str
+    order: float | None
+    selector: Selector | None
+    """None: the policy can never select a host endpoint (namespace/service-account selector)."""
+    ingress_type: bool
+    egress_type: bool
+    ingress: tuple[Rule, ...]
+    egress: tuple[Rule, ...]
+    do_not_track: bool
+    pre_dnat: bool
+    apply_on_forward: bool
+
+    def sort_key(self) -> tuple[bool, float, str]:
+        # Calico breaks ties on "<name>/<namespace>/<kind>", which is not the same as comparing
+        # bare names ("a//..." sorts after "a-b//...").
+        return (self.order is None, self.order or 0.0, f"{self.name}//GlobalNetworkPolicy")
+
+    def rules(self, ingress: bool) -> tuple[Rule, ...]:
+        return self.ingress if ingress else self.egress
+
+
+def hep_info(hep: HostEndpoint) -> HepInfo:
+    spec = hep.spec
+    ports = []
+    for port in spec.ports:
+        number = port.protocol.number
+        proto = _PORT_PROTOCOL_NAMES.get(number) if number is not None else None
+        if proto is not None:
+            ports.append(NamedPort(port.name, proto, port.port))
+    addrs = [ipaddress.ip_address(ip) for ip in spec.expected_ips]
+    return HepInfo(
+        name=hep.metadata.name,
+        node=spec.node,
+        interface_name=spec.interface_name,
+        expected_ips=tuple(str(a) for a in addrs),
+        cidrs=tuple(f"{a}/{a.max_prefixlen}" for a in addrs),
+        labels=MappingProxyType(dict(hep.metadata.labels)),
+        profiles=tuple(spec.profiles),
+        ports=tuple(ports),
+    )
+
+
+def gns_info(gns: GlobalNetworkSet) -> GnsInfo:
+    return GnsInfo(
+        name=gns.metadata.name,
+        labels=MappingProxyType(dict(gns.metadata.labels)),
+        cidrs=tuple(dict.fromkeys(masked_cidr(net) for net in gns.spec.nets)),
+    )
+
+
+def tier_info(tier: Tier) -> TierInfo:
+    name = tier.metadata.name
+    builtin = BUILTIN_TIERS.get(name)
+    if builtin is not None:
+        return TierInfo(name, builtin[0], builtin[1])
+    return TierInfo(name, tier.spec.order, tier.spec.default_action or "Deny")
+
+
+def builtin_or_missing_tier(name: str) -> TierInfo:
+    builtin = BUILTIN_TIERS.get(name)
+    if builtin is not None:
+        return TierInfo(name, builtin[0], builtin[1])
+    return TierInfo(name, None, "Deny", valid=False)
+
+
+def policy_info(policy: GlobalNetworkPolicy) -> PolicyInfo:
+    spec = policy.spec
+    types = set(spec.types)
+    if not types:
+        # Felix treats a policy stored without types as governing both directions.
+        types = {"Ingress", "Egress"}
+    selects_heps = not spec.namespace_selector and not spec.service_account_selector
+    return PolicyInfo(
+        name=policy.metadata.name,
+        tier=spec.tier or DEFAULT_TIER,
+        order=spec.order,
+        selector=parse(spec.selector) if selects_heps else None,
+        ingress_type="Ingress" in types,
+        egress_type="Egress" in types,
+        ingress=tuple(spec.ingress),
+        egress=tuple(spec.egress) if not spec.pre_dnat else (),
+        do_not_track=spec.do_not_track,
+        pre_dnat=spec.pre_dnat,
+        apply_on_forward=spec.apply_on_forward,
+    )

@@ -1,0 +1,77 @@
+"""Calico v3 resources: typed models, Calico's defaulting and validation, safe loading.
+
+resources = load_documents(data, "policy.yaml")   # ManifestError lists every problem
+obj = to_dict(resources[0])                         # Calico's JSON form
+same = from_dict(obj)
+"""
+
+from felis.model.errors import DocumentError, ManifestError
+from felis.model.kinds import KINDS, LIST_KINDS, KindInfo, resolve_kind
+from felis.model.loader import from_dict, load_documents, load_file, read_bounded, to_dict
+from felis.model.resources import (
+    API_VERSION,
+    EndpointPort,
+    EntityRule,
+    GlobalNetworkPolicy,
+    GlobalNetworkPolicySpec,
+    GlobalNetworkSet,
+    GlobalNetworkSetSpec,
+    HostEndpoint,
+    HostEndpointSpec,
+    HTTPMatch,
+    HTTPPath,
+    ICMPFields,
+    ObjectMeta,
+    Resource,
+    Rule,
+    RuleMetadata,
+    ServiceAccountMatch,
+    ServiceMatch,
+    Tier,
+    TierSpec,
+    TierStatus,
+)
+from felis.model.validate import DEFAULT_TIER, TIER_LABEL, write_problems
+from felis.model.values import Port, Protocol
+from felis.model.yamlsafe import Limits
+
+__all__ = [
+    "API_VERSION",
+    "DEFAULT_TIER",
+    "KINDS",
+    "LIST_KINDS",
+    "TIER_LABEL",
+    "DocumentError",
+    "EndpointPort",
+    "EntityRule",
+    "GlobalNetworkPolicy",
+    "GlobalNetworkPolicySpec",
+    "GlobalNetworkSet",
+    "GlobalNetworkSetSpec",
+    "HTTPMatch",
+    "HTTPPath",
+    "HostEndpoint",
+    "HostEndpointSpec",
+    "ICMPFields",
+    "KindInfo",
+    "Limits",
+    "ManifestError",
+    "ObjectMeta",
+    "Port",
+    "Protocol",
+    "Resource",
+    "Rule",
+    "RuleMetadata",
+    "ServiceAccountMatch",
+    "ServiceMatch",
+    "Tier",
+    "TierSpec",
+    "TierStatus",
+    "from_dict",
+    "load_documents",
+    "load_file",
+    "read_bounded",
+    "resolve_kind",
+    "to_dict",
+    "write_problems",
+]

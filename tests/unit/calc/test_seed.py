@@ -1,0 +1,208 @@
+"""The memcached seed on memcached-node-1 gives the layout of reference §5.13 with felis names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from calc_helpers import chain, chains
+
+from felis.calc import CalcResult, HostInterface, compute
+from felis.dataplane.spec import (
+    Accept,
+    Family,
+    HookPosition,
+    Jump,
+    MarkBits,
+    Match,
+    NoTrack,
+    PortRange,
+    Return,
+    Rule,
+    SetKind,
+    SetMark,
+    Table,
+)
+from felis.model import load_documents
+
+SEED = Path(__file__).parents[3] / "examples" / "memcached-seed.yaml"
+M = MarkBits.from_mask()
+ACCEPT = M.accept
+SET_V4 = "felis4-s-j0651QXPU3OWTryyoQJxg8"
+
+
+@pytest.fixture(scope="module")
+def seed() -> CalcResult:
+    resources = load_documents(SEED.read_bytes(), str(SEED))
+    return compute(
+        resources, "memcached-node-1", [HostInterface("eth0", ("10.128.0.162/24",))], None
+    )
+
+
+def test_untracked_policy_only_in_raw(seed: CalcResult) -> None:
+    raw = chains(seed, Table.RAW)
+    assert "felis-pi-memcached-server" in raw
+    assert "felis-po-memcached-server" in raw
+    for table in (Table.MANGLE, Table.FILTER):
+        assert not [c for c in chains(seed, table) if c.startswith(("felis-pi-", "felis-po-"))]
+    assert seed.spec.endpoints == ("memcached-node-1-eth0",)
+    assert seed.warnings == []
+
+
+def test_raw_layout(seed: CalcResult) -> None:
+    assert chains(seed, Table.RAW) == [
+        "felis-PREROUTING",
+        "felis-OUTPUT",
+        "felis-from-host-endpoint",
+        "felis-to-host-endpoint",
+        "felis-fh-eth0",
+        "felis-th-eth0",
+        "felis-failsafe-in",
+        "felis-failsafe-out",
+        "felis-pi-memcached-server",
+        "felis-po-memcached-server",
+    ]
+    raw = seed.spec.ruleset(Family.V4).table(Table.RAW)
+    assert raw.hooks_for("PREROUTING", HookPosition.INSERT) == (
+        Rule(action=Jump("felis-PREROUTING")),
+    )
+    assert raw.hooks_for("OUTPUT", HookPosition.INSERT) == (Rule(action=Jump("felis-OUTPUT")),)
+    assert raw.chains["felis-PREROUTING"].rules == (
+        Rule(action=SetMark(0, M.all)),
+        Rule(action=Jump("felis-from-host-endpoint")),
+        Rule(Match(mark_set=ACCEPT), Accept()),
+    )
+    assert chain(seed, Table.RAW, "felis-from-host-endpoint") == [
+        "in_iface=eth0 -> Goto(target='felis-fh-eth0')"
+    ]
+    fh = raw.chains["felis-fh-eth0"].rules
+    # Failsafe first, then clear verdict bits, then the tier: jump, NOTRACK, RETURN.
+    assert fh[0] == Rule(action=Jump("felis-failsafe-in"))
+    assert fh[1] == Rule(action=SetMark(0, M.accept | M.pass_))
+    assert fh[2] == Rule(action=SetMark(0, M.pass_), comment="Start of tier default")
+    assert fh[3].match == Match(mark_clear=M.pass_)
+    assert fh[3].action == Jump("felis-pi-memcached-server")
+    assert fh[4] == Rule(Match(mark_set=ACCEPT), NoTrack())
+    assert fh[5] == Rule(Match(mark_set=ACCEPT), Return(), "Return if policy accepted")
+    assert len(fh) == 6
+    th = raw.chains["felis-th-eth0"].rules
+    assert th[0] == Rule(action=Jump("felis-failsafe-out"))
+    assert th[3].action == Jump("felis-po-memcached-server")
+    assert th[4].action == NoTrack()
+
+
+def test_policy_chains(seed: CalcResult) -> None:
+    raw = seed.spec.ruleset(Family.V4).table(Table.RAW)
+    assert raw.chains["felis-pi-memcached-server"].rules == (
+        Rule(
+            Match(protocol=6, src_sets=(SET_V4,), dst_ports=(PortRange(12211, 12211),)),
+            SetMark(ACCEPT, ACCEPT),
+            "gnp/memcached-server ingress rule 0",
+        ),
+    )
+    assert raw.chains["felis-po-memcached-server"].rules == (
+        Rule(
+            Match(protocol=6, dst_sets=(SET_V4,), src_ports=(PortRange(12211, 12211),)),
+            SetMark(ACCEPT, ACCEPT),
+            "gnp/memcached-server egress rule 0",
+        ),
+    )
+    sets = seed.spec.ruleset(Family.V4).sets
+    assert set(sets) == {SET_V4}
+    assert sets[SET_V4].kind is SetKind.NET
+    assert sets[SET_V4].comment == 'memcached == "client"'
+    assert set(seed.spec.ruleset(Family.V6).sets) == {"felis6-s-j0651QXPU3OWTryyoQJxg8"}
+
+
+def test_raw_failsafe_allows_replies(seed: CalcResult) -> None:
+    rules = chain(seed, Table.RAW, "felis-failsafe-in")
+    assert rules[0] == (
+        "protocol=6 dst_ports=(PortRange(first=22, last=22),) -> Accept() # failsafe in tcp:22"
+    )
+    assert (
+        "protocol=17 src_ports=(PortRange(first=53, last=53),) -> Accept() "
+        "# failsafe out udp:53 reply"
+    ) in rules
+    assert len(rules) == 18
+    assert len(chain(seed, Table.FILTER, "felis-failsafe-in")) == 9
+
+
+def test_mangle_layout(seed: CalcResult) -> None:
+    assert chains(seed, Table.MANGLE) == [
+        "felis-PREROUTING",
+        "felis-POSTROUTING",
+        "felis-from-host-endpoint",
+        "felis-to-host-endpoint",
+        "felis-th-eth0",
+        "felis-failsafe-out",
+    ]
+    assert chain(seed, Table.MANGLE, "felis-th-eth0") == [
+        "ct_states=established,related -> SetMark(value=16777216, mask=16777216)",
+        "ct_states=established,related -> Return()",
+        "ct_states=invalid -> Drop()",
+        "-> Jump(target='felis-failsafe-out')",
+        "-> SetMark(value=0, mask=50331648)",
+        "-> Drop() # Drop if no profiles matched",
+    ]
+    assert chain(seed, Table.MANGLE, "felis-POSTROUTING") == [
+        "mark_set=16777216 -> Return()",
+        "-> SetMark(value=0, mask=452984832)",
+        "ct_dnat=True -> Jump(target='felis-to-host-endpoint')",
+        "mark_set=16777216 -> Return() # Host endpoint policy accepted packet.",
+    ]
+
+
+def test_filter_default_deny_and_forward_allow(seed: CalcResult) -> None:
+    assert chain(seed, Table.FILTER, "felis-fh-eth0") == [
+        "ct_states=established,related -> Accept()",
+        "ct_states=invalid -> Drop()",
+        "-> Jump(target='felis-failsafe-in')",
+        "-> SetMark(value=0, mask=50331648)",
+        "-> Drop() # Drop if no profiles matched",
+    ]
+    assert chain(seed, Table.FILTER, "felis-fhfw-eth0")[-2:] == [
+        "-> SetMark(value=16777216, mask=16777216) # Allow forwarded traffic by default",
+        "-> Return() # Return for accepted forward traffic",
+    ]
+    assert chain(seed, Table.FILTER, "felis-thfw-eth0")[-1] == (
+        "-> Return() # Return for accepted forward traffic"
+    )
+
+
+def test_filter_output_never_negates_ct_dnat(seed: CalcResult) -> None:
+    for family in (Family.V4, Family.V6):
+        for table in seed.spec.ruleset(family).tables.values():
+            for ch in table.chains.values():
+                assert all(rule.match.ct_dnat is not False for rule in ch.rules)
+    assert chain(seed, Table.FILTER, "felis-OUTPUT") == [
+        "mark_set=16777216 -> Accept()",
+        "-> SetMark(value=0, mask=452984832)",
+        "ct_dnat=True -> Return() # DNAT: policed in mangle POSTROUTING",
+        "-> Jump(target='felis-to-host-endpoint')",
+        "mark_set=16777216 -> Accept() # Host endpoint policy accepted packet.",
+    ]
+
+
+def test_filter_hooks(seed: CalcResult) -> None:
+    flt = seed.spec.ruleset(Family.V4).table(Table.FILTER)
+    assert flt.kernel_chains == ("INPUT", "FORWARD", "OUTPUT")
+    assert flt.hooks_for("FORWARD", HookPosition.APPEND) == (
+        Rule(Match(mark_set=ACCEPT), Accept(), "Policy explicitly accepted packet."),
+        Rule(action=SetMark(ACCEPT, ACCEPT), comment="Mark forwarded packet as policed"),
+    )
+    assert chain(seed, Table.FILTER, "felis-FORWARD") == [
+        f"-> SetMark(value=0, mask={M.all & ~ACCEPT})",
+        "mark_clear=16777216 -> Jump(target='felis-from-hep-forward')",
+        "-> Jump(target='felis-to-hep-forward')",
+    ]
+    mangle = seed.spec.ruleset(Family.V4).table(Table.MANGLE)
+    assert mangle.kernel_chains == ("PREROUTING", "POSTROUTING")
+
+
+def test_all_names_fit() -> None:
+    resources = load_documents(SEED.read_bytes(), str(SEED))
+    result = compute(resources, "memcached-node-1", None, None)
+    for ruleset in result.spec.rulesets.values():
+        for table in ruleset.tables.values():
+            assert all(len(name) <= 28 and name.startswith("felis-") for name in table.chains)
+        assert all(len(name) <= 31 for name in ruleset.sets)

@@ -7,6 +7,8 @@ traceback is never an answer to bad input.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import sys
 
@@ -36,26 +38,22 @@ for command in (
     app.command()(command)
 
 
-def _mount_optional(module: str, name: str, help_text: str) -> None:
-    """Sub-apps of later stages; the CLI stays usable while one of them is missing."""
-    try:
-        sub = __import__(module, fromlist=["app"]).app
-    except ImportError:
+def _mount(module: str, name: str, help_text: str) -> None:
+    app.add_typer(importlib.import_module(module).app, name=name, help=help_text)
+
+
+def _register(module: str) -> None:
+    """Command modules register themselves; one that is not part of this build is skipped (a
+    module that exists but fails to import is a bug and must say so)."""
+    if importlib.util.find_spec(module) is None:
         return
-    app.add_typer(sub, name=name, help=help_text)
+    importlib.import_module(module).register(app)
 
 
-def _register_dataplane_commands() -> None:
-    try:
-        from felis.cli import dataplane
-    except ImportError:
-        return
-    dataplane.register(app)
-
-
-_register_dataplane_commands()
-_mount_optional("felis.lab.cli", "lab", "Network-namespace lab: real memcached, real load.")
-_mount_optional("felis.conntrack.cli", "conntrack", "Conntrack pressure: status, top, advise.")
+for _module in ("felis.cli.dataplane", "felis.cli.trace", "felis.cli.plan", "felis.cli.lint"):
+    _register(_module)
+_mount("felis.lab.cli", "lab", "Network-namespace lab: real memcached, real load.")
+_mount("felis.conntrack.cli", "conntrack", "Conntrack pressure: status, top, advise.")
 
 
 @app.command()

@@ -267,12 +267,7 @@ def _foreign_state(node: FelisNode) -> tuple[str, list[str]]:
 
 
 def test_foreign_rules_and_tables_are_untouched(node: FelisNode) -> None:
-    node.topo.exec(node.server, ["nft", "-f", "-"], input_text=FOREIGN_NFT)
-    node.topo.exec(node.server, ["iptables", "-N", "FOREIGN"])
-    node.topo.exec(
-        node.server, ["iptables", "-A", "FOREIGN", "-p", "tcp", "--dport", "7777", "-j", "RETURN"]
-    )
-    node.topo.exec(node.server, ["iptables", "-A", "INPUT", "-j", "FOREIGN"])
+    _add_foreign_rules(node)
     before = _foreign_state(node)
 
     node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
@@ -292,7 +287,18 @@ def test_foreign_rules_and_tables_are_untouched(node: FelisNode) -> None:
     assert node.felis_traces() == []
 
 
+def _add_foreign_rules(node: FelisNode) -> None:
+    node.topo.exec(node.server, ["nft", "-f", "-"], input_text=FOREIGN_NFT)
+    node.topo.exec(node.server, ["iptables", "-N", "FOREIGN"])
+    node.topo.exec(
+        node.server, ["iptables", "-A", "FOREIGN", "-p", "tcp", "--dport", "7777", "-j", "RETURN"]
+    )
+    node.topo.exec(node.server, ["iptables", "-A", "INPUT", "-j", "FOREIGN"])
+
+
 def test_running_agent_repairs_drift(node: FelisNode) -> None:
+    _add_foreign_rules(node)
+    foreign = _foreign_state(node)
     node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
     node.serve(MEMCACHED)
     node.start_agent("--refresh-interval", "0.3")
@@ -318,6 +324,7 @@ def test_running_agent_repairs_drift(node: FelisNode) -> None:
     assert node.chain_hashes() != desired
     wait_until(lambda: node.chain_hashes() == desired, timeout=20, what="drift repair")
     assert node.reach(node.client, MEMCACHED)
+    assert _foreign_state(node) == foreign, "drift repair leaves foreign rules alone"
     # The agent reacts to datastore changes too.
     node.delete("gnp", "memcached-server")
     node.wait_reach(node.client, MEMCACHED, False)

@@ -101,7 +101,11 @@ class _StateCollector(Collector):
                     else _gauge
                 )
                 yield kind(f"felis_conntrack_{name}", f"conntrack {name}", value)
-        yield from _rule_counters(self.agent.dataplane.counters(self.agent.current_spec))
+        try:
+            counters = self.agent.dataplane.counters(self.agent.current_spec)
+        except Exception:
+            counters = []
+        yield from _rule_counters(counters)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -113,7 +117,9 @@ def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
 
 
 def _rule_counters(counters: Iterable[RuleCounter]) -> Iterator[Metric]:
-    labels = ["family", "table", "chain", "rule"]
+    # The rule hash keeps series unique: rules without a comment, and one policy rule split into
+    # several kernel rules (long port lists), would otherwise share their labels.
+    labels = ["family", "table", "chain", "rule", "hash"]
     packets = CounterMetricFamily(
         "felis_rule_packets",
         "Packets that matched a felis rule (untracked included)",
@@ -123,7 +129,13 @@ def _rule_counters(counters: Iterable[RuleCounter]) -> Iterator[Metric]:
         "felis_rule_bytes", "Bytes that matched a felis rule (untracked included)", labels=labels
     )
     for counter in counters:
-        values = [str(counter.family), counter.table, counter.chain, counter.comment]
+        values = [
+            str(int(counter.family)),
+            counter.table,
+            counter.chain,
+            counter.comment,
+            counter.rule_hash,
+        ]
         packets.add_metric(values, counter.packets)
         octets.add_metric(values, counter.bytes)
     yield packets

@@ -1,0 +1,751 @@
+"""The doNotTrack pitfalls (landscape §2.2), checked on resources rather than packets.
+
+The checks read rules the way the untracked dataplane runs them. An untracked connection has no
+conntrack entry, so each of its packets is judged alone, by the same host endpoint, in both
+directions. Seen from the host, a flow's request and reply share the local port and the remote
+port; only source and destination swap. So the reply of an untracked flow `(local L, remote R)`
+needs an untracked Allow in the other direction with the same protocol, local ports covering L,
+remote ports covering R and the same peers. When only a tracked (normal) policy allows the reply,
+the flow is half-tracked: conntrack sees the reply as a new or invalid packet.
+
+Findings are sound in one direction: a warning names a rule that is missing (no rule of the
+required shape exists at all). Rule order, Deny rules ahead of an Allow and overlapping tiers are
+not simulated; `felis trace` answers packet-level questions exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from felis.calc import CalcConfig, FailsafePort
+from felis.calc.inputs import STAR_INTERFACE, HepInfo, PolicyInfo
+from felis.calc.policies import Groups
+from felis.lint.findings import NOTE, WARNING, Finding, dump_yaml
+from felis.model.resources import EntityRule, Rule
+from felis.model.values import Port
+from felis.plan.snapshot import Snapshot
+from felis.plan.words import canonical, local_side, peers_text, ports_text, remote_side
+from felis.selector import parse
+
+DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+
+
+@dataclass(frozen=True, slots=True)
+class _Located:
+    policy: PolicyInfo
+    ingress: bool
+    index: int
+    rule: Rule
+
+    @property
+    def direction(self) -> str:
+        return "ingress" if self.ingress else "egress"
+
+    @property
+    def where(self) -> str:
+        return f"{self.direction} rule {self.index}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule shape helpers.
+
+
+def _proto(rule: Rule) -> int | None:
+    return rule.protocol.number if rule.protocol is not None else None
+
+
+def _proto_name(rule: Rule) -> str:
+    return str(rule.protocol) if rule.protocol is not None else "any protocol"
+
+
+def _ranges(ports: Sequence[Port]) -> list[tuple[int, int]]:
+    return [(p.min_port, p.max_port) for p in ports if not p.is_named]
+
+
+def ports_cover(have: Sequence[Port], need: Sequence[Port]) -> bool:
+    """True when every port in `need` is in `have` (empty means every port)."""
+    if not have:
+        return True
+    if not need:
+        return False
+    names = {p.name for p in have if p.is_named}
+    ranges = sorted(_ranges(have))
+    for port in need:
+        if port.is_named:
+            if port.name not in names:
+                return False
+            continue
+        low = port.min_port
+        for first, last in ranges:
+            if first <= low <= last:
+                low = last + 1
+            if low > port.max_port:
+                break
+        if low <= port.max_port:
+            return False
+    return True
+
+
+def port_in(ports: Sequence[Port], number: int) -> bool:
+    """True when `number` is one of `ports` (empty means every port)."""
+    if not ports:
+        return True
+    return any(first <= number <= last for first, last in _ranges(ports))
+
+
+def _addressed(side: EntityRule) -> bool:
+    return bool(
+        side.selector
+        or side.not_selector
+        or side.nets
+        or side.not_nets
+        or side.namespace_selector
+        or side.service_accounts is not None
+        or side.services is not None
+    )
+
+
+def _same_peers(have: EntityRule, need: EntityRule) -> bool:
+    """`have` admits at least the peers `need` admits (exact comparison, or no constraint)."""
+    if not _addressed(have):
+        return True
+    return (
+        canonical(have.selector) == canonical(need.selector)
+        and canonical(have.not_selector) == canonical(need.not_selector)
+        and sorted(have.nets) == sorted(need.nets)
+        and sorted(have.not_nets) == sorted(need.not_nets)
+        and have.namespace_selector == need.namespace_selector
+    )
+
+
+def _proto_covers(have: Rule, need: Rule) -> bool:
+    return _proto(have) is None or _proto(have) == _proto(need)
+
+
+def counterpart_covers(have: Rule, need: Rule, need_ingress: bool, *, peers: bool = True) -> bool:
+    """Does `have` (opposite direction) allow the replies of the flow `need` allows?"""
+    have_ingress = not need_ingress
+    return (
+        have.action == "Allow"
+        and _proto_covers(have, need)
+        and ports_cover(local_side(have, have_ingress).ports, local_side(need, need_ingress).ports)
+        and ports_cover(
+            remote_side(have, have_ingress).ports, remote_side(need, need_ingress).ports
+        )
+        and (
+            not peers
+            or _same_peers(remote_side(have, have_ingress), remote_side(need, need_ingress))
+        )
+    )
+
+
+def _policies(groups: Groups) -> Iterator[PolicyInfo]:
+    for group in groups:
+        yield from group.policies
+
+
+def _rules(groups: Groups, ingress: bool) -> Iterator[Rule]:
+    for policy in _policies(groups):
+        yield from policy.rules(ingress)
+
+
+def _entity_yaml(side: EntityRule, ports: Sequence[Port]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if side.selector:
+        out["selector"] = side.selector
+    if side.not_selector:
+        out["notSelector"] = side.not_selector
+    if side.nets:
+        out["nets"] = list(side.nets)
+    if side.not_nets:
+        out["notNets"] = list(side.not_nets)
+    if side.namespace_selector:
+        out["namespaceSelector"] = side.namespace_selector
+    if ports:
+        out["ports"] = [p.to_json() for p in ports]
+    return out
+
+
+def counterpart_yaml(rule: Rule, ingress: bool, policy: PolicyInfo) -> str:
+    """YAML of the rule that lets the replies of `rule`'s flow through (other direction)."""
+    local = local_side(rule, ingress)
+    remote = remote_side(rule, ingress)
+    local_part = {"ports": [p.to_json() for p in local.ports]} if local.ports else {}
+    remote_part = _entity_yaml(remote, remote.ports)
+    new: dict[str, Any] = {"action": "Allow"}
+    if rule.protocol is not None:
+        new["protocol"] = rule.protocol.to_json()
+    if rule.ip_version is not None:
+        new["ipVersion"] = rule.ip_version
+    if ingress:  # the counterpart is an egress rule: local is its source
+        if local_part:
+            new["source"] = local_part
+        if remote_part:
+            new["destination"] = remote_part
+    else:
+        if remote_part:
+            new["source"] = remote_part
+        if local_part:
+            new["destination"] = local_part
+    target = "egress" if ingress else "ingress"
+    return f"add to gnp/{policy.name} spec.{target}{_types_note(policy, not ingress)}:\n" + (
+        dump_yaml([new])
+    )
+
+
+def _types_note(policy: PolicyInfo, ingress: bool) -> str:
+    """A policy stored with only one direction's rules was defaulted to that type alone."""
+    listed = policy.ingress_type if ingress else policy.egress_type
+    return "" if listed else f" (and {'Ingress' if ingress else 'Egress'} to spec.types)"
+
+
+def _flow_words(rule: Rule, ingress: bool) -> str:
+    local = local_side(rule, ingress).ports
+    remote = remote_side(rule, ingress).ports
+    parts = []
+    if local:
+        parts.append(f"local port {ports_text(local)}")
+    if remote:
+        parts.append(f"remote port {ports_text(remote)}")
+    where = " ".join(parts) if parts else "all ports"
+    return f"{_proto_name(rule)} {where}"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class Linter:
+    def __init__(self, snapshot: Snapshot, config: CalcConfig, *, complete: bool) -> None:
+        self.snap = snapshot
+        self.config = config
+        self.complete = complete
+        """False when the resources are only a manifest: what "selects nothing" in it may
+        select objects already stored, so those findings are notes."""
+        self.findings: list[Finding] = []
+
+    def add(self, finding: Finding) -> None:
+        if finding not in self.findings:
+            self.findings.append(finding)
+
+    def run(self) -> list[Finding]:
+        for name in sorted(self.snap.policies):
+            policy = self.snap.policies[name]
+            self.check_selects(policy)
+            self.check_rule_selectors(policy)
+            self.check_failsafe_overlap(policy)
+            if policy.do_not_track:
+                self.check_star(policy)
+                self.check_return_paths(policy)
+                self.check_icmp(policy)
+                self.check_ephemeral(policy)
+        for hep in sorted(self.snap.heps.values(), key=lambda h: h.name):
+            self.check_dns(hep)
+        order = {"warning": 0, "note": 1}
+        return sorted(
+            self.findings,
+            key=lambda f: (order[f.severity], f.policy or "", f.code, f.rule or ""),
+        )
+
+    # -- selection ------------------------------------------------------------------------
+
+    def _heps(self, policy: PolicyInfo) -> list[HepInfo]:
+        """Named-interface HEPs the policy selects (doNotTrack is ignored on `*` ones)."""
+        return [
+            h
+            for h in self.snap.selected_heps(policy.selector)
+            if not (policy.do_not_track and h.interface_name == STAR_INTERFACE)
+        ]
+
+    def _missing_severity(self) -> str:
+        return WARNING if self.complete else NOTE
+
+    def check_selects(self, policy: PolicyInfo) -> None:
+        if policy.selector is None:
+            self.add(
+                Finding(
+                    "FL006",
+                    WARNING,
+                    policy.name,
+                    None,
+                    "namespaceSelector/serviceAccountSelector policies never select a HostEndpoint",
+                    "use a `selector` on HostEndpoint labels",
+                )
+            )
+            return
+        if not self.snap.selected_heps(policy.selector):
+            scope = "" if self.complete else " in these resources"
+            self.add(
+                Finding(
+                    "FL006",
+                    self._missing_severity(),
+                    policy.name,
+                    None,
+                    f"selector {policy.selector.canonical} selects no HostEndpoint{scope}",
+                    "label the HostEndpoints it should govern, or correct the selector",
+                )
+            )
+
+    def check_rule_selectors(self, policy: PolicyInfo) -> None:
+        for located in _located(policy):
+            for side_name, side in (
+                ("source", located.rule.source),
+                ("destination", located.rule.destination),
+            ):
+                if (
+                    side.services is not None
+                    or side.service_accounts is not None
+                    or (
+                        side.namespace_selector
+                        and parse(side.namespace_selector).canonical != "global()"
+                    )
+                ):
+                    self.add(
+                        Finding(
+                            "FL006",
+                            WARNING,
+                            policy.name,
+                            located.where,
+                            f"{side_name} matches pods or services only, so the rule never "
+                            "matches host traffic (felis skips it)",
+                            "use selector/nets on HostEndpoints and GlobalNetworkSets",
+                        )
+                    )
+                for field_name, text in (
+                    ("selector", side.selector),
+                    ("notSelector", side.not_selector),
+                ):
+                    if text:
+                        self._check_rule_selector(located, side_name, field_name, text)
+
+    def _check_rule_selector(
+        self, located: _Located, side_name: str, field_name: str, text: str
+    ) -> None:
+        selector = parse(text)
+        with_ips, without, sets = self.snap.selector_members(selector)
+        if with_ips or sets:
+            return
+        effect = "the rule never matches" if field_name == "selector" else "it excludes nothing"
+        extra = (
+            f"; HostEndpoints {', '.join(without)} match but have no expectedIPs" if without else ""
+        )
+        scope = "" if self.complete else " in these resources"
+        labels = _labels_of(selector.canonical)
+        fix = (
+            "add the peers' addresses, e.g.:\n"
+            + dump_yaml(
+                {
+                    "apiVersion": "projectcalico.org/v3",
+                    "kind": "GlobalNetworkSet",
+                    "metadata": {"name": "peers", "labels": labels or {"<label>": "<value>"}},
+                    "spec": {"nets": ["<peer CIDR>"]},
+                }
+            )
+            if field_name == "selector"
+            else "correct the selector"
+        )
+        self.add(
+            Finding(
+                "FL006",
+                self._missing_severity(),
+                located.policy.name,
+                located.where,
+                f"{side_name}.{field_name} {selector.canonical} matches no HostEndpoint "
+                f"address or GlobalNetworkSet{scope}: {effect}{extra}",
+                fix,
+            )
+        )
+
+    def check_star(self, policy: PolicyInfo) -> None:
+        stars = [
+            h.name
+            for h in self.snap.selected_heps(policy.selector)
+            if h.interface_name == STAR_INTERFACE
+        ]
+        if stars:
+            self.add(
+                Finding(
+                    "FL005",
+                    WARNING,
+                    policy.name,
+                    None,
+                    f"doNotTrack is ignored on all-interfaces HostEndpoint(s) "
+                    f"{', '.join(sorted(stars))} (Calico does the same): this traffic stays "
+                    "tracked there",
+                    "create a HostEndpoint per interface (interfaceName: eth0) for the "
+                    "untracked traffic, or drop doNotTrack",
+                    tuple(sorted(stars)),
+                )
+            )
+
+    # -- symmetry -------------------------------------------------------------------------
+
+    def _counterparts(
+        self, policy: PolicyInfo, ingress: bool
+    ) -> list[tuple[str, list[Rule], list[Rule]]]:
+        """Per selected HEP: (name, untracked rules, tracked rules) of the other direction.
+        A policy selecting nothing is checked against itself."""
+        heps = self._heps(policy)
+        if not heps:
+            return [("", list(policy.rules(not ingress)), [])]
+        out = []
+        for hep in heps:
+            classes = self.snap.endpoint_policies(hep)
+            untracked = classes.untracked_out if ingress else classes.untracked_in
+            tracked = classes.normal_out if ingress else classes.normal_in
+            out.append(
+                (hep.name, list(_rules(untracked, not ingress)), list(_rules(tracked, not ingress)))
+            )
+        return out
+
+    def check_return_paths(self, policy: PolicyInfo) -> None:
+        for located in _located(policy):
+            rule, ingress = located.rule, located.ingress
+            if rule.action != "Allow":
+                continue
+            missing, half = [], []
+            for hep, untracked, tracked in self._counterparts(policy, ingress):
+                if any(counterpart_covers(r, rule, ingress) for r in untracked):
+                    continue
+                if any(counterpart_covers(r, rule, ingress, peers=False) for r in tracked):
+                    half.append(hep)
+                else:
+                    missing.append(hep)
+            if not missing and not half:
+                continue
+            self._symmetry_finding(located, missing, half)
+
+    def _symmetry_finding(self, located: _Located, missing: list[str], half: list[str]) -> None:
+        rule, ingress = located.rule, located.ingress
+        other = "egress" if ingress else "ingress"
+        flow = _flow_words(rule, ingress)
+        peers = peers_text(remote_side(rule, ingress))
+        fix = counterpart_yaml(rule, ingress, located.policy)
+        local = local_side(rule, ingress).ports
+        remote = remote_side(rule, ingress).ports
+        client_flow = bool(remote) and not local
+        if half:
+            self.add(
+                Finding(
+                    "FL008",
+                    WARNING,
+                    located.policy.name,
+                    located.where,
+                    f"{flow} is untracked in {located.direction} but its replies are only "
+                    f"allowed by tracked (normal) {other} policy: conntrack sees them without "
+                    "their request (new or invalid), so the flow is half-tracked",
+                    fix,
+                    tuple(h for h in half if h),
+                )
+            )
+        if missing:
+            if client_flow:
+                what = (
+                    f"host-originated {flow} to {peers} is untracked but no untracked {other} "
+                    "rule lets the replies in (they arrive on the ephemeral port and meet the "
+                    "default deny)"
+                    if not ingress
+                    else f"untracked reply rule for {flow} from {peers} has no untracked "
+                    f"{other} rule for the requests, which are therefore tracked"
+                )
+                code = "FL002"
+            else:
+                what = (
+                    f"untracked {located.direction} {flow} from {peers} has no untracked "
+                    f"{other} rule for the replies: without conntrack they are new packets and "
+                    "meet the default deny"
+                    if ingress
+                    else f"untracked {located.direction} {flow} to {peers} has no untracked "
+                    f"{other} rule for the other direction, which therefore stays tracked "
+                    "(half-tracked)"
+                )
+                code = "FL001"
+            self.add(
+                Finding(
+                    code,
+                    WARNING,
+                    located.policy.name,
+                    located.where,
+                    what,
+                    fix,
+                    tuple(h for h in missing if h),
+                )
+            )
+
+    # -- ICMP -----------------------------------------------------------------------------
+
+    def check_icmp(self, policy: PolicyInfo) -> None:
+        flows = [r for r in policy.ingress if r.action == "Allow" and _proto(r) in (6, 17, 132)]
+        if not flows:
+            return
+        ingress_rules: list[Rule] = []
+        heps = self._heps(policy)
+        if heps:
+            for hep in heps:
+                ingress_rules += list(_rules(self.snap.endpoint_policies(hep).untracked_in, True))
+        else:
+            ingress_rules = list(policy.ingress)
+        missing = []
+        for family, proto, icmp_type, code, label in (
+            (4, 1, 3, 4, "ICMP type 3 code 4 (fragmentation needed)"),
+            (6, 58, 2, None, "ICMPv6 type 2 (packet too big)"),
+        ):
+            if not any(_allows_icmp(r, family, proto, icmp_type, code) for r in ingress_rules):
+                missing.append(label)
+        if not missing:
+            return
+        peers = _first_peers(flows)
+        new: list[dict[str, Any]] = []
+        for label in missing:
+            rule: dict[str, Any] = (
+                {"action": "Allow", "protocol": "ICMP", "icmp": {"type": 3, "code": 4}}
+                if label.startswith("ICMP type")
+                else {"action": "Allow", "protocol": "ICMPv6", "icmp": {"type": 2}}
+            )
+            if peers:
+                rule["source"] = peers
+            new.append(rule)
+        self.add(
+            Finding(
+                "FL004",
+                NOTE,
+                policy.name,
+                None,
+                "ICMP errors about untracked flows are not RELATED to any conntrack entry, so "
+                f"nothing lets in {' and '.join(missing)}: path-MTU discovery fails when the "
+                "path MTU is smaller than the interface MTU",
+                f"add to gnp/{policy.name} spec.ingress{_types_note(policy, True)}:\n"
+                + dump_yaml(new),
+            )
+        )
+
+    # -- failsafe -------------------------------------------------------------------------
+
+    def check_failsafe_overlap(self, policy: PolicyInfo) -> None:
+        inbound = self.config.failsafe_inbound
+        outbound = self.config.failsafe_outbound
+        for located in _located(policy):
+            rule, ingress = located.rule, located.ingress
+            proto = _proto(rule)
+            if rule.action not in ("Allow", "Deny"):
+                continue
+            # What the (tracked and raw) failsafe chains accept before any policy.
+            checks: list[tuple[Sequence[Port], Sequence[FailsafePort], str]] = [
+                (
+                    local_side(rule, ingress).ports if ingress else remote_side(rule, False).ports,
+                    inbound if ingress else outbound,
+                    "local" if ingress else "remote",
+                )
+            ]
+            if policy.do_not_track:
+                # raw also accepts the reply direction of the other list.
+                checks.append(
+                    (
+                        remote_side(rule, True).ports if ingress else local_side(rule, False).ports,
+                        outbound if ingress else inbound,
+                        "remote" if ingress else "local",
+                    )
+                )
+            hits = []
+            for ports, entries, where in checks:
+                if not ports:
+                    continue
+                for entry in entries:
+                    if entry.net is not None:
+                        continue
+                    number = _PROTO_NUMBERS[entry.protocol]
+                    if proto not in (None, number) or not port_in(ports, entry.port):
+                        continue
+                    hits.append(f"{where} {entry.protocol}:{entry.port}")
+            if not hits:
+                continue
+            verb = "deny" if rule.action == "Deny" else "allow"
+            self.add(
+                Finding(
+                    "FL007",
+                    WARNING if rule.action == "Deny" else NOTE,
+                    policy.name,
+                    located.where,
+                    f"failsafe rules accept {', '.join(hits)} before any policy runs, so this "
+                    f"rule cannot {verb} that traffic"
+                    + (" (and in raw it stays tracked)" if policy.do_not_track else ""),
+                    "drop those ports from the rule, or change the failsafe ports "
+                    "(--failsafe-inbound/--failsafe-outbound) if they must be policed",
+                )
+            )
+
+    def check_ephemeral(self, policy: PolicyInfo) -> None:
+        """Raw failsafe rules match replies by port, so a client whose ephemeral port equals a
+        failsafe port has that one connection tracked (and dropped)."""
+        server = [
+            r
+            for r in policy.ingress
+            if r.action == "Allow" and _proto(r) in (6, 17) and r.destination.ports
+        ]
+        client = [
+            r
+            for r in policy.egress
+            if r.action == "Allow"
+            and _proto(r) in (6, 17)
+            and r.destination.ports
+            and not r.source.ports
+        ]
+        for rules, entries, who in (
+            (server, self.config.failsafe_outbound, "the clients'"),
+            (client, self.config.failsafe_inbound, "this host's"),
+        ):
+            protos = {_proto(r) for r in rules}
+            ports = sorted(
+                e.port for e in entries if e.net is None and _PROTO_NUMBERS[e.protocol] in protos
+            )
+            if not ports:
+                continue
+            top = max(ports)
+            self.add(
+                Finding(
+                    "FL009",
+                    NOTE,
+                    policy.name,
+                    None,
+                    f"raw failsafe rules match untracked flows by port: a connection whose "
+                    f"ephemeral port is one of {', '.join(map(str, ports))} stays tracked and "
+                    f"is dropped, if {who} ip_local_port_range includes it (about 1 in 10^4 "
+                    "connections with a range starting at 1024)",
+                    f"keep {who} net.ipv4.ip_local_port_range above {top} (Linux's default "
+                    "32768-60999 is), e.g. sysctl -w net.ipv4.ip_local_port_range="
+                    "'10000 65000'",
+                )
+            )
+
+    # -- DNS ------------------------------------------------------------------------------
+
+    def check_dns(self, hep: HepInfo) -> None:
+        if hep.interface_name == STAR_INTERFACE:
+            return
+        classes = self.snap.endpoint_policies(hep)
+        if not classes.has_untracked:
+            return
+        for proto_name in ("udp", "tcp"):
+            number = _PROTO_NUMBERS[proto_name]
+            failsafe = any(
+                e.protocol == proto_name and e.port == 53 and e.net is None
+                for e in self.config.failsafe_outbound
+            )
+            if failsafe:
+                continue
+            queries = [
+                r
+                for r in _rules(classes.untracked_out, False)
+                if r.action == "Allow"
+                and _proto(r) in (None, number)
+                and not r.source.ports
+                and port_in(r.destination.ports, 53)
+            ]
+            if queries:
+                replies = any(
+                    r.action == "Allow"
+                    and _proto(r) in (None, number)
+                    and not r.destination.ports
+                    and port_in(r.source.ports, 53)
+                    for r in _rules(classes.untracked_in, True)
+                )
+                if not replies:
+                    self._dns_untracked(hep, proto_name, queries[0])
+                continue
+            allowed = DEFAULT_ALLOW_PROFILE in hep.profiles or any(
+                r.action == "Allow"
+                and _proto(r) in (None, number)
+                and not r.source.ports
+                and port_in(r.destination.ports, 53)
+                for r in _rules(classes.normal_out, False)
+            )
+            if not allowed:
+                self.add(
+                    Finding(
+                        "FL003",
+                        NOTE,
+                        None,
+                        None,
+                        f"DNS over {proto_name.upper()} from this host is dropped: the "
+                        "HostEndpoint denies what no policy allows, and no egress rule allows "
+                        f"{proto_name.upper()} to port 53"
+                        + (" (UDP passes as a failsafe port)" if proto_name == "tcp" else ""),
+                        "if the host resolves names through this interface, add a normal "
+                        "(tracked) policy:\n"
+                        + dump_yaml(
+                            [
+                                {
+                                    "action": "Allow",
+                                    "protocol": proto_name.upper(),
+                                    "destination": {"ports": [53]},
+                                }
+                            ]
+                        ),
+                        (hep.name,),
+                    )
+                )
+
+    def _dns_untracked(self, hep: HepInfo, proto_name: str, query: Rule) -> None:
+        reply: dict[str, Any] = {
+            "action": "Allow",
+            "protocol": proto_name.upper(),
+            "source": {**_entity_yaml(query.destination, ()), "ports": [53]},
+        }
+        self.add(
+            Finding(
+                "FL003",
+                WARNING,
+                None,
+                None,
+                f"DNS queries over {proto_name.upper()} are untracked by an egress rule, but no "
+                "untracked ingress rule allows replies from port 53: name resolution fails",
+                "add to an untracked policy selecting this HostEndpoint, spec.ingress:\n"
+                + dump_yaml([reply]),
+                (hep.name,),
+            )
+        )
+
+
+def _located(policy: PolicyInfo) -> Iterator[_Located]:
+    for ingress in (True, False):
+        for index, rule in enumerate(policy.rules(ingress)):
+            yield _Located(policy, ingress, index, rule)
+
+
+def _allows_icmp(rule: Rule, family: int, proto: int, icmp_type: int, code: int | None) -> bool:
+    if rule.action != "Allow":
+        return False
+    if rule.ip_version is not None and rule.ip_version != family:
+        return False
+    if rule.source.ports or rule.destination.ports:
+        return False
+    number = _proto(rule)
+    if number is not None and number != proto:
+        return False
+    if rule.icmp is None or rule.icmp.type is None:
+        return True
+    if rule.icmp.type != icmp_type:
+        return False
+    return rule.icmp.code is None or rule.icmp.code == code
+
+
+def _first_peers(rules: Iterable[Rule]) -> dict[str, Any]:
+    for rule in rules:
+        peers = _entity_yaml(rule.source, ())
+        if peers:
+            return peers
+    return {}
+
+
+def _labels_of(selector: str) -> dict[str, str]:
+    """`a == "b"` → {a: b}, for the fix of an empty rule selector; {} for anything else."""
+    text = selector.strip()
+    if "==" not in text or "&&" in text or "||" in text:
+        return {}
+    key, _, value = text.partition("==")
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return {key.strip(): value[1:-1]}
+    return {}

@@ -1,0 +1,126 @@
+"""The exact kernel delta between two specs, without a kernel.
+
+The kernel state a node holds after felis programmed spec A is a function of A: every chain of
+ours carries the hash list `chain_hashes` gives, every hook sits at the top (inserts) or bottom
+(appends) of its kernel chain, every set holds its normalised members. Building that state
+directly and handing it to the renderer's own `render_delta` yields the very text the agent
+would write when the datastore moves from A to B (foreign rules aside, which felis never
+touches). The one approximation: an iptables hook that has to move is deleted by its text as
+felis wrote it, where the agent uses the kernel's own spelling from `iptables-save`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from felis.dataplane import iptables, nftables
+from felis.dataplane.rulehash import (
+    ChainState,
+    KernelRule,
+    SetState,
+    TableState,
+    chain_hashes,
+    desired_hooks,
+    expand_rules,
+    hook_hashes,
+    normalise_members,
+)
+from felis.dataplane.spec import DataplaneSpec, Family, Ruleset, Table
+
+FAMILIES = (Family.V4, Family.V6)
+
+
+def _sets(ruleset: Ruleset) -> dict[str, SetState]:
+    return {
+        name: SetState(
+            name, s.kind, ruleset.family, normalise_members(s.kind, s.members, ruleset.family)
+        )
+        for name, s in ruleset.sets.items()
+    }
+
+
+def _tables(ruleset: Ruleset, *, with_text: bool) -> dict[Table, TableState]:
+    family = ruleset.family
+    out: dict[Table, TableState] = {}
+    for table, spec in ruleset.tables.items():
+        chains: dict[str, ChainState] = {}
+        for name, chain in spec.chains.items():
+            rules = expand_rules(chain.rules)
+            hashes = chain_hashes(name, rules)
+            chains[name] = ChainState(
+                name,
+                tuple(
+                    KernelRule(h, iptables.render_rule(r, h, family) if with_text else "")
+                    for r, h in zip(rules, hashes, strict=True)
+                ),
+            )
+        for kernel_chain, (inserts, appends) in desired_hooks(spec).items():
+            ins, app = hook_hashes(kernel_chain, inserts, appends)
+            pairs = [*zip(inserts, ins, strict=True), *zip(appends, app, strict=True)]
+            chains[kernel_chain] = ChainState(
+                kernel_chain,
+                tuple(
+                    KernelRule(h, iptables.render_rule(r, h, family) if with_text else "")
+                    for r, h in pairs
+                ),
+            )
+        out[table] = TableState(table=table, chains=chains)
+    return out
+
+
+def iptables_state(ruleset: Ruleset | None) -> iptables.IptablesState:
+    """What iptables-save / ipset save would read back after programming `ruleset`."""
+    if ruleset is None:
+        return iptables.IptablesState()
+    return iptables.IptablesState(tables=_tables(ruleset, with_text=True), sets=_sets(ruleset))
+
+
+def nft_state(ruleset: Ruleset | None) -> nftables.NftState:
+    """What `nft -j list table` would read back after programming `ruleset`."""
+    if ruleset is None:
+        return nftables.NftState()
+    return nftables.NftState(
+        exists=True, tables=_tables(ruleset, with_text=False), sets=_sets(ruleset)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyDelta:
+    family: Family
+    text: str
+    """The commands, as the agent would run them; empty when nothing changes."""
+
+
+def _empty(family: Family) -> Ruleset:
+    return Ruleset(family=family, tables={}, sets={})
+
+
+def iptables_text(plan: iptables.IptablesPlan) -> str:
+    if plan.empty:
+        return ""
+    tool = iptables.restore_command(plan.family)
+    parts = []
+    if plan.ipset_prepare:
+        parts.append(f"# ipset restore\n{plan.ipset_prepare}")
+    if plan.tables:
+        parts.append(f"# {tool} --noflush\n{plan.restore}")
+    if plan.ipset_cleanup:
+        parts.append(f"# ipset restore (after the tables)\n{plan.ipset_cleanup}")
+    return "".join(parts)
+
+
+def kernel_delta(before: DataplaneSpec, after: DataplaneSpec, backend: str) -> list[FamilyDelta]:
+    """Per family, what the agent would write to go from `before` to `after`."""
+    out = []
+    for family in FAMILIES:
+        old = before.rulesets.get(family)
+        new = after.rulesets.get(family)
+        if backend == "iptables":
+            plan = iptables.render_delta(new or _empty(family), iptables_state(old))
+            text = iptables_text(plan)
+        elif new is None:
+            text = nftables.render_cleanup(family) if old is not None else ""
+        else:
+            text = nftables.render_delta(new, nft_state(old)) or ""
+        out.append(FamilyDelta(family, text))
+    return out

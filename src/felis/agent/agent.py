@@ -186,8 +186,13 @@ class Agent:
             revision = since
             while not stop.is_set():
                 try:
-                    for event in self.store.watch(revision, stop=stop):
-                        self.state.datastore_ok = True
+                    events = self.store.watch(revision, stop=stop)
+                    # The watch is open (etcd opens it eagerly): report the datastore back
+                    # now, not only when the next change happens to arrive.
+                    if not self.state.datastore_ok:
+                        log.info("datastore reachable again; following from revision %d", revision)
+                    self.state.datastore_ok = True
+                    for event in events:
                         # etcd gives every object of one transaction the same revision; on a
                         # reconnect, resume one revision earlier so none of them is lost
                         # (replaying an upsert or a delete is harmless).

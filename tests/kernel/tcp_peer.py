@@ -7,6 +7,7 @@ its own network namespace via `ip netns exec`. The probe exits 0 only when its r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 import threading
@@ -26,7 +27,9 @@ def serve(address: str, port: int, proto: str) -> None:
         print("listening", flush=True)
         while True:
             data, peer = sock.recvfrom(2048)
-            sock.sendto(data, peer)
+            # A firewall dropping the reply makes sendto fail with EPERM; keep serving.
+            with contextlib.suppress(OSError):
+                sock.sendto(data, peer)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))

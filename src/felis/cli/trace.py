@@ -1,0 +1,226 @@
+"""`felis trace`: which rule decides a packet's fate on a node, walked through felis' own IR."""
+
+from __future__ import annotations
+
+import json
+from contextlib import closing
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from felis.cli.dataplane import (
+    Backend,
+    BackendOption,
+    FailsafeInOption,
+    FailsafeOutOption,
+    NodeOption,
+    calc_config,
+)
+from felis.cli.resources import DatastoreOption
+from felis.dataplane.spec import PORT_PROTOCOLS, CtState, Table
+from felis.errors import FelisError
+from felis.trace.assume import PacketRequest, setup
+from felis.trace.packet import Direction, TraceError, parse_host_port, parse_protocol
+from felis.trace.walk import CONNTRACK, Step, TraceResult, Verdict
+
+EPHEMERAL_PORT = 40000
+"""Port assumed for a side given without one (a typical client port, outside the failsafes)."""
+
+
+class State(StrEnum):
+    new = "new"
+    established = "established"
+    related = "related"
+    invalid = "invalid"
+
+
+class OutputFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def trace(
+    node: NodeOption,
+    src: Annotated[str, typer.Option("--src", help="Source IP[:PORT] ([IPv6]:PORT)")],
+    dst: Annotated[str, typer.Option("--dst", help="Destination IP[:PORT] ([IPv6]:PORT)")],
+    proto: Annotated[str, typer.Option("--proto", help="tcp, udp, icmp, icmpv6, sctp or N")],
+    iface: Annotated[
+        str | None,
+        typer.Option(
+            "--iface",
+            help="Interface the packet enters (ingress, forward) or leaves by (egress); "
+            "default: the interface of the HostEndpoint listing the local address",
+            show_default=False,
+        ),
+    ] = None,
+    out_iface: Annotated[
+        str | None,
+        typer.Option("--out-iface", help="Output interface of a forwarded packet"),
+    ] = None,
+    direction: Annotated[
+        Direction | None,
+        typer.Option(
+            "--direction",
+            help="ingress (to this host), egress (from it) or forward; default: egress if "
+            "only --src is an expected IP of the node's HostEndpoints, else ingress",
+            show_default=False,
+        ),
+    ] = None,
+    state: Annotated[
+        State, typer.Option("--state", help="Conntrack state if the packet is tracked")
+    ] = State.new,
+    dnat: Annotated[
+        bool, typer.Option("--dnat", help="The packet's connection was DNAT'd")
+    ] = False,
+    icmp_type: Annotated[
+        int | None, typer.Option("--icmp-type", help="ICMP type (default: echo request)")
+    ] = None,
+    icmp_code: Annotated[int | None, typer.Option("--icmp-code", help="ICMP code")] = None,
+    backend: BackendOption = Backend.nftables,
+    datastore: DatastoreOption = None,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json")] = (
+        OutputFormat.text
+    ),
+    failsafe_inbound: FailsafeInOption = None,
+    failsafe_outbound: FailsafeOutOption = None,
+) -> None:
+    """Walk a packet through the rules felis computes for NODE and show what decides it.
+
+    Interfaces are not read: see docs/trace.md for what is assumed. Exit code 0 whatever the
+    verdict; read it from the last line (or `verdict` in JSON).
+    """
+    from felis.calc import compute
+    from felis.datastore import open_datastore
+    from felis.model import from_dict
+    from felis.trace.walk import trace as walk
+
+    request = _request(
+        src, dst, proto, iface, out_iface, direction, state, dnat, icmp_type, icmp_code
+    )
+    with closing(open_datastore(datastore)) as store:
+        objects = store.list().items
+    resources = [from_dict(obj, source="datastore") for obj in objects]
+    prepared = setup(resources, node, request)
+    result = compute(
+        resources, node, prepared.interfaces, calc_config(failsafe_inbound, failsafe_outbound)
+    )
+    outcome = walk(result.spec, prepared.packet)
+    if output is OutputFormat.json:
+        report = outcome.to_dict()
+        report["node"] = node
+        report["backend"] = backend.value
+        report["assumptions"] = prepared.notes
+        report["warnings"] = list(result.warnings)
+        for step in report["steps"]:
+            step["kernel_chain"] = kernel_chain_name(backend, step["table"], step["chain"])
+        typer.echo(json.dumps(report, indent=2))
+        return
+    _print(outcome, node, backend, prepared.notes, list(result.warnings))
+
+
+def _request(
+    src: str,
+    dst: str,
+    proto: str,
+    iface: str | None,
+    out_iface: str | None,
+    direction: Direction | None,
+    state: State,
+    dnat: bool,
+    icmp_type: int | None,
+    icmp_code: int | None,
+) -> PacketRequest:
+    protocol = parse_protocol(proto)
+    src_ip, sport = parse_host_port(src, "--src")
+    dst_ip, dport = parse_host_port(dst, "--dst")
+    if protocol in PORT_PROTOCOLS:
+        if dport is None:
+            raise TraceError(f"--dst: {proto} needs a destination port (IP:PORT)")
+        if sport is None:
+            sport = EPHEMERAL_PORT
+    elif sport is not None or dport is not None:
+        raise TraceError(f"--src/--dst: protocol {proto} has no ports")
+    if protocol in (1, 58):
+        if icmp_type is None:
+            icmp_type = 8 if protocol == 1 else 128
+    elif icmp_type is not None or icmp_code is not None:
+        raise TraceError("--icmp-type/--icmp-code need --proto icmp or icmpv6")
+    for name, value in (("--iface", iface), ("--out-iface", out_iface)):
+        if value is not None and not _valid_iface(value):
+            raise TraceError(f"{name}: {value!r} is not an interface name")
+    return PacketRequest(
+        src=src_ip,
+        dst=dst_ip,
+        protocol=protocol,
+        sport=sport,
+        dport=dport,
+        direction=direction,
+        iface=iface,
+        out_iface=out_iface,
+        ct_state=CtState(state.value),
+        dnat=dnat,
+        icmp_type=icmp_type,
+        icmp_code=icmp_code,
+    )
+
+
+def _valid_iface(name: str) -> bool:
+    return 0 < len(name) <= 15 and all(ch.isalnum() or ch in "-_.@" for ch in name)
+
+
+def kernel_chain_name(backend: Backend, table: str, chain: str) -> str:
+    """The chain as the backend's own listing shows it (nft keeps every layer in one table)."""
+    if table == CONNTRACK:
+        return chain
+    if backend is Backend.nftables:
+        from felis.dataplane.nftables import layer_chain
+
+        return layer_chain(Table(table), chain)
+    return chain
+
+
+def _step_text(step: Step, backend: Backend) -> str:
+    if step.table == CONNTRACK:
+        return f"conntrack: {step.action}"
+    chain = kernel_chain_name(backend, step.table, step.chain)
+    where = chain + (f"[{step.index}]" if step.index is not None else "")
+    text = f"{where}: "
+    text += f"{step.match} -> {step.action}" if step.match else step.action or step.comment
+    if step.comment and step.action:
+        text += f"  # {step.comment}"
+    return text
+
+
+def _print(
+    outcome: TraceResult, node: str, backend: Backend, notes: list[str], warnings: list[str]
+) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console(highlight=False)
+    console.print(f"[bold]{escape(outcome.packet.describe())}[/] on node {escape(node)}")
+    for note in notes:
+        console.print(f"[dim]assumed: {escape(note)}[/]")
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    stage = None
+    for step in outcome.steps:
+        current = step.table if step.table == CONNTRACK else f"{step.table} {step.hook}"
+        if current != stage:
+            stage = current
+            if step.table != CONNTRACK:
+                console.print(f"[cyan]{escape(current)}[/]")
+        indent = "  " * (step.depth + 1)
+        console.print(f"{indent}{escape(_step_text(step, backend))}")
+    for prefix in outcome.logs:
+        console.print(f"[dim]logged with prefix {escape(prefix)!r}[/]")
+    colour = "green" if outcome.verdict is Verdict.ACCEPT else "red"
+    console.print(f"[bold {colour}]{escape(outcome.summary())}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(trace)
+
+
+__all__ = ["FelisError", "register", "trace"]

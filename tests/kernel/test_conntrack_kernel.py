@@ -107,7 +107,10 @@ def test_advise_on_a_filled_table_proposes_policy_for_12211(lab: LabConfig, tmp_
             )  # fmt: skip
     assert res.exit_code == 0, res.output
     adv = json.loads(res.output)
-    assert adv["count"] >= 0.98 * adv["max"] and adv["seconds_to_full"] == 0
+    # Full: the kernel drops. The count itself can dip a little below the max under load (a
+    # reused TIME_WAIT tuple kills its old entry and the new one cannot be inserted).
+    assert adv["drops_per_s"] > 0 and adv["seconds_to_full"] == 0
+    assert adv["count"] >= 0.8 * adv["max"]
     assert adv["listeners"][0]["port"] == 12211
     assert adv["listeners"][0]["interfaces"] == ["eth0"]
     docs = list(yaml.safe_load_all(adv["policies"]["12211"]))

@@ -347,3 +347,24 @@ def test_second_once_changes_nothing_and_cleanup_leaves_no_trace(node: FelisNode
 
 def test_server_address_constants_are_lab_addresses() -> None:
     assert SERVER_IP.startswith("198.18.") and CLIENT_IP.startswith("198.18.")
+
+
+def test_adjacent_set_members_added_one_by_one(node: FelisNode) -> None:
+    """nft lists adjacent interval-set members merged (198.18.200.0/31 for .0 and .1): the next
+    delta must still apply, and converge to nothing to do."""
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.converge()
+    for last_octet in range(4):
+        node.apply(
+            manifest(f"""
+            apiVersion: projectcalico.org/v3
+            kind: GlobalNetworkSet
+            metadata: {{name: adjacent-{last_octet}, labels: {{memcached: client}}}}
+            spec: {{nets: ["198.18.200.{last_octet}/32"]}}
+        """)
+        )
+        node.converge()
+        assert node.converge().endswith("in sync, nothing written")
+    node.delete("gns", "adjacent-1")
+    node.converge()
+    assert node.converge().endswith("in sync, nothing written")

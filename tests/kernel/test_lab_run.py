@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from felis.lab.errors import LabError
+from felis.lab.results import verdict
 from felis.lab.run import RunOptions, run_lab
 from felis.lab.sysctl import RECORD_NAME, read_conntrack_max
 from felis.lab.topology import LabConfig
@@ -123,3 +124,8 @@ def test_short_lab_run_with_felis(tmp_path: Path, backend: str) -> None:
     assert dnt["entries_12211_end"] == 0
     assert dnt["conn_per_s"] >= st["conn_per_s"]
     assert dnt["leftover_rules"] == 0 and doc["baseline"]["leftover_rules"] == 0
+    restored = doc["meta"]["restored"]
+    assert doc["meta"]["conntrack_max_original"] == restored["conntrack_max_now"] == original
+    assert restored["namespaces_left"] == []
+    ok, _, marks = verdict(doc)
+    assert ok, marks

@@ -224,6 +224,9 @@ class Calculator:
                 policy_chain=lookup,
                 policy_chains=lookup.chains,
             )
+            previous = self._layout.get(family)
+            if previous is not None:
+                tables = _reuse_unchanged(previous.tables, tables)
             sources: dict[str, SetSource] = {}
             for chain_name in sorted(lookup.renders):
                 rendered = lookup.renders[chain_name]
@@ -245,6 +248,38 @@ class Calculator:
         self._layout = layouts
         self._endpoints = active.names
         self._warnings = list(dict.fromkeys(warnings))
+
+
+def _reuse_unchanged(
+    previous: dict[Table, TableSpec], tables: dict[Table, TableSpec]
+) -> dict[Table, TableSpec]:
+    """`tables`, with every chain equal to the previous one of its name replaced by that previous
+    object (and a table whose chains and hooks are all unchanged by the previous TableSpec).
+
+    Performance only: the renderers and the kernel layer memoise per chain object, so a chain
+    rebuilt with the same content (endpoint chains are, on every relayout) would otherwise be
+    hashed and printed again; comparing it once here is several times cheaper.
+    """
+    out: dict[Table, TableSpec] = {}
+    for table, spec in tables.items():
+        old = previous.get(table)
+        if old is None:
+            out[table] = spec
+            continue
+        chains = {}
+        same = len(spec.chains) == len(old.chains)
+        for name, chain in spec.chains.items():
+            before = old.chains.get(name)
+            if before is not None and (before is chain or before == chain):
+                chains[name] = before
+            else:
+                chains[name] = chain
+                same = False
+        if same and spec.hooks == old.hooks and list(spec.chains) == list(old.chains):
+            out[table] = old
+        else:
+            out[table] = TableSpec(table=spec.table, chains=chains, hooks=spec.hooks)
+    return out
 
 
 class _PolicyChains:

@@ -209,13 +209,16 @@ def advise(first: Snapshot, second: Snapshot, *, min_share: float = MIN_SHARE) -
     listeners.sort(key=lambda item: (-item.entries, -item.new_per_s, item.port))
 
     growth = (second.count - first.count) / interval
-    if second.max and second.count >= FULL_FRACTION * second.max:
+    drops = second.stats.get("drop", 0) - first.stats.get("drop", 0)
+    # Kernel drops mean inserts are failing: the table is full even when the count dips below
+    # the max. It does under load: a client reusing a TIME_WAIT port (tcp_tw_reuse) makes
+    # conntrack kill the old entry, and the new one then fails to insert.
+    if second.max and (second.count >= FULL_FRACTION * second.max or drops > 0):
         to_full: float | None = 0.0
     elif growth > 0:
         to_full = (second.max - second.count) / growth
     else:
         to_full = None
-    drops = second.stats.get("drop", 0) - first.stats.get("drop", 0)
     return Advice(
         count=second.count,
         max=second.max,

@@ -18,6 +18,7 @@ from felis.dataplane.rulehash import (
     normalise_members,
     set_kind_conflicts,
     sorted_members,
+    sorted_normal_members,
 )
 from felis.dataplane.spec import Family, IpSet, SetKind
 from felis.errors import FelisError
@@ -36,6 +37,12 @@ def _create_line(ipset: IpSet, family: Family, exist: bool) -> str:
     return line + " -exist" if exist else line
 
 
+def _sorted_normal(ipset: IpSet, family: Family) -> tuple[str, ...]:
+    if isinstance(ipset.members, frozenset):
+        return sorted_normal_members(ipset.kind, ipset.members, family)
+    return tuple(sorted_members(ipset.kind, normalise_members(ipset.kind, ipset.members, family)))
+
+
 def render_ipset_full(sets: Mapping[str, IpSet], family: Family) -> str | None:
     """Create (if missing), flush and fill every set: for a node that has none of them yet."""
     lines = []
@@ -44,8 +51,7 @@ def render_ipset_full(sets: Mapping[str, IpSet], family: Family) -> str | None:
         check_set_name(name)
         lines.append(_create_line(ipset, family, exist=True))
         lines.append(f"flush {name}")
-        members = normalise_members(ipset.kind, ipset.members, family)
-        lines.extend(f"add {name} {m}" for m in sorted_members(ipset.kind, members))
+        lines.extend(f"add {name} {m}" for m in _sorted_normal(ipset, family))
     return "\n".join([*lines, "COMMIT", ""]) if lines else None
 
 
@@ -62,7 +68,9 @@ def render_ipset_update(
         have = current.get(name)
         if have is None:
             lines.append(_create_line(ipset, family, exist=True))
-            lines.extend(f"add {name} {m}" for m in sorted_members(ipset.kind, want))
+            lines.extend(f"add {name} {m}" for m in _sorted_normal(ipset, family))
+            continue
+        if have.members is want or have.members == want:
             continue
         # Add before delete: a member moving between two overlapping CIDRs is never absent.
         lines.extend(

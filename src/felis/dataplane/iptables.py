@@ -20,11 +20,13 @@ Rules other programs own (no `felis:` comment) are never named, so `--noflush` l
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from felis.dataplane.ipset import (
+    SET_NAME_PREFIX,
     obsolete_sets,
     parse_ipset_save,
     render_ipset_destroy,
@@ -35,26 +37,30 @@ from felis.dataplane.rulehash import (
     CT_STATES_ORDER,
     ChainState,
     DataplaneRenderError,
+    IdentityMemo,
     KernelRule,
     SetState,
     TableState,
-    chain_hashes,
+    chain_kernel_rules,
+    chain_state,
     check_iface,
     check_ruleset,
     desired_hooks,
     dirty_chains,
-    expand_rules,
     hook_hashes,
     hooks_in_place,
+    normalise_members,
     normalise_ports,
     port_chunks,
     protocol_name,
+    register_memo,
     rule_comment,
 )
 from felis.dataplane.spec import (
     CHAIN_PREFIX,
     TABLE_ORDER,
     Accept,
+    Chain,
     Drop,
     Family,
     Goto,
@@ -113,6 +119,12 @@ def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str
 
 def render_match(match: Match, family: Family) -> list[str]:
     """Match text in Calico's order (reference §5.9 step 3), after interface, mark and ct."""
+    return list(_render_match(match, family))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _render_match(match: Match, family: Family) -> tuple[str, ...]:
+    # Memoised by value: a ruleset has far fewer distinct matches than rules.
     out: list[str] = []
     if match.in_iface is not None:
         out.append(f"-i {check_iface(match.in_iface)}")
@@ -166,7 +178,10 @@ def render_match(match: Match, family: Family) -> list[str]:
     out.extend(f"-m set ! --match-set {name} dst,dst" for name in match.not_dst_port_sets)
     if match.not_icmp is not None:
         out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
-    return out
+    return tuple(out)
+
+
+register_memo(_render_match.cache_clear)
 
 
 def render_action(rule: Rule) -> list[str]:
@@ -198,7 +213,7 @@ def render_rule(rule: Rule, rule_hash: str, family: Family) -> str:
     return " ".join(
         [
             f'-m comment --comment "{comment}"',
-            *render_match(rule.match, family),
+            *_render_match(rule.match, family),
             *render_action(rule),
         ]
     )
@@ -278,11 +293,19 @@ def parse_iptables_save(text: str) -> dict[Table, TableState]:
 # Rendering a table, a family, a cleanup.
 
 
-def _chain_lines(name: str, rules: tuple[Rule, ...], family: Family) -> list[str]:
-    return [
-        f"-A {name} {render_rule(rule, rule_hash, family)}"
-        for rule, rule_hash in zip(rules, chain_hashes(name, rules), strict=True)
-    ]
+_CHAIN_TEXT: IdentityMemo[tuple[str, Family], str] = IdentityMemo()
+"""The `-A` lines of a chain, per chain object: an unchanged chain is printed once."""
+
+
+def _chain_text(name: str, chain: Chain, family: Family) -> str:
+    def compute() -> str:
+        kernel = chain_kernel_rules(chain, name)
+        return "\n".join(
+            f"-A {name} {render_rule(rule, rule_hash, family)}"
+            for rule, rule_hash in zip(kernel.rules, kernel.hashes, strict=True)
+        )
+
+    return _CHAIN_TEXT.get(chain, (name, family), compute)
 
 
 def render_table(
@@ -296,7 +319,9 @@ def render_table(
     new, changed, obsolete = dirty_chains(spec, current)
     body: list[str] = [f":{name} - -" for name in (*new, *changed, *obsolete)]
     for name in (*new, *changed):
-        body.extend(_chain_lines(name, expand_rules(spec.chains[name].rules), family))
+        text = _chain_text(name, spec.chains[name], family)
+        if text:
+            body.append(text)
 
     wanted = desired_hooks(spec)
     have = current.chains if current is not None else {}
@@ -355,12 +380,20 @@ class IptablesPlan:
 def render_delta(ruleset: Ruleset, current: IptablesState) -> IptablesPlan:
     """Commands bringing the kernel from `current` to `ruleset`; `plan.empty` when in sync."""
     check_ruleset(ruleset)
+    return _delta(ruleset, current)
+
+
+def _delta(ruleset: Ruleset, current: IptablesState, *, full: bool = False) -> IptablesPlan:
     family = ruleset.family
     tables: dict[Table, str] = {}
     for table in TABLE_ORDER:
         text = render_table(ruleset.tables.get(table), family, current.tables.get(table), table)
         if text is not None:
             tables[table] = text
+    if full:
+        return IptablesPlan(
+            family=family, ipset_prepare=render_ipset_full(ruleset.sets, family), tables=tables
+        )
     family_sets = {n: s for n, s in current.sets.items() if s.family is family}
     return IptablesPlan(
         family=family,
@@ -373,12 +406,64 @@ def render_delta(ruleset: Ruleset, current: IptablesState) -> IptablesPlan:
 def render_full(ruleset: Ruleset) -> IptablesPlan:
     """Programming a node that has none of felis' state (the delta against nothing)."""
     check_ruleset(ruleset)
-    plan = render_delta(ruleset, IptablesState())
-    return IptablesPlan(
-        family=plan.family,
-        ipset_prepare=render_ipset_full(ruleset.sets, ruleset.family),
-        tables=plan.tables,
-    )
+    return _delta(ruleset, IptablesState(), full=True)
+
+
+def _felis_states(spec: TableSpec) -> dict[str, ChainState]:
+    return {name: chain_state(chain, name) for name, chain in spec.chains.items()}
+
+
+_FELIS_STATES: IdentityMemo[None, dict[str, ChainState]] = IdentityMemo()
+
+
+def state_after(ruleset: Ruleset, before: IptablesState) -> IptablesState:
+    """What `iptables-save` + `ipset save` would read back once `render_delta(ruleset, before)`
+    has been applied successfully, in the shape `render_delta` compares against.
+
+    The kernel layer keeps this instead of re-reading the kernel after each of its own writes.
+    Our chains and hooks carry their hashes; our hook rules carry their rendered text (the
+    iptables parser matches `-D` by rule spec, so it deletes them as well as the saved form);
+    rules in our own chains carry no text (nothing deletes them by value). Foreign rules and
+    sets are kept as they were read.
+    """
+    family = ruleset.family
+    tables: dict[Table, TableState] = {}
+    for table in TABLE_ORDER:
+        spec = ruleset.tables.get(table) or TableSpec(table=table, chains={})
+        old = before.tables.get(table)
+        have = old.chains if old is not None else {}
+        chains: dict[str, ChainState] = {
+            name: chain for name, chain in have.items() if not name.startswith(CHAIN_PREFIX)
+        }
+        wanted = desired_hooks(spec)
+        for kernel_chain in dict.fromkeys([*wanted, *chains]):
+            inserts, appends = wanted.get(kernel_chain, ((), ()))
+            ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+            state = chains.get(kernel_chain, ChainState(kernel_chain))
+            if hooks_in_place(state.hashes, ins_hashes, app_hashes):
+                continue
+            foreign = tuple(rule for rule in state.rules if rule.hash is None)
+            ours = [
+                KernelRule(hash=rule_hash, text=render_rule(rule, rule_hash, family))
+                for rule, rule_hash in zip(
+                    (*inserts, *appends), (*ins_hashes, *app_hashes), strict=True
+                )
+            ]
+            chains[kernel_chain] = ChainState(
+                kernel_chain, (*ours[: len(inserts)], *foreign, *ours[len(inserts) :])
+            )
+        chains.update(_FELIS_STATES.get(spec, None, lambda spec=spec: _felis_states(spec)))  # type: ignore[misc]
+        if chains or old is not None:
+            tables[table] = TableState(table=table, chains=chains)
+    sets: dict[str, SetState] = {
+        name: state
+        for name, state in before.sets.items()
+        if state.family is not family or not name.startswith(SET_NAME_PREFIX)
+    }
+    for name, ipset in ruleset.sets.items():
+        members = normalise_members(ipset.kind, ipset.members, family)
+        sets[name] = SetState(name=name, kind=ipset.kind, family=family, members=members)
+    return IptablesState(tables=tables, sets=sets)
 
 
 def render_cleanup(family: Family, current: IptablesState) -> IptablesPlan:

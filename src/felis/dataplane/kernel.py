@@ -1,16 +1,26 @@
 """The only module that changes the kernel: read back, diff, apply atomically, repair, remove.
 
-Each apply reads what the kernel holds now (iptables-save / ipset save, or `nft -j list table`),
-asks the pure renderer for the delta to the desired IR, and writes that delta as one transaction
-per table (iptables-restore --noflush) or one nft transaction per family (checked with `nft -c`
-first). An unchanged state writes nothing. Because the comparison is always against a fresh read,
-the same call repairs drift: a rule or chain someone deleted or edited is simply part of the
-delta. Rules and tables that are not ours are never touched.
+An apply asks the pure renderer for the delta from what the kernel holds to the desired IR, and
+writes that delta as one transaction per table (iptables-restore --noflush) or one nft
+transaction per family. An unchanged state writes nothing. Rules and tables that are not ours
+are never touched.
+
+What the kernel holds is read back (iptables-save / ipset save, or `nft -j list table`) the first
+time, after any failure, and by every `drift()`; after a successful write of our own, the state
+that write produced is remembered instead (`state_after`), because reading back a 50k-rule table
+costs far more than the change itself (docs/benchmarks-dataplane.md). That is sound as long as
+nobody else edits our chains between drift checks, and self-correcting when they do: a delta
+that no longer fits the kernel fails as a whole (each transaction is atomic), the remembered
+state is dropped, and the apply is retried once against a fresh read. `drift()` always reads
+fresh and leaves what it read as the remembered state, so the apply that follows a detected drift
+repairs it. `IptablesDataplane(netns, remember=False)` reads back before every apply.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -22,6 +32,8 @@ from felis.errors import FelisError
 from felis.sysexec import CommandError, run
 
 FAMILIES = (Family.V4, Family.V6)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -112,12 +124,20 @@ def _counters_from(
 
 
 class IptablesDataplane:
-    """iptables/ip6tables + ipset, one `iptables-restore --noflush` per family and apply."""
+    """iptables/ip6tables + ipset, one `iptables-restore --noflush` per family and apply (the
+    two families' restores run side by side)."""
 
     backend = "iptables"
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, remember: bool = True) -> None:
         self.netns = netns
+        self.remember = remember
+        self._known: dict[Family, iptables.IptablesState] = {}
+        """Per family, the kernel state our last successful write produced (or last read)."""
+
+    def forget(self) -> None:
+        """Drop the remembered kernel state: the next apply reads the kernel back."""
+        self._known.clear()
 
     def _save(self, family: Family, *, counters: bool = False) -> iptables.IptablesState:
         tool = "ip6tables-save" if family is Family.V6 else "iptables-save"
@@ -126,37 +146,99 @@ class IptablesDataplane:
         sets = parse_ipset_save(run(["ipset", "save"], netns=self.netns).stdout)
         return iptables.IptablesState(tables=tables, sets=sets)
 
-    def _execute(self, plan: iptables.IptablesPlan, report: ApplyReport) -> None:
-        name = _family_name(plan.family)
-        if plan.ipset_prepare:
-            run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_prepare)
-            report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_prepare)}")
-        if plan.tables:
-            tool = iptables.restore_command(plan.family)
-            run([tool, "--noflush", "--wait", "10"], netns=self.netns, input_text=plan.restore)
-            for table, text in plan.tables.items():
-                report.changes.append(f"{name} {table.value}: {_describe_table(text)}")
-        if plan.ipset_cleanup:
-            run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_cleanup)
-            report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_cleanup)}")
+    def _read_all(self, families: Sequence[Family]) -> dict[Family, iptables.IptablesState]:
+        """Fresh states of several families: the dumps run side by side and `ipset save`
+        (which lists every family's sets) runs once."""
+        if not families:
+            return {}
+        tools = {f: "ip6tables-save" if f is Family.V6 else "iptables-save" for f in families}
+        with ThreadPoolExecutor(max_workers=len(families) + 1) as pool:
+            dumps = {f: pool.submit(run, [tool], netns=self.netns) for f, tool in tools.items()}
+            ipsets = pool.submit(run, ["ipset", "save"], netns=self.netns)
+        sets = parse_ipset_save(ipsets.result().stdout)
+        return {
+            family: iptables.IptablesState(
+                tables=iptables.parse_iptables_save(dump.result().stdout), sets=sets
+            )
+            for family, dump in dumps.items()
+        }
 
-    def _plans(self, rulesets: Iterable[Ruleset]) -> list[iptables.IptablesPlan]:
-        return [iptables.render_delta(rs, self._save(rs.family)) for rs in rulesets]
+    def _restore(self, plan: iptables.IptablesPlan) -> None:
+        tool = iptables.restore_command(plan.family)
+        run([tool, "--noflush", "--wait", "10"], netns=self.netns, input_text=plan.restore)
+
+    def _execute(self, plans: Sequence[iptables.IptablesPlan], report: ApplyReport) -> None:
+        """Sets first (new rules find them), then the tables, then obsolete sets (no rule refers
+        to them any more)."""
+        for plan in plans:
+            if plan.ipset_prepare:
+                run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_prepare)
+                name = _family_name(plan.family)
+                report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_prepare)}")
+        restores = [plan for plan in plans if plan.tables]
+        if len(restores) > 1:
+            # iptables-restore and ip6tables-restore write different tables (one transaction
+            # each either way), so they run side by side: a change costs one restore's time,
+            # not two. Leaving the `with` waits for both before any error is raised.
+            with ThreadPoolExecutor(max_workers=len(restores)) as pool:
+                futures = [pool.submit(self._restore, plan) for plan in restores]
+            for future in futures:
+                future.result()
+        elif restores:
+            self._restore(restores[0])
+        for plan in restores:
+            for table, text in plan.tables.items():
+                report.changes.append(
+                    f"{_family_name(plan.family)} {table.value}: {_describe_table(text)}"
+                )
+        for plan in plans:
+            if plan.ipset_cleanup:
+                run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_cleanup)
+                name = _family_name(plan.family)
+                report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_cleanup)}")
+
+    def _plans(
+        self, spec: DataplaneSpec, *, from_memory: bool
+    ) -> tuple[list[tuple[Ruleset, iptables.IptablesState, iptables.IptablesPlan]], bool]:
+        """Per family (ruleset, the state it is compared with, plan), and whether any state
+        came from memory rather than from a read."""
+        # Taken out while we work: any failure leaves nothing remembered.
+        known = {f: self._known.pop(f, None) for f in FAMILIES}
+        if not (self.remember and from_memory):
+            known = dict.fromkeys(FAMILIES)
+        read = self._read_all([f for f in FAMILIES if known[f] is None])
+        out = []
+        for family in FAMILIES:
+            ruleset = spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
+            state = known[family] or read[family]
+            out.append((ruleset, state, iptables.render_delta(ruleset, state)))
+        return out, any(state is not None for state in known.values())
 
     def apply(self, spec: DataplaneSpec) -> ApplyReport:
         report = ApplyReport(self.backend)
-        for family in FAMILIES:
-            ruleset = spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
-            plan = iptables.render_delta(ruleset, self._save(family))
-            if not plan.empty:
-                self._execute(plan, report)
+        work, remembered = self._plans(spec, from_memory=True)
+        try:
+            self._execute([plan for _, _, plan in work if not plan.empty], report)
+        except FelisError as err:
+            if not remembered:
+                raise
+            # The remembered state was stale (someone edited the kernel): retry once against
+            # a fresh read; a second failure is a real one.
+            log.info("iptables apply failed (%s); re-reading the kernel", err)
+            work, _ = self._plans(spec, from_memory=False)
+            self._execute([plan for _, _, plan in work if not plan.empty], report)
+        if self.remember:
+            for ruleset, state, _ in work:
+                self._known[ruleset.family] = iptables.state_after(ruleset, state)
         return report
 
     def drift(self, spec: DataplaneSpec) -> list[str]:
         differences = []
+        states = self._read_all(FAMILIES)
         for family in FAMILIES:
             ruleset = spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
-            plan = iptables.render_delta(ruleset, self._save(family))
+            state = self._known[family] = states[family]
+            plan = iptables.render_delta(ruleset, state)
             differences += [
                 f"{_family_name(family)} {table.value} differs" for table in plan.tables
             ]
@@ -166,10 +248,11 @@ class IptablesDataplane:
 
     def cleanup(self) -> ApplyReport:
         report = ApplyReport(self.backend)
+        self.forget()
         for family in FAMILIES:
             plan = iptables.render_cleanup(family, self._save(family))
             if not plan.empty:
-                self._execute(plan, report)
+                self._execute([plan], report)
         return report
 
     def counters(self, spec: DataplaneSpec | None) -> list[RuleCounter]:
@@ -188,12 +271,19 @@ class IptablesDataplane:
 
 
 class NftablesDataplane:
-    """Our own `ip felis` / `ip6 felis` tables, one checked `nft -f` transaction per family."""
+    """Our own `ip felis` / `ip6 felis` tables, both written by one `nft -f` transaction."""
 
     backend = "nftables"
 
-    def __init__(self, netns: str | None = None) -> None:
+    def __init__(self, netns: str | None = None, *, remember: bool = True) -> None:
         self.netns = netns
+        self.remember = remember
+        self._known: dict[Family, nftables.NftState] = {}
+        """Per family, the table our last successful write produced (or last read)."""
+
+    def forget(self) -> None:
+        """Drop the remembered kernel state: the next apply reads the kernel back."""
+        self._known.clear()
 
     def _read(self, family: Family) -> nftables.NftState:
         family_word = nftables.nft_family(family)
@@ -209,23 +299,70 @@ class NftablesDataplane:
         return nftables.parse_nft_json(proc.stdout, family)
 
     def _write(self, family: Family, transaction: str, report: ApplyReport, what: str) -> None:
-        # Check first (VyOS style): a transaction the kernel would refuse never half-starts,
-        # and the error names the line.
-        run(["nft", "-c", "-f", "-"], netns=self.netns, input_text=transaction)
+        # One `nft -f` is one kernel transaction: refused as a whole, with the error naming the
+        # line, and never half-applied. (A separate `nft -c` pass would double the cost of
+        # every write without adding any safety.)
         run(["nft", "-f", "-"], netns=self.netns, input_text=transaction)
         report.changes.append(f"{_family_name(family)} nft: {what}")
 
-    def apply(self, spec: DataplaneSpec) -> ApplyReport:
-        report = ApplyReport(self.backend)
+    def _transactions(
+        self, spec: DataplaneSpec, *, from_memory: bool
+    ) -> tuple[list[tuple[Family, str, str]], bool]:
+        """[(family, transaction, description)] of what differs, and whether any family's
+        state came from memory rather than from a read."""
+        # Taken out while we work: any failure leaves nothing remembered.
+        known = {f: self._known.pop(f, None) for f in FAMILIES}
+        if not (self.remember and from_memory):
+            known = dict.fromkeys(FAMILIES)
+        read = self._read_all([f for f in FAMILIES if known[f] is None])
+        out: list[tuple[Family, str, str]] = []
         for family in FAMILIES:
+            state = known[family] or read[family]
             ruleset = spec.rulesets.get(family)
             if ruleset is None:
-                if self._read(family).exists:
-                    self._write(family, nftables.render_cleanup(family), report, "table removed")
+                if state.exists:
+                    out.append((family, nftables.render_cleanup(family), "table removed"))
                 continue
-            transaction = nftables.render_delta(ruleset, self._read(family))
+            transaction = nftables.render_delta(ruleset, state)
             if transaction is not None:
-                self._write(family, transaction, report, _describe_nft(transaction))
+                out.append((family, transaction, _describe_nft(transaction)))
+        return out, any(state is not None for state in known.values())
+
+    def _read_all(self, families: Sequence[Family]) -> dict[Family, nftables.NftState]:
+        if len(families) < 2:
+            return {family: self._read(family) for family in families}
+        with ThreadPoolExecutor(max_workers=len(families)) as pool:
+            futures = {family: pool.submit(self._read, family) for family in families}
+        return {family: future.result() for family, future in futures.items()}
+
+    def _write_all(self, transactions: list[tuple[Family, str, str]], report: ApplyReport) -> None:
+        if not transactions:
+            return
+        # Both families in one `nft -f`, so one kernel transaction: nft fetches its cache of
+        # every chain and set before adding a rule or an element, which costs more than a small
+        # change itself on a big table; doing that once instead of once per family halves it.
+        text = "".join(transaction for _, transaction, _ in transactions)
+        run(["nft", "-f", "-"], netns=self.netns, input_text=text)
+        report.changes.extend(f"{_family_name(f)} nft: {what}" for f, _, what in transactions)
+
+    def apply(self, spec: DataplaneSpec) -> ApplyReport:
+        report = ApplyReport(self.backend)
+        transactions, remembered = self._transactions(spec, from_memory=True)
+        try:
+            self._write_all(transactions, report)
+        except FelisError as err:
+            if not remembered:
+                raise
+            # The remembered state was stale (someone edited our tables): retry once against
+            # a fresh read; a second failure is a real one.
+            log.info("nft apply failed (%s); re-reading the kernel", err)
+            transactions, _ = self._transactions(spec, from_memory=False)
+            self._write_all(transactions, report)
+        if self.remember:
+            for family in FAMILIES:
+                ruleset = spec.rulesets.get(family)
+                state = nftables.state_after(ruleset) if ruleset is not None else None
+                self._known[family] = state if state is not None else nftables.NftState()
         return report
 
     def drift(self, spec: DataplaneSpec) -> list[str]:
@@ -233,6 +370,7 @@ class NftablesDataplane:
         for family in FAMILIES:
             ruleset = spec.rulesets.get(family)
             state = self._read(family)
+            self._known[family] = state
             if ruleset is None:
                 if state.exists:
                     differences.append(f"{_family_name(family)} table present but not wanted")
@@ -244,6 +382,7 @@ class NftablesDataplane:
 
     def cleanup(self) -> ApplyReport:
         report = ApplyReport(self.backend)
+        self.forget()
         for family in FAMILIES:
             if self._read(family).exists:
                 self._write(family, nftables.render_cleanup(family), report, "table removed")

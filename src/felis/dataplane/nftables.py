@@ -18,6 +18,7 @@ it is correct whatever the kernel holds; `render_cleanup` deletes the table.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 from collections.abc import Mapping
@@ -28,28 +29,35 @@ from felis.dataplane.rulehash import (
     CT_STATES_ORDER,
     ChainState,
     DataplaneRenderError,
+    IdentityMemo,
     KernelRule,
     SetState,
     TableState,
     chain_hashes,
+    chain_kernel_rules,
+    chain_state,
     check_iface,
     check_ruleset,
     dirty_chains,
     expand_rules,
     extract_hash,
     hook_hash_seed,
+    net_bounds,
     normalise_member,
     normalise_members,
     normalise_ports,
     protocol_name,
+    register_memo,
     rule_comment,
     set_kind_conflicts,
     sorted_members,
+    sorted_normal_members,
 )
 from felis.dataplane.spec import (
     NFT_TABLE,
     TABLE_ORDER,
     Accept,
+    Chain,
     Drop,
     Family,
     Goto,
@@ -138,6 +146,12 @@ def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str
 
 def render_match(match: Match, family: Family, table: Table) -> list[str]:
     """Match text in the same order as the iptables renderer."""
+    return list(_render_match(match, family))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _render_match(match: Match, family: Family) -> tuple[str, ...]:
+    # Memoised by value: a ruleset has far fewer distinct matches than rules.
     addr = nft_family(family)
     out: list[str] = []
     if match.in_iface is not None:
@@ -198,7 +212,10 @@ def render_match(match: Match, family: Family, table: Table) -> list[str]:
     )
     if match.not_icmp is not None:
         out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
-    return out
+    return tuple(out)
+
+
+register_memo(_render_match.cache_clear)
 
 
 def render_action(rule: Rule, table: Table) -> list[str]:
@@ -229,7 +246,7 @@ def render_action(rule: Rule, table: Table) -> list[str]:
 def render_rule(rule: Rule, rule_hash: str, family: Family, table: Table) -> str:
     """`<match> counter <action> comment "…"` for an already expanded, checked kernel rule."""
     comment = rule_comment(rule_hash, rule.comment)
-    parts = [*render_match(rule.match, family, table), "counter", *render_action(rule, table)]
+    parts = [*_render_match(rule.match, family), "counter", *render_action(rule, table)]
     return " ".join([*parts, f'comment "{comment}"'])
 
 
@@ -382,15 +399,32 @@ def _set_decl(ipset: IpSet, family: Family) -> str:
     return f"{{ type {addr} . inet_proto . inet_service; }}"
 
 
-def _elements(kind: SetKind, members: frozenset[str]) -> str:
-    def nft_form(member: str) -> str:
-        if kind is SetKind.NET:
-            return member
+def _element_list(kind: SetKind, ordered: tuple[str, ...] | list[str]) -> str:
+    if kind is SetKind.NET:
+        return "{ " + ", ".join(ordered) + " }"
+    forms = []
+    for member in ordered:
         addr, rest = member.rsplit(",", 1)
         proto, port = rest.split(":", 1)
-        return f"{addr} . {proto} . {port}"
+        forms.append(f"{addr} . {proto} . {port}")
+    return "{ " + ", ".join(forms) + " }"
 
-    return "{ " + ", ".join(nft_form(m) for m in sorted_members(kind, members)) + " }"
+
+def _elements(kind: SetKind, members: frozenset[str]) -> str:
+    return _element_list(kind, sorted_members(kind, members))
+
+
+_SET_ELEMENTS: IdentityMemo[Family, str] = IdentityMemo(1 << 13)
+"""The element list of a whole set, per members object (what a new set is filled with)."""
+
+
+def _all_elements(ipset: IpSet, family: Family) -> str:
+    members = ipset.members
+    return _SET_ELEMENTS.get(
+        members,
+        family,
+        lambda: _element_list(ipset.kind, sorted_normal_members(ipset.kind, members, family)),
+    )
 
 
 @dataclass
@@ -425,6 +459,22 @@ class _Tx:
         ]
 
 
+_CHAIN_TEXT: IdentityMemo[tuple[str, Table, str, Family], str] = IdentityMemo()
+"""The `add rule` lines of a chain, per chain object: an unchanged chain is printed once."""
+
+
+def _chain_text(prefix: str, table: Table, name: str, chain: Chain, family: Family) -> str:
+    def compute() -> str:
+        kernel = chain_kernel_rules(chain, name)
+        head = f"add rule {prefix} {layer_chain(table, name)} "
+        return "\n".join(
+            head + render_rule(rule, rule_hash, family, table)
+            for rule, rule_hash in zip(kernel.rules, kernel.hashes, strict=True)
+        )
+
+    return _CHAIN_TEXT.get(chain, (prefix, table, name, family), compute)
+
+
 def _layer_delta(
     tx: _Tx, prefix: str, spec: TableSpec, current: TableState | None, family: Family
 ) -> None:
@@ -435,10 +485,9 @@ def _layer_delta(
     for name in (*changed, *obsolete):
         tx.flushes.append(f"flush chain {prefix} {layer_chain(table, name)}")
     for name in (*new, *changed):
-        rules = expand_rules(spec.chains[name].rules)
-        for rule, rule_hash in zip(rules, chain_hashes(name, rules), strict=True):
-            text = render_rule(rule, rule_hash, family, table)
-            tx.rules.append(f"add rule {prefix} {layer_chain(table, name)} {text}")
+        text = _chain_text(prefix, table, name, spec.chains[name], family)
+        if text:
+            tx.rules.append(text)
     for name in obsolete:
         tx.chain_deletes.append(f"delete chain {prefix} {layer_chain(table, name)}")
 
@@ -467,6 +516,24 @@ def _layer_delta(
             tx.chain_deletes.append(f"delete chain {prefix} {base_chain(table, name)}")
 
 
+def _interval_rewrite(have: frozenset[str], want: frozenset[str], family: Family) -> bool:
+    """Whether element-by-element changes of an interval set could meet nft's merged listing:
+    a surplus member wider than one address may stand for several kernel elements, and a new
+    member touching or overlapping another would be refused as an overlap."""
+    host = 32 if family is Family.V4 else 128
+    if any(not member.endswith(f"/{host}") for member in have - want):
+        return True
+    missing = [net_bounds(member, family) for member in want - have]
+    if not missing:
+        return False
+    for other in have | want:
+        first, last = net_bounds(other, family)
+        for start, end in missing:
+            if (start, end) != (first, last) and first <= end + 1 and start <= last + 1:
+                return True
+    return False
+
+
 def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
     check_ruleset(ruleset)
     family = ruleset.family
@@ -479,10 +546,24 @@ def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
         have = current.sets.get(name)
         if have is None:
             tx.sets.append(f"add set {prefix} {name} {_set_decl(ipset, family)}")
-        missing = want - (have.members if have is not None else frozenset())
+            if want:
+                tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")
+            continue
+        if have.members is want or have.members == want:
+            continue
+        if ipset.kind is SetKind.NET and _interval_rewrite(have.members, want, family):
+            # nft lists adjacent interval elements merged (.0/32 and .1/32 read back as .0/31),
+            # so what we read need not be the elements the kernel holds: deleting a merged one
+            # fails ("does not exist") and adding one that touches another overlaps. Rewrite
+            # the set instead; inside the one transaction packets never see it empty.
+            tx.sets.append(f"flush set {prefix} {name}")
+            if want:
+                tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")
+            continue
+        missing = want - have.members
         if missing:
             tx.sets.append(f"add element {prefix} {name} {_elements(ipset.kind, missing)}")
-        surplus = (have.members - want) if have is not None else frozenset()
+        surplus = have.members - want
         if surplus:
             tx.element_deletes.append(
                 f"delete element {prefix} {name} {_elements(ipset.kind, surplus)}"
@@ -509,6 +590,47 @@ def render_full(ruleset: Ruleset) -> str:
     prefix = f"{nft_family(ruleset.family)} {NFT_TABLE}"
     tx = _transaction(ruleset, NftState())
     return "\n".join([f"add table {prefix}", f"delete table {prefix}", *tx.lines(), ""])
+
+
+def _table_state(spec: TableSpec) -> TableState:
+    chains: dict[str, ChainState] = {}
+    for kernel_chain in spec.kernel_chains:
+        hashes: list[str] = []
+        for position in (HookPosition.INSERT, HookPosition.APPEND):
+            rules = expand_rules(spec.hooks_for(kernel_chain, position))
+            hashes.extend(chain_hashes(hook_hash_seed(kernel_chain, position), rules))
+        chains[kernel_chain] = ChainState(kernel_chain, tuple(KernelRule(h) for h in hashes))
+    for name, chain in spec.chains.items():
+        chains[name] = chain_state(chain, name)
+    return TableState(table=spec.table, chains=chains)
+
+
+_TABLE_STATE: IdentityMemo[None, TableState] = IdentityMemo()
+
+
+def state_after(ruleset: Ruleset) -> NftState:
+    """What `parse_nft_json` would read back once a delta to `ruleset` (or `render_full`) has
+    been applied successfully: our table holds exactly the ruleset, whatever it held before.
+
+    The kernel layer keeps this instead of re-reading the table after each of its own writes.
+    Rules carry their hashes only (no handles or counters: deltas never use them).
+    """
+    family = ruleset.family
+    tables = {
+        table: _TABLE_STATE.get(spec, None, lambda spec=spec: _table_state(spec))  # type: ignore[misc]
+        for table in TABLE_ORDER
+        if (spec := ruleset.tables.get(table)) is not None
+    }
+    sets = {
+        name: SetState(
+            name=name,
+            kind=ipset.kind,
+            family=family,
+            members=normalise_members(ipset.kind, ipset.members, family),
+        )
+        for name, ipset in ruleset.sets.items()
+    }
+    return NftState(exists=True, tables=tables, sets=sets)
 
 
 def render_cleanup(family: Family) -> str:

@@ -17,8 +17,9 @@ from felis.lab.run import (
     DEFAULT_PHASE_SECONDS,
     ProgressView,
     RunOptions,
+    intro,
     parse_phases,
-    print_comparison,
+    print_report,
     run_lab,
 )
 from felis.lab.signals import Terminated, cleanup_on_signals
@@ -145,6 +146,14 @@ def run(
     concurrency: Annotated[int, typer.Option(help="Connections in flight.")] = 64,
     threads: Annotated[int, typer.Option(help="Load-generator threads.")] = 2,
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit with status 1 when the run does not show the expected outcomes "
+            "(stateful exhausted, doNotTrack clean).",
+        ),
+    ] = False,
 ) -> None:
     """Run the demo: stateful vs doNotTrack vs no rules, same load; writes results and chart."""
     opts = RunOptions(
@@ -158,7 +167,8 @@ def run(
         config=LabConfig(run_dir=run_dir),
     )
     console = Console()
+    console.print(intro(opts), highlight=False, markup=False)
     with ProgressView(console) as view:
         doc = run_lab(opts, on_sample=view)
-    print_comparison(doc, console)
-    console.print(f"results: {results / 'results.json'}  chart: {results / 'chart.png'}")
+    if not print_report(doc, console, results) and check:
+        raise typer.Exit(1)

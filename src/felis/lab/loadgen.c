@@ -339,8 +339,12 @@ static void *worker_main(void *arg) {
                 acc += period_ns;
                 next_start = (int64_t)acc;
             }
-            int64_t wait = (next_start - now_ns()) / 1000000;
-            timeout_ms = wait < 0 ? 0 : (wait < 100 ? (int)wait : 100);
+            /* Rounded up: a sub-millisecond wait rounded down to 0 made epoll_wait return at
+             * once, so the client spun on a core and inflated every CPU measurement. Starts
+             * that fall due meanwhile are made together on the next wake (at most ~1 ms late). */
+            int64_t wait_ns = next_start - now_ns();
+            int64_t wait = wait_ns <= 0 ? 0 : (wait_ns + 999999) / 1000000;
+            timeout_ms = wait < 100 ? (int)wait : 100;
         }
         if (retry_soon) timeout_ms = 10;
         if (!starting || !budget_left) {

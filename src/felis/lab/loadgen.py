@@ -171,6 +171,11 @@ class LoadProcess:
             text=True,
         )
 
+    @property
+    def pid(self) -> int:
+        """The client's PID (`ip netns exec` execs it, so the PID is the client's own)."""
+        return self._proc.pid
+
     def reports(self) -> Iterator[LoadReport]:
         """Interval reports as they arrive; the summary is kept in `self.summary`."""
         assert self._proc.stdout is not None

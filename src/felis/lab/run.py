@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from felis.conntrack import kernel as ct
 from felis.lab import loadgen
@@ -30,19 +31,21 @@ from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.manifests import PHASES
 from felis.lab.results import (
-    COLUMNS,
+    RESULTS_NAME,
     PhaseResult,
     Sample,
     comparison_rows,
     results_document,
+    scale_note,
     verdict,
     write_results,
 )
 from felis.lab.signals import cleanup_on_signals
-from felis.lab.sysctl import ConntrackMaxGuard
+from felis.lab.sysctl import ConntrackMaxGuard, read_conntrack_max
 from felis.lab.topology import LabConfig, Topology
 
 DEFAULT_PHASE_SECONDS = 30.0
+MARK_STYLES = {"ok": "green", "FAIL": "bold red", "note": "yellow"}
 
 
 @dataclass
@@ -75,19 +78,32 @@ def parse_phases(text: str) -> list[str]:
 OnSample = Callable[[str, Sample, int], None]
 
 
+# (title, width) of the progress columns: narrow enough for an 80-column terminal.
+PROGRESS_COLUMNS = (
+    ("phase", 10),
+    ("t", 4),
+    ("conn/s", 7),
+    ("fail/s", 6),
+    ("failed", 7),
+    ("conntrack", 13),
+    ("drops", 7),
+)
+
+
 class ProgressView:
-    """Live per-second view while a phase runs; plain lines when not on a terminal."""
+    """Live per-second view while a phase runs; aligned plain lines when not on a terminal."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.live: Live | None = None
         self.rows: dict[str, tuple[str, ...]] = {}
-        self.totals: dict[str, list[int]] = {}
+        # per phase: completed total, failed total, time of the last sample, last rates
+        self.state: dict[str, tuple[int, int, float, float, float]] = {}
 
     def _table(self) -> Table:
-        table = Table(title="felis lab run")
-        for col in ("phase", "t", "conn/s", "failed/s", "failed total", "conntrack", "drops"):
-            table.add_column(col, justify="right")
+        table = Table(title="felis lab run (live)", min_width=0)
+        for col, _ in PROGRESS_COLUMNS:
+            table.add_column(col, justify="left" if col == "phase" else "right", no_wrap=True)
         for row in self.rows.values():
             table.add_row(*row)
         return table
@@ -96,22 +112,34 @@ class ProgressView:
         if self.console.is_terminal:
             self.live = Live(self._table(), console=self.console, refresh_per_second=4)
             self.live.__enter__()
+        else:
+            self.console.print(self._line([c for c, _ in PROGRESS_COLUMNS]), highlight=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
+    @staticmethod
+    def _line(cells: Sequence[str]) -> str:
+        return " ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, (_, w)) in enumerate(zip(cells, PROGRESS_COLUMNS, strict=True))
+        )
+
     def __call__(self, phase: str, s: Sample, table_max: int) -> None:
-        ok, bad, prev_t = self.totals.setdefault(phase, [0, 0, 0])
-        dt = max(s.t - prev_t / 1000, 1e-3)
+        ok, bad, prev_t, rate, fail_rate = self.state.get(phase, (0, 0, 0.0, 0.0, 0.0))
         fails = s.failed + s.timed_out
-        self.totals[phase] = [ok + s.completed, bad + fails, int(s.t * 1000)]
+        dt = s.t - prev_t
+        if dt >= 0.5:
+            # The drain after the load is a sliver of a second; as a rate it means nothing.
+            rate, fail_rate = s.completed / dt, fails / dt
+        self.state[phase] = (ok + s.completed, bad + fails, s.t, rate, fail_rate)
         row = (
             phase,
             f"{s.t:.0f}s",
-            f"{s.completed / dt:.0f}",
-            f"{fails / dt:.0f}",
+            f"{rate:.0f}",
+            f"{fail_rate:.0f}",
             str(bad + fails),
             f"{s.conntrack_count}/{table_max}",
             str(s.kernel_drops),
@@ -120,7 +148,7 @@ class ProgressView:
         if self.live is not None:
             self.live.update(self._table())
         else:
-            self.console.print("  ".join(row), highlight=False)
+            self.console.print(self._line(row), highlight=False)
 
 
 def run_phase(
@@ -204,17 +232,30 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
         else contextlib.nullcontext()
     )
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    with cleanup_on_signals(), guard, Topology(opts.config):
+    topo = Topology(opts.config)
+    with cleanup_on_signals(), guard, topo:
+        original = guard.original if isinstance(guard, ConntrackMaxGuard) else read_conntrack_max()
         for phase in phases:
             results.append(run_phase(phase, opts, fw, binary, on_sample))
+    cfg = opts.config
     meta = {
         "started": started,
         "backend": opts.backend,
         "phase_seconds": opts.phase_seconds,
         "conntrack_max_setting": opts.conntrack_max,
+        "conntrack_max_original": original,
         "loadgen": "c" if binary is not None else "python",
         "load": {"threads": opts.threads, "concurrency": opts.concurrency, "deadline_ms": 3000},
-        "lab": {k: str(v) for k, v in asdict(opts.config).items()},
+        "lab": {k: str(v) for k, v in asdict(cfg).items()},
+        # Checked after the fact, so the report says what is true, not what was intended.
+        "restored": {
+            "conntrack_max_now": read_conntrack_max(),
+            "namespaces_left": [
+                n for n in (cfg.server_netns, cfg.client_netns) if ns.netns_exists(n)
+            ],
+            "removed": topo.removed,
+            "leftover_rules": sum(r.leftover_rules for r in results),
+        },
     }
     doc = results_document(results, meta)
     write_results(opts.results, doc)
@@ -223,15 +264,57 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
     return doc
 
 
-def print_comparison(doc: dict[str, Any], console: Console) -> None:
-    table = Table(title="felis lab: comparison")
-    for title, _ in COLUMNS:
-        table.add_column(title, justify="left" if title == "phase" else "right", no_wrap=True)
-    for row in comparison_rows(doc):
+def restored_line(doc: dict[str, Any]) -> str:
+    meta = doc.get("meta", {})
+    info = meta.get("restored", {})
+    original, now = meta.get("conntrack_max_original"), info.get("conntrack_max_now")
+    parts = []
+    if meta.get("conntrack_max_setting") is not None:
+        same = "as before" if original == now else f"WAS {original}"
+        parts.append(f"nf_conntrack_max back to {now} ({same})")
+    else:
+        parts.append(f"nf_conntrack_max untouched ({now})")
+    left = info.get("namespaces_left", [])
+    lab = meta.get("lab", {})
+    names = [lab.get("server_netns", "?"), lab.get("client_netns", "?")]
+    if left:
+        parts.append(f"namespaces STILL PRESENT: {', '.join(left)} (run `felis lab down`)")
+    else:
+        parts.append(f"namespaces {' and '.join(names)} removed, with the veth pair and memcached")
+    parts.append("felis' rules removed after each phase (`felis agent --cleanup`)")
+    return "Restored: " + "; ".join(parts) + "."
+
+
+def print_report(doc: dict[str, Any], console: Console, results: Path) -> bool:
+    """The comparison table, the verdict, where the files are and what was undone.
+
+    Returns whether every required outcome showed.
+    """
+    header, rows = comparison_rows(doc)
+    table = Table(title="felis lab: comparison", min_width=0)
+    for i, title in enumerate(header):
+        table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
         table.add_row(*row)
     console.print(table)
-    for line in verdict(doc):
-        console.print(line, highlight=False)
+    ok, head, marks = verdict(doc)
+    console.print(head, highlight=False, markup=False, style="bold")
+    # A grid keeps wrapped sentences indented under their own text, not under the mark.
+    grid = Table.grid(padding=(0, 1))
+    grid.add_column(no_wrap=True)
+    grid.add_column()
+    for mark, text in marks:
+        grid.add_row(Text(f"[{mark}]", style=MARK_STYLES[mark]), Text(text))
+    console.print(grid)
+    note = scale_note(doc)
+    if note:
+        console.print(note, highlight=False, markup=False)
+    files = f"Results: {results / RESULTS_NAME}"
+    if (results / CHART_NAME).exists():
+        files += f"   Chart: {results / CHART_NAME}"
+    console.print(files, highlight=False, markup=False)
+    console.print(restored_line(doc), highlight=False, markup=False)
+    return ok
 
 
 def elapsed_hint(phases: int, seconds: float) -> float:
@@ -239,4 +322,21 @@ def elapsed_hint(phases: int, seconds: float) -> float:
     return phases * (seconds + 7.0) + 3.0
 
 
-__all__ = ["RunOptions", "elapsed_hint", "parse_phases", "print_comparison", "run_lab"]
+def intro(opts: RunOptions) -> str:
+    """What is about to happen, in one paragraph."""
+    phases = list(opts.phases)
+    minutes = elapsed_hint(len(phases), opts.phase_seconds) / 60
+    text = (
+        f"felis lab run: {len(phases)} phases ({', '.join(phases)}) of {opts.phase_seconds:g} s "
+        f"saturating memcached load each, about {minutes:.1f} min; felis programs the server "
+        f"namespace with the {opts.backend} backend."
+    )
+    if opts.conntrack_max is not None:
+        text += (
+            f" nf_conntrack_max is set to {opts.conntrack_max:,} for the run "
+            f"(now {read_conntrack_max():,}; restored at the end, even on Ctrl-C)."
+        )
+    return text
+
+
+__all__ = ["RunOptions", "elapsed_hint", "intro", "parse_phases", "print_report", "run_lab"]

@@ -156,6 +156,9 @@ def stop_process(pid: int, timeout: float = 5.0) -> None:
         while time.monotonic() < deadline:
             _reap(pid)
             if not _alive(pid):
+                # It may have turned into a zombie just after the reap above: reap again, or
+                # our own child would stay behind as a defunct entry.
+                _reap(pid)
                 return
             time.sleep(0.02)
 
@@ -183,6 +186,8 @@ class Topology:
     def __init__(self, config: LabConfig | None = None) -> None:
         self.config = config or LabConfig()
         self._memcached: subprocess.Popen[bytes] | None = None
+        # What the last `down` removed (the demo reports it).
+        self.removed: list[str] = []
 
     # -- inspection -------------------------------------------------------------------------
 
@@ -350,6 +355,7 @@ class Topology:
         if cfg.state_file.exists():
             cfg.state_file.unlink()
             removed.append(str(cfg.state_file))
+        self.removed = removed
         return removed
 
     def __enter__(self) -> Topology:

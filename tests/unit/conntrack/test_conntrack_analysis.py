@@ -82,6 +82,18 @@ def test_advise_full_table_and_drops() -> None:
     assert adv.listeners[0].port == 12211
 
 
+def test_advise_drops_mean_full_even_below_the_max() -> None:
+    # Under load a reused TIME_WAIT tuple kills its entry and the new one fails to insert, so a
+    # full table's count dips below the max while the kernel keeps dropping.
+    first = [tw("198.18.0.10", p) for p in range(950)]
+    second = first[:900]
+    adv = advise(snap(0.0, first, drop=10), snap(1.0, second, drop=40))
+    assert adv.count < 0.98 * adv.max
+    assert adv.seconds_to_full == 0.0
+    no_drops = advise(snap(0.0, first, drop=10), snap(1.0, second, drop=10))
+    assert no_drops.seconds_to_full is None  # shrinking, nothing dropped: not full
+
+
 def test_advise_ignores_small_listeners_and_outbound() -> None:
     entries = [tw("198.18.0.10", p) for p in range(5)]
     entries += [

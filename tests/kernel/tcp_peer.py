@@ -2,6 +2,7 @@
 
 Run as a script (`python tcp_peer.py serve ADDR PORT` / `probe ADDR PORT`), so each side lives in
 its own network namespace via `ip netns exec`. The probe exits 0 only when its request came back.
+trace_probe.py builds its many servers and concurrent probes from the pieces here.
 """
 
 from __future__ import annotations
@@ -19,30 +20,40 @@ def _family(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
-def serve(address: str, port: int, proto: str) -> None:
-    family = _family(address)
-    if proto == "udp":
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        sock.bind((address, port))
-        print("listening", flush=True)
-        while True:
-            data, peer = sock.recvfrom(2048)
-            # A firewall dropping the reply makes sendto fail with EPERM; keep serving.
-            with contextlib.suppress(OSError):
-                sock.sendto(data, peer)
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def tcp_listener(address: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(address), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((address, port))
     sock.listen(512)
-    print("listening", flush=True)
+    return sock
+
+
+def udp_listener(address: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(address), socket.SOCK_DGRAM)
+    sock.bind((address, port))
+    return sock
+
+
+def serve_tcp(sock: socket.socket) -> None:
+    """Echo the first read of every connection, one thread per connection (runs forever)."""
     while True:
         conn, _ = sock.accept()
         threading.Thread(target=_echo, args=(conn,), daemon=True).start()
 
 
+def serve_udp(sock: socket.socket) -> None:
+    """Echo every datagram (runs forever)."""
+    while True:
+        data, peer = sock.recvfrom(2048)
+        # A firewall dropping the reply makes sendto fail with EPERM; keep serving.
+        with contextlib.suppress(OSError):
+            sock.sendto(data, peer)
+
+
 def _echo(conn: socket.socket) -> None:
     with conn:
-        conn.settimeout(5)
+        # Only bounds how long a connection that never sends keeps its thread.
+        conn.settimeout(10)
         try:
             data = conn.recv(2048)
             if data:
@@ -51,10 +62,19 @@ def _echo(conn: socket.socket) -> None:
             pass
 
 
-def probe(address: str, port: int, proto: str, timeout: float, source: str | None) -> bool:
-    family = _family(address)
+def serve(address: str, port: int, proto: str) -> None:
+    sock = udp_listener(address, port) if proto == "udp" else tcp_listener(address, port)
+    print("listening", flush=True)
+    if proto == "udp":
+        serve_udp(sock)
+    else:
+        serve_tcp(sock)
+
+
+def probe(address: str, port: int, proto: str, timeout: float, source: str | None = None) -> bool:
+    """True when one request to address:port came back unchanged within `timeout` seconds."""
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(family, kind) as sock:
+    with socket.socket(_family(address), kind) as sock:
         sock.settimeout(timeout)
         if source:
             sock.bind((source, 0))

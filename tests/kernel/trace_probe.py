@@ -6,76 +6,30 @@
 `probe` fires every request at once (one thread each), so denied ones time out together, and
 prints one JSON object {id: true|false}: true when the echo came back within TIMEOUT seconds.
 Run inside a test namespace via `ip netns exec`; it only talks to the addresses it is given.
+The echo and the single probe are tcp_peer.py's (this directory is sys.path[0] for a script).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
-MESSAGE = b"felis-trace-probe\n"
-
-
-def _tcp_server(port: int) -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("0.0.0.0", port))
-    sock.listen(512)
-    while True:
-        conn, _ = sock.accept()
-        threading.Thread(target=_echo, args=(conn,), daemon=True).start()
-
-
-def _echo(conn: socket.socket) -> None:
-    with conn:
-        conn.settimeout(10)
-        try:
-            data = conn.recv(2048)
-            if data:
-                conn.sendall(data)
-        except OSError:
-            pass
-
-
-def _udp_server(sock: socket.socket) -> None:
-    while True:
-        data, peer = sock.recvfrom(2048)
-        # A reply the firewall drops in OUTPUT fails here with EPERM; the server must live on.
-        with contextlib.suppress(OSError):
-            sock.sendto(data, peer)
+from tcp_peer import probe as probe_one
+from tcp_peer import serve_tcp, serve_udp, tcp_listener, udp_listener
 
 
 def serve(ports: list[int]) -> None:
-    threads = []
+    servers: list[tuple[Callable[[socket.socket], None], socket.socket]] = []
     for port in ports:
-        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        udp.bind(("0.0.0.0", port))
-        threads.append(threading.Thread(target=_udp_server, args=(udp,), daemon=True))
-        threads.append(threading.Thread(target=_tcp_server, args=(port,), daemon=True))
-    for thread in threads:
-        thread.start()
+        servers.append((serve_udp, udp_listener("0.0.0.0", port)))
+        servers.append((serve_tcp, tcp_listener("0.0.0.0", port)))
+    for target, sock in servers:
+        threading.Thread(target=target, args=(sock,), daemon=True).start()
     print("listening", flush=True)
     threading.Event().wait()
-
-
-def _probe(address: str, port: int, proto: str, timeout: float) -> bool:
-    kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.settimeout(timeout)
-        try:
-            if proto == "udp":
-                sock.sendto(MESSAGE, (address, port))
-                data, _ = sock.recvfrom(2048)
-            else:
-                sock.connect((address, port))
-                sock.sendall(MESSAGE)
-                data = sock.recv(2048)
-        except OSError:
-            return False
-        return data == MESSAGE
 
 
 def probe(timeout: float, targets: list[list[object]]) -> None:
@@ -83,7 +37,7 @@ def probe(timeout: float, targets: list[list[object]]) -> None:
 
     def run(target: list[object]) -> None:
         ident, address, port, proto = target
-        results[str(ident)] = _probe(str(address), int(str(port)), str(proto), timeout)
+        results[str(ident)] = probe_one(str(address), int(str(port)), str(proto), timeout)
 
     threads = [threading.Thread(target=run, args=(t,)) for t in targets]
     for thread in threads:

@@ -131,6 +131,32 @@ def _fits(entry: FailsafePort, family: Family) -> bool:
     return fam is None or fam is family
 
 
+def _chain_rules(
+    family: Family,
+    own: tuple[FailsafePort, ...],
+    other: tuple[FailsafePort, ...],
+    *,
+    inbound: bool,
+    raw: bool,
+) -> tuple[Rule, ...]:
+    """One failsafe chain: the entries of its own direction, and in raw (where no conntrack
+    state exists yet to recognise them) the replies of the other direction's flows. The
+    entry's net is the remote end: the source inbound, the destination outbound."""
+    here, there = ("in", "out") if inbound else ("out", "in")
+    rules = [
+        _rule(e, source_port=False, net_is_source=inbound, comment=f"failsafe {here} {e}")
+        for e in own
+        if _fits(e, family)
+    ]
+    if raw:
+        rules += [
+            _rule(e, source_port=True, net_is_source=inbound, comment=f"failsafe {there} {e} reply")
+            for e in other
+            if _fits(e, family)
+        ]
+    return tuple(rules)
+
+
 def failsafe_in_rules(
     family: Family,
     inbound: tuple[FailsafePort, ...],
@@ -140,18 +166,7 @@ def failsafe_in_rules(
 ) -> tuple[Rule, ...]:
     """Rules of `felis-failsafe-in`. The raw variant also lets in the replies of outbound
     failsafe flows, because in raw no conntrack state exists yet to recognise them."""
-    rules = [
-        _rule(e, source_port=False, net_is_source=True, comment=f"failsafe in {e}")
-        for e in inbound
-        if _fits(e, family)
-    ]
-    if raw:
-        rules += [
-            _rule(e, source_port=True, net_is_source=True, comment=f"failsafe out {e} reply")
-            for e in outbound
-            if _fits(e, family)
-        ]
-    return tuple(rules)
+    return _chain_rules(family, inbound, outbound, inbound=True, raw=raw)
 
 
 def failsafe_out_rules(
@@ -162,15 +177,4 @@ def failsafe_out_rules(
     raw: bool,
 ) -> tuple[Rule, ...]:
     """Rules of `felis-failsafe-out`; the raw variant also lets out inbound-failsafe replies."""
-    rules = [
-        _rule(e, source_port=False, net_is_source=False, comment=f"failsafe out {e}")
-        for e in outbound
-        if _fits(e, family)
-    ]
-    if raw:
-        rules += [
-            _rule(e, source_port=True, net_is_source=False, comment=f"failsafe in {e} reply")
-            for e in inbound
-            if _fits(e, family)
-        ]
-    return tuple(rules)
+    return _chain_rules(family, outbound, inbound, inbound=False, raw=raw)

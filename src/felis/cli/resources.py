@@ -9,8 +9,8 @@ transaction, so a bad or conflicting document means nothing was written.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
-from contextlib import closing
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -87,17 +87,31 @@ def _check_tiers(store: Datastore, resources: Sequence[Resource]) -> None:
         tier = getattr(resource.spec, "tier", None) or "default"
         if tier in incoming:
             continue
-        try:
-            store.get("Tier", tier)
-        except FelisError:
+        if not _exists(store, "Tier", tier):
             raise FelisError(
                 f"GlobalNetworkPolicy {resource.metadata.name}: spec.tier: "
                 f"resource does not exist: Tier({tier})"
-            ) from None
+            )
 
 
-def _objects(resources: Sequence[Resource]) -> list[dict[str, Any]]:
-    return [to_dict(resource) for resource in resources]
+def _exists(store: Datastore, kind: str, name: str) -> bool:
+    try:
+        store.get(kind, name)
+    except FelisError:
+        return False
+    return True
+
+
+@contextmanager
+def _writing(
+    datastore: str | None, resources: Sequence[Resource]
+) -> Iterator[tuple[Datastore, list[dict[str, Any]]]]:
+    """The datastore, initialised and checked for the policies' tiers, and the resources'
+    objects to write to it; closed afterwards."""
+    with closing(open_datastore(datastore)) as store:
+        store.ensure_initialized()
+        _check_tiers(store, resources)
+        yield store, [to_dict(resource) for resource in resources]
 
 
 def validate(
@@ -116,10 +130,8 @@ def apply(
 ) -> None:
     """Create or update resources (all-or-nothing)."""
     resources = load_resources(filename, recursive)
-    with closing(open_datastore(datastore)) as store:
-        store.ensure_initialized()
-        _check_tiers(store, resources)
-        results = store.apply(_objects(resources))
+    with _writing(datastore, resources) as (store, objects):
+        results = store.apply(objects)
     counts = Counter(result.action for result in results)
     _success("applied", [r.kind for r in resources])
     if counts["unchanged"]:
@@ -142,22 +154,13 @@ def create(
                 f"{resource.kind} {resource.metadata.name}: metadata.resourceVersion: "
                 "must not be set on create (use apply or replace)"
             )
-    with closing(open_datastore(datastore)) as store:
-        store.ensure_initialized()
-        _check_tiers(store, resources)
-        objects = _objects(resources)
-        if skip_exists:
-            objects = [o for o in objects if not _exists(store, o)]
-        store.create_all(objects)
+    with _writing(datastore, resources) as (store, objects):
+        store.create_all(
+            [o for o in objects if not _exists(store, o["kind"], o["metadata"]["name"])]
+            if skip_exists
+            else objects
+        )
     _success("created", [r.kind for r in resources])
-
-
-def _exists(store: Datastore, obj: dict[str, Any]) -> bool:
-    try:
-        store.get(obj["kind"], obj["metadata"]["name"])
-    except FelisError:
-        return False
-    return True
 
 
 def replace(
@@ -167,10 +170,7 @@ def replace(
 ) -> None:
     """Update existing resources (all-or-nothing); fails if any does not exist."""
     resources = load_resources(filename, recursive)
-    with closing(open_datastore(datastore)) as store:
-        store.ensure_initialized()
-        _check_tiers(store, resources)
-        objects = _objects(resources)
+    with _writing(datastore, resources) as (store, objects):
         for obj in objects:
             store.get(obj["kind"], obj["metadata"]["name"])  # NotFound names the resource
         store.apply(objects)
@@ -214,7 +214,7 @@ def delete(
             raise FelisError(f"Cannot delete {name} tier")
     with closing(open_datastore(datastore)) as store:
         if skip_not_exists:
-            keys = [k for k in keys if _exists(store, {"kind": k[0], "metadata": {"name": k[1]}})]
+            keys = [k for k in keys if _exists(store, k[0], k[1])]
         _check_tier_empty(store, keys)
         if keys:
             store.delete_all(keys)

@@ -68,5 +68,12 @@ class Compacted(DatastoreError):
         self.oldest_kept = oldest_kept
 
 
+def compaction_beyond_latest(keep_revision: int, latest: int) -> DatastoreError:
+    """What every backend says when asked to keep history that does not exist yet."""
+    return DatastoreError(
+        f"cannot compact to revision {keep_revision}: latest revision is {latest}"
+    )
+
+
 class Unavailable(DatastoreError):
     """The store cannot be opened, read or written (path or endpoint, and the reason)."""

@@ -27,9 +27,9 @@ import builtins
 import copy
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from felis.datastore.base import (
     ApplyAction,
@@ -43,9 +43,9 @@ from felis.datastore.errors import (
     AlreadyExists,
     Conflict,
     DatastoreError,
-    InvalidObject,
     NotFound,
     Unavailable,
+    compaction_beyond_latest,
 )
 from felis.datastore.etcd_client import (
     GRPC_INVALID_ARGUMENT,
@@ -69,7 +69,9 @@ from felis.datastore.etcd_watch import EtcdWatch
 from felis.datastore.objects import (
     JSONObject,
     builtin_tier_objects,
+    check_creatable,
     check_key,
+    delete_target,
     given_resource_version,
     new_stored_form,
     object_key,
@@ -78,6 +80,8 @@ from felis.datastore.objects import (
 from felis.datastore.url import EtcdConfig
 
 log = logging.getLogger("felis.datastore.etcd")
+
+_T = TypeVar("_T")
 
 # A transaction that lost against a concurrent writer is re-evaluated this many times before
 # giving up (each loss means someone else made progress, so this only bounds pathological
@@ -344,9 +348,23 @@ class EtcdDatastore:
             return None
         return revisions.pop() if revisions else self.revision()
 
-    def _rounds(self) -> Iterator[int]:
+    def _transact(
+        self,
+        wanted: builtins.list[tuple[str, str]],
+        plan: Callable[[dict[tuple[str, str], _Slot]], _T],
+    ) -> _T:
+        """The write rounds of the module docstring: read every `wanted` key, let `plan` decide
+        on the slots (it raises to refuse, writing nothing), commit; again from a fresh read
+        while a concurrent writer keeps winning. Returns what `plan` returned, with the
+        commit's resourceVersion filled in."""
         self._live()
-        yield from range(MAX_ROUNDS)
+        for _ in range(MAX_ROUNDS):
+            slots = self._slots(wanted)
+            outcome = plan(slots)
+            revision = self._commit(slots)
+            if revision is not None:
+                self._finish(slots, revision)
+                return outcome
         raise DatastoreError(
             f"etcd datastore {self.endpoints}: gave up after {MAX_ROUNDS} attempts: the "
             "objects kept changing under concurrent writers"
@@ -378,44 +396,35 @@ class EtcdDatastore:
         keyed = [(object_key(obj), obj) for obj in objs]
         for (kind, name), obj in keyed:
             key_of(kind, name)
-            if given_resource_version(obj) is not None:
-                raise InvalidObject(
-                    f"invalid object: {kind}({name}): metadata.resourceVersion must not be set "
-                    "on create"
-                )
+            check_creatable(kind, name, obj)
         forms = [new_stored_form(obj) for _, obj in keyed]
-        for _ in self._rounds():
-            slots = self._slots([key for key, _ in keyed])
+
+        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[JSONObject]:
             created = []
             for ((kind, name), _), form in zip(keyed, forms, strict=True):
                 slot = slots[(kind, name)]
                 if slot.state is not None:
                     raise AlreadyExists(kind, name)
                 created.append(self._put(slot, form))
-            revision = self._commit(slots)
-            if revision is not None:
-                self._finish(slots, revision)
-                return created
-        raise AssertionError("unreachable")
+            return created
+
+        return self._transact([key for key, _ in keyed], plan)
 
     def update(self, obj: JSONObject) -> JSONObject:
         kind, name = object_key(obj)
         key_of(kind, name)
         given = given_resource_version(obj)
-        for _ in self._rounds():
-            slots = self._slots([(kind, name)])
+
+        def plan(slots: dict[tuple[str, str], _Slot]) -> JSONObject:
             slot = slots[(kind, name)]
             if slot.state is None:
                 raise NotFound(kind, name)
             latest = str(slot.version)
             if given != latest:
                 raise Conflict(kind, name, given, latest)
-            updated = self._put(slot, updated_stored_form(obj, slot.state))
-            revision = self._commit(slots)
-            if revision is not None:
-                self._finish(slots, revision)
-                return updated
-        raise AssertionError("unreachable")
+            return self._put(slot, updated_stored_form(obj, slot.state))
+
+        return self._transact([(kind, name)], plan)
 
     def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
         keyed = [(object_key(obj), obj) for obj in objs]
@@ -423,8 +432,8 @@ class EtcdDatastore:
             key_of(kind, name)
         if not keyed:
             return []
-        for _ in self._rounds():
-            slots = self._slots([key for key, _ in keyed])
+
+        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[ApplyResult]:
             results: builtins.list[ApplyResult] = []
             for (kind, name), obj in keyed:
                 slot = slots[(kind, name)]
@@ -444,11 +453,9 @@ class EtcdDatastore:
                     else:
                         action, stored = "updated", self._put(slot, wanted)
                 results.append(ApplyResult(action, stored))
-            revision = self._commit(slots)
-            if revision is not None:
-                self._finish(slots, revision)
-                return results
-        raise AssertionError("unreachable")
+            return results
+
+        return self._transact([key for key, _ in keyed], plan)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
@@ -456,12 +463,11 @@ class EtcdDatastore:
     def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
         checked = []
         for item in keys:
-            kind, name = check_key(item[0], item[1])
-            key_of(kind, name)
-            guard = item[2] if len(item) > 2 else None
-            checked.append((kind, name, str(guard) if guard not in (None, "") else None))
-        for _ in self._rounds():
-            slots = self._slots([(kind, name) for kind, name, _ in checked])
+            target = delete_target(item)
+            key_of(target[0], target[1])
+            checked.append(target)
+
+        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[JSONObject]:
             deleted = []
             for kind, name, guard in checked:
                 slot = slots[(kind, name)]
@@ -473,22 +479,21 @@ class EtcdDatastore:
                 deleted.append(copy.deepcopy(slot.state))
                 slot.state = None
                 slot.dirty = True
-            revision = self._commit(slots)
-            if revision is not None:
-                return deleted
-        raise AssertionError("unreachable")
+            return deleted
+
+        return self._transact([(kind, name) for kind, name, _ in checked], plan)
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
-        for _ in self._rounds():
-            slots = self._slots([("Tier", t["metadata"]["name"]) for t in tiers])
-            missing = [t for t in tiers if slots[("Tier", t["metadata"]["name"])].state is None]
-            if not missing:
-                return
-            for tier in missing:
-                self._put(slots[("Tier", tier["metadata"]["name"])], new_stored_form(tier))
-            if self._commit(slots) is not None:
-                return
+
+        def plan(slots: dict[tuple[str, str], _Slot]) -> None:
+            # Nothing missing: nothing to write, and _commit sends nothing.
+            for tier in tiers:
+                slot = slots[("Tier", tier["metadata"]["name"])]
+                if slot.state is None:
+                    self._put(slot, new_stored_form(tier))
+
+        self._transact([("Tier", t["metadata"]["name"]) for t in tiers], plan)
 
     # -- history -------------------------------------------------------------------------
 
@@ -496,9 +501,7 @@ class EtcdDatastore:
         client = self._live()
         latest = self.revision()
         if keep_revision > latest + 1:
-            raise DatastoreError(
-                f"cannot compact to revision {keep_revision}: latest revision is {latest}"
-            )
+            raise compaction_beyond_latest(keep_revision, latest)
         try:
             # etcd cannot compact past its current revision; compacting to it already keeps
             # every event a watch from `keep_revision - 1` needs.

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from felis.datastore.errors import InvalidObject
+
+if TYPE_CHECKING:
+    from felis.datastore.base import DeleteKey
 
 JSONObject = dict[str, Any]
 
@@ -73,6 +76,21 @@ def given_resource_version(obj: JSONObject) -> str | None:
     if value is None or value == "":
         return None
     return str(value)
+
+
+def check_creatable(kind: str, name: str, obj: JSONObject) -> None:
+    """InvalidObject when `obj` carries a resourceVersion: Calico's client refuses it on create."""
+    if given_resource_version(obj) is not None:
+        raise InvalidObject(
+            f"invalid object: {kind}({name}): metadata.resourceVersion must not be set on create"
+        )
+
+
+def delete_target(key: DeleteKey) -> tuple[str, str, str | None]:
+    """(kind, name, resourceVersion guard or None) of one `delete_all` key."""
+    kind, name = check_key(key[0], key[1])
+    guard = key[2] if len(key) > 2 else None
+    return kind, name, str(guard) if guard not in (None, "") else None
 
 
 def stored_form(obj: JSONObject, uid: str, created: str) -> JSONObject:

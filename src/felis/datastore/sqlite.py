@@ -33,16 +33,17 @@ from felis.datastore.errors import (
     AlreadyExists,
     Compacted,
     Conflict,
-    DatastoreError,
-    InvalidObject,
     NotFound,
     Unavailable,
+    compaction_beyond_latest,
 )
 from felis.datastore.objects import (
     JSONObject,
     builtin_tier_objects,
+    check_creatable,
     check_key,
     decode,
+    delete_target,
     encode,
     given_resource_version,
     new_stored_form,
@@ -230,41 +231,36 @@ class SqliteDatastore:
         return self._conn
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """A consistent snapshot: every SELECT inside sees the same committed state."""
+    def _transaction(self, begin: str, action: str) -> Iterator[sqlite3.Connection]:
+        """`begin` … COMMIT; rolled back entirely if anything inside raises, and a SQLite
+        error becomes Unavailable saying it could not `action`."""
         with self._lock:
             conn = self._live()
             try:
-                conn.execute("BEGIN")
+                conn.execute(begin)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException as exc:
                 if conn.in_transaction:
                     conn.rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise self._unavailable("read", exc) from None
+                    raise self._unavailable(action, exc) from None
                 raise
 
     @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent snapshot: every SELECT inside sees the same committed state."""
+        with self._transaction("BEGIN", "read") as conn:
+            yield conn
+
+    @contextmanager
     def _write(self) -> Iterator[_Txn]:
-        """One write transaction; rolled back entirely if anything inside raises."""
-        with self._lock:
-            conn = self._live()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                txn = _Txn(conn, _meta(conn, "revision"))
-                yield txn
-                if txn.revision != txn.start_revision:
-                    conn.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'revision'", (txn.revision,)
-                    )
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise self._unavailable("write", exc) from None
-                raise
+        """One write transaction (BEGIN IMMEDIATE: the write lock up front)."""
+        with self._transaction("BEGIN IMMEDIATE", "write") as conn:
+            txn = _Txn(conn, _meta(conn, "revision"))
+            yield txn
+            if txn.revision != txn.start_revision:
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (txn.revision,))
 
     def close(self) -> None:
         with self._lock:
@@ -315,11 +311,7 @@ class SqliteDatastore:
     def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
         keyed = [(object_key(obj), obj) for obj in objs]
         for (kind, name), obj in keyed:
-            if given_resource_version(obj) is not None:
-                raise InvalidObject(
-                    f"invalid object: {kind}({name}): metadata.resourceVersion must not be set "
-                    "on create"
-                )
+            check_creatable(kind, name, obj)
         with self._write() as txn:
             created = []
             for (kind, name), obj in keyed:
@@ -366,11 +358,7 @@ class SqliteDatastore:
         return self.delete_all([(kind, name, resource_version)])[0]
 
     def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
-        checked = []
-        for key in keys:
-            kind, name = check_key(key[0], key[1])
-            guard = key[2] if len(key) > 2 else None
-            checked.append((kind, name, str(guard) if guard not in (None, "") else None))
+        checked = [delete_target(key) for key in keys]
         with self._write() as txn:
             deleted = []
             for kind, name, guard in checked:
@@ -405,9 +393,7 @@ class SqliteDatastore:
     def compact(self, keep_revision: int) -> None:
         with self._write() as txn:
             if keep_revision > txn.revision + 1:
-                raise DatastoreError(
-                    f"cannot compact to revision {keep_revision}: latest revision is {txn.revision}"
-                )
+                raise compaction_beyond_latest(keep_revision, txn.revision)
             if keep_revision <= _meta(txn.conn, "compact_revision"):
                 return
             txn.conn.execute("DELETE FROM events WHERE revision < ?", (keep_revision,))

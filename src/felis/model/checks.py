@@ -46,48 +46,47 @@ _QUALIFIED_MSG = (
 )
 
 
-def resource_name_reasons(name: str) -> list[str]:
-    """M1: DNS-1123 subdomain, at most 253 characters."""
+def _name_reasons(name: str, limit: int, pattern: re.Pattern[str], shape: str) -> list[str]:
+    """The M1-M3 checks of a metadata.name: present, at most `limit` long, `pattern`."""
     if name == "":
         return ["name must be specified"]
     reasons = []
-    if len(name) > DNS1123_SUBDOMAIN_MAX:
-        reasons.append(f"name is too long by {len(name) - DNS1123_SUBDOMAIN_MAX} bytes")
-    if not NAME_RE.fullmatch(name):
-        reasons.append(
-            "name must consist of lower case alphanumeric characters, '-' or '.' "
-            f"(regex: {_NAME_SUBDOMAIN})"
-        )
+    if len(name) > limit:
+        reasons.append(f"name is too long by {len(name) - limit} bytes")
+    if not pattern.fullmatch(name):
+        reasons.append(f"name must consist of {shape}")
     return reasons
+
+
+def resource_name_reasons(name: str) -> list[str]:
+    """M1: DNS-1123 subdomain, at most 253 characters."""
+    return _name_reasons(
+        name,
+        DNS1123_SUBDOMAIN_MAX,
+        NAME_RE,
+        f"lower case alphanumeric characters, '-' or '.' (regex: {_NAME_SUBDOMAIN})",
+    )
 
 
 def policy_name_reasons(name: str) -> list[str]:
     """M2: a DNS label, optionally with one dot."""
-    if name == "":
-        return ["name must be specified"]
-    reasons = []
-    if len(name) > DNS1123_SUBDOMAIN_MAX:
-        reasons.append(f"name is too long by {len(name) - DNS1123_SUBDOMAIN_MAX} bytes")
-    if not GNP_NAME_RE.fullmatch(name):
-        reasons.append(
-            "name must consist of lower case alphanumeric characters or '-', with at most one "
-            f"'.' (regex: ({_NAME_LABEL}\\.)?{_NAME_LABEL})"
-        )
-    return reasons
+    return _name_reasons(
+        name,
+        DNS1123_SUBDOMAIN_MAX,
+        GNP_NAME_RE,
+        "lower case alphanumeric characters or '-', with at most one "
+        f"'.' (regex: ({_NAME_LABEL}\\.)?{_NAME_LABEL})",
+    )
 
 
 def tier_name_reasons(name: str) -> list[str]:
     """M3: a single DNS label of at most 63 characters."""
-    if name == "":
-        return ["name must be specified"]
-    reasons = []
-    if len(name) > DNS1123_LABEL_MAX:
-        reasons.append(f"name is too long by {len(name) - DNS1123_LABEL_MAX} bytes")
-    if not TIER_NAME_RE.fullmatch(name):
-        reasons.append(
-            f"name must consist of lower case alphanumeric characters or '-' (regex: {_NAME_LABEL})"
-        )
-    return reasons
+    return _name_reasons(
+        name,
+        DNS1123_LABEL_MAX,
+        TIER_NAME_RE,
+        f"lower case alphanumeric characters or '-' (regex: {_NAME_LABEL})",
+    )
 
 
 def is_valid_name(name: str) -> bool:

@@ -211,7 +211,12 @@ class TierStatus(_Model):
 
 
 class _Resource(_Model):
-    """Shared behaviour of the top-level resources: defaulting and whole-object checks."""
+    """Shared fields and behaviour of the top-level resources: defaulting and whole-object
+    checks. Each resource narrows `kind` to its own name and adds its `spec`."""
+
+    kind: str
+    api_version: Literal["projectcalico.org/v3"] = Field(API_VERSION, alias="apiVersion")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 
     @model_validator(mode="after")
     def _default_and_check(self, info: ValidationInfo) -> Any:
@@ -229,29 +234,21 @@ class _Resource(_Model):
 
 class HostEndpoint(_Resource):
     kind: Literal["HostEndpoint"] = "HostEndpoint"
-    api_version: Literal["projectcalico.org/v3"] = Field(API_VERSION, alias="apiVersion")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: HostEndpointSpec = Field(default_factory=HostEndpointSpec)
 
 
 class GlobalNetworkPolicy(_Resource):
     kind: Literal["GlobalNetworkPolicy"] = "GlobalNetworkPolicy"
-    api_version: Literal["projectcalico.org/v3"] = Field(API_VERSION, alias="apiVersion")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
 
 
 class GlobalNetworkSet(_Resource):
     kind: Literal["GlobalNetworkSet"] = "GlobalNetworkSet"
-    api_version: Literal["projectcalico.org/v3"] = Field(API_VERSION, alias="apiVersion")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: GlobalNetworkSetSpec = Field(default_factory=GlobalNetworkSetSpec)
 
 
 class Tier(_Resource):
     kind: Literal["Tier"] = "Tier"
-    api_version: Literal["projectcalico.org/v3"] = Field(API_VERSION, alias="apiVersion")
-    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: TierSpec = Field(default_factory=TierSpec)
     status: TierStatus = Field(default_factory=TierStatus)
 

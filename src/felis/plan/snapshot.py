@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeVar
 
 from felis.calc.config import CalcConfig
 from felis.calc.endpoints import resolve
@@ -36,6 +37,8 @@ from felis.selector import Selector
 
 ANY_INTERFACE = "*"
 
+_R = TypeVar("_R", bound=Resource)
+
 
 @dataclass(frozen=True, slots=True)
 class ActiveEndpoint:
@@ -58,43 +61,29 @@ class Snapshot:
         for resource in resources:
             self.resources[key_of(resource)] = resource
 
+    def of_kind(self, model: type[_R]) -> dict[str, _R]:
+        """The resources of one model class, by name."""
+        return {r.metadata.name: r for r in self.resources.values() if isinstance(r, model)}
+
     @cached_property
     def heps(self) -> dict[str, HepInfo]:
-        return {
-            r.metadata.name: hep_info(r)
-            for r in self.resources.values()
-            if isinstance(r, HostEndpoint)
-        }
+        return {name: hep_info(r) for name, r in self.of_kind(HostEndpoint).items()}
 
     @cached_property
     def policies(self) -> dict[str, PolicyInfo]:
-        return {
-            r.metadata.name: policy_info(r)
-            for r in self.resources.values()
-            if isinstance(r, GlobalNetworkPolicy)
-        }
+        return {name: policy_info(r) for name, r in self.policy_models.items()}
 
     @cached_property
     def policy_models(self) -> dict[str, GlobalNetworkPolicy]:
-        return {
-            r.metadata.name: r
-            for r in self.resources.values()
-            if isinstance(r, GlobalNetworkPolicy)
-        }
+        return self.of_kind(GlobalNetworkPolicy)
 
     @cached_property
     def network_sets(self) -> dict[str, GnsInfo]:
-        return {
-            r.metadata.name: gns_info(r)
-            for r in self.resources.values()
-            if isinstance(r, GlobalNetworkSet)
-        }
+        return {name: gns_info(r) for name, r in self.of_kind(GlobalNetworkSet).items()}
 
     @cached_property
     def tiers(self) -> dict[str, TierInfo]:
-        return {
-            r.metadata.name: tier_info(r) for r in self.resources.values() if isinstance(r, Tier)
-        }
+        return {name: tier_info(r) for name, r in self.of_kind(Tier).items()}
 
     @cached_property
     def ordered(self) -> list[tuple[TierInfo, PolicyInfo]]:

@@ -36,18 +36,13 @@ class _Emitter:
             return f"get({node.name!r}) == {node.value!r}"
         if isinstance(node, ast.NotEquals):
             return f"get({node.name!r}) != {node.value!r}"
-        if isinstance(node, ast.InSet):
+        if isinstance(node, ast.InSet | ast.NotInSet):
+            negated = isinstance(node, ast.NotInSet)
             if not node.values:
-                return "False"
+                return str(negated)
             if len(node.values) == 1:
-                return f"get({node.name!r}) == {node.values[0]!r}"
-            return f"get({node.name!r}) in {self.const(node.values)}"
-        if isinstance(node, ast.NotInSet):
-            if not node.values:
-                return "True"
-            if len(node.values) == 1:
-                return f"get({node.name!r}) != {node.values[0]!r}"
-            return f"get({node.name!r}) not in {self.const(node.values)}"
+                return f"get({node.name!r}) {'!=' if negated else '=='} {node.values[0]!r}"
+            return f"get({node.name!r}) {'not in' if negated else 'in'} {self.const(node.values)}"
         if isinstance(node, ast.Has):
             return f"{node.name!r} in L"
         if isinstance(node, ast.Contains | ast.StartsWith | ast.EndsWith):

@@ -67,6 +67,13 @@ _PUNCTUATION = {
     ",": Kind.COMMA,
 }
 
+# Operators spelled with a doubled character; the single character means nothing.
+_DOUBLED = {
+    "=": Kind.EQ,
+    "&": Kind.AND,
+    "|": Kind.OR,
+}
+
 # Tried in this order after a label, like Calico does.
 _WORD_OPERATORS: tuple[tuple[Kind, tuple[str, ...]], ...] = (
     (Kind.CONTAINS, ("contains",)),
@@ -159,10 +166,13 @@ def tokenize(text: str) -> list[Token]:
                 raise SelectorError(text, i, "unterminated string literal")
             append(Token(Kind.STRING, text[i + 1 : end], i))
             i = end + 1
-        elif ch == "=":
-            if not text.startswith("==", i):
-                raise SelectorError(text, i, "expected '==' (a single '=' is not an operator)")
-            append(Token(Kind.EQ, "==", i))
+        elif ch in _DOUBLED:
+            pair = ch * 2
+            if not text.startswith(pair, i):
+                raise SelectorError(
+                    text, i, f"expected '{pair}' (a single '{ch}' is not an operator)"
+                )
+            append(Token(_DOUBLED[ch], pair, i))
             i += 2
         elif ch == "!":
             if text.startswith("!=", i):
@@ -171,16 +181,6 @@ def tokenize(text: str) -> list[Token]:
             else:
                 append(Token(Kind.NOT, "!", i))
                 i += 1
-        elif ch == "&":
-            if not text.startswith("&&", i):
-                raise SelectorError(text, i, "expected '&&' (a single '&' is not an operator)")
-            append(Token(Kind.AND, "&&", i))
-            i += 2
-        elif ch == "|":
-            if not text.startswith("||", i):
-                raise SelectorError(text, i, "expected '||' (a single '|' is not an operator)")
-            append(Token(Kind.OR, "||", i))
-            i += 2
         elif after_label:
             found = _word_operator(text, i)
             if found is None:

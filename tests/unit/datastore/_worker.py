@@ -1,8 +1,15 @@
 """Subprocess side of the multi-process datastore tests (run as a script, not collected).
 
-usage: _worker.py MODE DB READY GO ARGS…
-It opens the datastore, creates READY, polls for GO (so two workers start writing together),
-then runs MODE and prints a one-line result.
+usage: _worker.py MODE DATASTORE_URL READY GO ARGS…
+It opens the datastore named by the URL (SQLite file or etcd), does MODE's preparation,
+creates READY, polls for GO (so two workers act together), then acts and prints a one-line
+result. tests/cluster/_ds_worker.py runs this same script for the etcd tests.
+
+modes:
+  increment TIMES          read-modify-write a counter TIMES times, retrying lost CAS
+  fill PREFIX COUNT BATCH  apply COUNT new GlobalNetworkSets, BATCH per call
+  update WRITER            read the counter before READY, then update it (CAS race)
+  apply WRITER             the same through apply
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from felis.datastore import Conflict, SqliteDatastore
+from felis.datastore import Conflict, Datastore, open_datastore
 
 
 def _wait_go(ready: Path, go: Path) -> None:
@@ -32,7 +39,7 @@ def _think(seconds: float) -> None:
         pass
 
 
-def increment(store: SqliteDatastore, times: int) -> str:
+def increment(store: Datastore, times: int) -> str:
     """Read-modify-write a counter label `times` times, retrying lost compare-and-swaps."""
     conflicts = 0
     for _ in range(times):
@@ -49,7 +56,7 @@ def increment(store: SqliteDatastore, times: int) -> str:
     return f"conflicts={conflicts}"
 
 
-def apply_set(store: SqliteDatastore, prefix: str, count: int, batch: int) -> str:
+def fill(store: Datastore, prefix: str, count: int, batch: int) -> str:
     objs: list[dict[str, Any]] = [
         {
             "apiVersion": "projectcalico.org/v3",
@@ -64,16 +71,39 @@ def apply_set(store: SqliteDatastore, prefix: str, count: int, batch: int) -> st
     return f"applied={count}"
 
 
+def race(store: Datastore, mode: str, writer: str, ready: Path, go: Path) -> str:
+    """Both workers read the same version, then write at the same moment."""
+    obj = store.get("GlobalNetworkSet", "counter")
+    obj["metadata"].setdefault("labels", {})["writer"] = writer
+    _wait_go(ready, go)
+    try:
+        if mode == "update":
+            store.update(obj)
+        else:
+            store.apply([obj])
+    except Conflict as err:
+        return f"conflict {err}"
+    return "ok"
+
+
 def main() -> None:
-    mode, db, ready, go, *args = sys.argv[1:]
-    with SqliteDatastore(db) as store:
-        _wait_go(Path(ready), Path(go))
+    mode, url, ready_name, go_name, *args = sys.argv[1:]
+    ready, go = Path(ready_name), Path(go_name)
+    store = open_datastore(url)
+    try:
+        if mode in ("update", "apply"):
+            print(race(store, mode, args[0], ready, go))
+            return
         if mode == "increment":
+            _wait_go(ready, go)
             print(increment(store, int(args[0])))
-        elif mode == "apply":
-            print(apply_set(store, args[0], int(args[1]), int(args[2])))
+        elif mode == "fill":
+            _wait_go(ready, go)
+            print(fill(store, args[0], int(args[1]), int(args[2])))
         else:
             raise SystemExit(f"unknown mode {mode}")
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from felis.datastore import SqliteDatastore
+from felis.datastore import Datastore, SqliteDatastore
 
 
 @pytest.fixture
@@ -18,3 +18,9 @@ def ds(db_path: Path) -> Iterator[SqliteDatastore]:
     store = SqliteDatastore(db_path)
     yield store
     store.close()
+
+
+@pytest.fixture
+def store(ds: SqliteDatastore) -> Datastore:
+    """The backend test_datastore_protocol runs against here (tests/cluster adds etcd)."""
+    return ds

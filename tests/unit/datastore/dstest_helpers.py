@@ -1,4 +1,8 @@
-"""Helpers shared by the datastore tests (unique module name: imported via sys.path)."""
+"""Helpers shared by the datastore tests (unique module name: imported via sys.path).
+
+tests/cluster/test_datastore_contract.py imports this directory too, so nothing here may
+assume the SQLite backend unless it says so.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from felis.datastore import SqliteDatastore, WatchEvent
+from felis.datastore import Datastore, SqliteDatastore, WatchEvent
 
 WORKER = Path(__file__).with_name("_worker.py")
+GNP = "GlobalNetworkPolicy"
 
 
 def gnp(name: str, order: float = 100, **labels: str) -> dict[str, Any]:
@@ -23,14 +28,40 @@ def gnp(name: str, order: float = 100, **labels: str) -> dict[str, Any]:
         meta["labels"] = dict(labels)
     return {
         "apiVersion": "projectcalico.org/v3",
-        "kind": "GlobalNetworkPolicy",
+        "kind": GNP,
         "metadata": meta,
         "spec": {"order": order, "selector": "all()"},
     }
 
 
+def rv(obj: dict[str, Any]) -> int:
+    return int(obj["metadata"]["resourceVersion"])
+
+
+def names(objs: list[dict[str, Any]]) -> list[str]:
+    return [o["metadata"]["name"] for o in objs]
+
+
+def write_revisions(store: Datastore, after: int, count: int) -> list[int]:
+    """The resourceVersions one write of `count` objects gets when the store was at `after`.
+
+    SQLite gives every object of a write its own consecutive revision; etcd commits the
+    write as one transaction at one revision (felis.datastore.base).
+    """
+    if isinstance(store, SqliteDatastore):
+        return list(range(after + 1, after + count + 1))
+    return [after + 1] * count
+
+
+def drained(store: Datastore, since: int) -> list[WatchEvent]:
+    """What is committed after `since`, without waiting for more."""
+    stop = threading.Event()
+    stop.set()  # pre-set: yield what is committed, then return
+    return list(store.watch(since, stop=stop, poll_interval=0.01))
+
+
 def collect_events(
-    store: SqliteDatastore,
+    store: Datastore,
     since: int,
     count: int,
     timeout: float = 30.0,
@@ -54,9 +85,9 @@ def collect_events(
     return events
 
 
-def start_worker(*args: str) -> subprocess.Popen[str]:
+def start_worker(mode: str, url: str, ready: Path, go: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, str(WORKER), *args],
+        [sys.executable, str(WORKER), mode, url, str(ready), str(go), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -1,11 +1,11 @@
-"""Two real processes writing the same SQLite file at once."""
+"""Several real processes on one SQLite file: two writing at once, one watching another."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from dstest_helpers import finish, start_worker, wait_for_files
+from dstest_helpers import collect_events, finish, gnp, start_worker, wait_for_files
 
 from felis.datastore import SqliteDatastore
 
@@ -15,9 +15,10 @@ INCREMENTS = 150
 def run_pair(db_path: Path, tmp_path: Path, args_a: list[str], args_b: list[str]) -> list[str]:
     go = tmp_path / "go"
     ready = [tmp_path / "ready-a", tmp_path / "ready-b"]
+    url = f"sqlite://{db_path}"
     procs = [
-        start_worker(args_a[0], str(db_path), str(ready[0]), str(go), *args_a[1:]),
-        start_worker(args_b[0], str(db_path), str(ready[1]), str(go), *args_b[1:]),
+        start_worker(args_a[0], url, ready[0], go, *args_a[1:]),
+        start_worker(args_b[0], url, ready[1], go, *args_b[1:]),
     ]
     try:
         wait_for_files(ready, procs, 60)
@@ -70,8 +71,8 @@ def test_concurrent_disjoint_applies_all_land(db_path: Path, tmp_path: Path) -> 
     run_pair(
         db_path,
         tmp_path,
-        ["apply", "left", str(count), "25"],
-        ["apply", "right", str(count), "40"],
+        ["fill", "left", str(count), "25"],
+        ["fill", "right", str(count), "40"],
     )
     with SqliteDatastore(db_path) as store:
         listing = store.list("GlobalNetworkSet")
@@ -84,3 +85,17 @@ def test_concurrent_disjoint_applies_all_land(db_path: Path, tmp_path: Path) -> 
         assert sorted(versions) == list(range(1, 2 * count + 1))
         assert listing.revision == 2 * count
     assert integrity(db_path) == "ok"
+
+
+def test_watch_sees_changes_made_by_another_process(db_path: Path, tmp_path: Path) -> None:
+    with SqliteDatastore(db_path) as store:
+        store.create(gnp("before"))
+        since = store.revision()
+        ready, go = tmp_path / "ready", tmp_path / "go"
+        proc = start_worker("fill", f"sqlite://{db_path}", ready, go, "remote", "30", "7")
+        wait_for_files([ready], [proc], 60)
+        events = collect_events(store, since, 30, on_start=go.touch)
+        finish([proc])
+    assert [e.name for e in events] == [f"remote-{i:05d}" for i in range(30)]
+    assert [e.revision for e in events] == list(range(since + 1, since + 31))
+    assert {e.type for e in events} == {"ADDED"}

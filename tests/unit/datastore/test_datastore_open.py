@@ -1,4 +1,5 @@
-"""Choosing a datastore (URL / environment) and failing to open one."""
+"""Choosing a datastore (URL / environment), opening and closing a SQLite file, failing to open
+one."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from dstest_helpers import gnp
+from dstest_helpers import GNP, gnp
 
 from felis.datastore import (
     DEFAULT_URL,
@@ -19,6 +20,7 @@ from felis.datastore import (
     parse_url,
     resolve_config,
 )
+from felis.errors import FelisError
 
 HAS_ETCD = importlib.util.find_spec("felis.datastore.etcd") is not None
 
@@ -134,6 +136,29 @@ def test_relative_sqlite_url_is_relative_to_cwd(
     store = open_datastore("sqlite://rel/felis.db")
     store.close()
     assert (tmp_path / "rel" / "felis.db").is_file()
+
+
+def test_data_survives_reopen(db_path: Path) -> None:
+    with SqliteDatastore(db_path) as first:
+        created = first.create(gnp("foo"))
+    with SqliteDatastore(db_path) as second:
+        assert second.get(GNP, "foo") == created
+        assert second.revision() == 1
+
+
+def test_parent_directories_are_created(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "c" / "felis.db"
+    with SqliteDatastore(path) as store:
+        store.create(gnp("foo"))
+    assert path.is_file()
+
+
+def test_closed_store_refuses_calls(db_path: Path) -> None:
+    store = SqliteDatastore(db_path)
+    store.close()
+    store.close()  # idempotent
+    with pytest.raises(FelisError, match="closed"):
+        store.get(GNP, "foo")
 
 
 def assert_unavailable(path_or_url: str, *fragments: str) -> None:

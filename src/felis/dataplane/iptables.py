@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from felis.dataplane import terms
 from felis.dataplane.ipset import (
     SET_NAME_PREFIX,
     obsolete_sets,
@@ -34,7 +35,6 @@ from felis.dataplane.ipset import (
     render_ipset_update,
 )
 from felis.dataplane.rulehash import (
-    CT_STATES_ORDER,
     ChainState,
     DataplaneRenderError,
     IdentityMemo,
@@ -76,6 +76,7 @@ from felis.dataplane.spec import (
     Table,
     TableSpec,
 )
+from felis.dataplane.terms import Side
 
 __all__ = [
     "IptablesPlan",
@@ -101,20 +102,72 @@ def restore_command(family: Family) -> str:
 # One rule.
 
 
-def _ports(items: tuple[PortRange, ...]) -> str:
+def _port_list(items: tuple[PortRange, ...]) -> str:
     return ",".join(f"{p.first}:{p.last}" if p.first != p.last else str(p.first) for p in items)
 
 
-def _chunks(items: tuple[PortRange, ...]) -> list[tuple[PortRange, ...]]:
-    return list(port_chunks(normalise_ports(items)))
+_BANG = ("", "! ")
+"""Indexed by a term's `negated`."""
+_IFACE_FLAG = {Side.SRC: "-i", Side.DST: "-o"}
+_NET_FLAG = {Side.SRC: "-s", Side.DST: "-d"}
+_PORTS_OPTION = {Side.SRC: "--source-ports", Side.DST: "--destination-ports"}
 
 
-def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str:
-    value = str(icmp_type) if code is None else f"{icmp_type}/{code}"
-    bang = "! " if negate else ""
+def _iface(term: terms.Iface, family: Family) -> str:
+    return f"{_IFACE_FLAG[term.side]} {check_iface(term.name)}"
+
+
+def _mark(term: terms.Mark, family: Family) -> str:
+    return f"-m mark --mark {term.value:#x}/{term.mask:#x}"
+
+
+def _ct_states(term: terms.CtStates, family: Family) -> str:
+    return "-m conntrack --ctstate " + ",".join(s.value.upper() for s in term.states)
+
+
+def _ct_dnat(term: terms.CtDnat, family: Family) -> str:
+    return f"-m conntrack {_BANG[term.negated]}--ctstate DNAT"
+
+
+def _protocol(term: terms.Protocol, family: Family) -> str:
+    return f"{_BANG[term.negated]}-p {protocol_name(term.number)}"
+
+
+def _net(term: terms.Net, family: Family) -> str:
+    return f"{_BANG[term.negated]}{_NET_FLAG[term.side]} {term.cidr}"
+
+
+def _addr_set(term: terms.AddrSet, family: Family) -> str:
+    return f"-m set {_BANG[term.negated]}--match-set {term.name} {term.side.value}"
+
+
+def _ports(term: terms.Ports, family: Family) -> str:
+    option = _PORTS_OPTION[term.side]
+    if not term.negated:
+        # Already one chunk of at most 15 slots: expand_rules splits longer positive lists.
+        return f"-m multiport {option} {_port_list(term.ports)}"
+    # "In none of them" is one multiport match per chunk, all in the same rule.
+    return " ".join(
+        f"-m multiport ! {option} {_port_list(chunk)}"
+        for chunk in port_chunks(normalise_ports(term.ports))
+    )
+
+
+def _port_set(term: terms.PortSet, family: Family) -> str:
+    side = term.side.value
+    return f"-m set {_BANG[term.negated]}--match-set {term.name} {side},{side}"
+
+
+def _icmp(term: terms.Icmp, family: Family) -> str:
+    value = str(term.type) if term.code is None else f"{term.type}/{term.code}"
     if family is Family.V4:
-        return f"-m icmp {bang}--icmp-type {value}"
-    return f"-m icmp6 {bang}--icmpv6-type {value}"
+        return f"-m icmp {_BANG[term.negated]}--icmp-type {value}"
+    return f"-m icmp6 {_BANG[term.negated]}--icmpv6-type {value}"
+
+
+_TEXT = terms.TermText(
+    _iface, _mark, _ct_states, _ct_dnat, _protocol, _net, _addr_set, _ports, _port_set, _icmp
+)
 
 
 def render_match(match: Match, family: Family) -> list[str]:
@@ -125,60 +178,7 @@ def render_match(match: Match, family: Family) -> list[str]:
 @functools.lru_cache(maxsize=1 << 16)
 def _render_match(match: Match, family: Family) -> tuple[str, ...]:
     # Memoised by value: a ruleset has far fewer distinct matches than rules.
-    out: list[str] = []
-    if match.in_iface is not None:
-        out.append(f"-i {check_iface(match.in_iface)}")
-    if match.out_iface is not None:
-        out.append(f"-o {check_iface(match.out_iface)}")
-    if match.mark_set or match.mark_clear:
-        out.append(f"-m mark --mark {match.mark_set:#x}/{match.mark_set | match.mark_clear:#x}")
-    if match.ct_states:
-        states = ",".join(s.value.upper() for s in CT_STATES_ORDER if s in match.ct_states)
-        out.append(f"-m conntrack --ctstate {states}")
-    if match.ct_dnat is not None:
-        out.append(
-            "-m conntrack --ctstate DNAT" if match.ct_dnat else "-m conntrack ! --ctstate DNAT"
-        )
-    # Positive matches.
-    if match.protocol is not None:
-        out.append(f"-p {protocol_name(match.protocol)}")
-    if match.src_net is not None:
-        out.append(f"-s {match.src_net}")
-    out.extend(f"-m set --match-set {name} src" for name in match.src_sets)
-    if match.src_ports:
-        out.append(f"-m multiport --source-ports {_ports(match.src_ports)}")
-    if match.src_port_set is not None:
-        out.append(f"-m set --match-set {match.src_port_set} src,src")
-    if match.dst_net is not None:
-        out.append(f"-d {match.dst_net}")
-    out.extend(f"-m set --match-set {name} dst" for name in match.dst_sets)
-    if match.dst_ports:
-        out.append(f"-m multiport --destination-ports {_ports(match.dst_ports)}")
-    if match.dst_port_set is not None:
-        out.append(f"-m set --match-set {match.dst_port_set} dst,dst")
-    if match.icmp is not None:
-        out.append(_icmp(family, False, match.icmp.type, match.icmp.code))
-    # Negations.
-    if match.not_protocol is not None:
-        out.append(f"! -p {protocol_name(match.not_protocol)}")
-    if match.not_src_net is not None:
-        out.append(f"! -s {match.not_src_net}")
-    out.extend(f"-m set ! --match-set {name} src" for name in match.not_src_sets)
-    out.extend(
-        f"-m multiport ! --source-ports {_ports(chunk)}" for chunk in _chunks(match.not_src_ports)
-    )
-    out.extend(f"-m set ! --match-set {name} src,src" for name in match.not_src_port_sets)
-    if match.not_dst_net is not None:
-        out.append(f"! -d {match.not_dst_net}")
-    out.extend(f"-m set ! --match-set {name} dst" for name in match.not_dst_sets)
-    out.extend(
-        f"-m multiport ! --destination-ports {_ports(chunk)}"
-        for chunk in _chunks(match.not_dst_ports)
-    )
-    out.extend(f"-m set ! --match-set {name} dst,dst" for name in match.not_dst_port_sets)
-    if match.not_icmp is not None:
-        out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
-    return tuple(out)
+    return _TEXT.render(match, family)
 
 
 register_memo(_render_match.cache_clear)

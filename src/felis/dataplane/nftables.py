@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from felis.dataplane import terms
 from felis.dataplane.rulehash import (
-    CT_STATES_ORDER,
     ChainState,
     DataplaneRenderError,
     IdentityMemo,
@@ -76,6 +76,7 @@ from felis.dataplane.spec import (
     Table,
     TableSpec,
 )
+from felis.dataplane.terms import Side
 
 __all__ = [
     "NftState",
@@ -124,95 +125,98 @@ def _base_chain_spec(table: Table, kernel_chain: str) -> str:
 # One rule.
 
 
-def _port_set(items: tuple[PortRange, ...]) -> str:
+def _port_list(items: tuple[PortRange, ...]) -> str:
     parts = (str(p.first) if p.first == p.last else f"{p.first}-{p.last}" for p in items)
     return "{ " + ", ".join(parts) + " }"
 
 
-def _iface(name: str) -> str:
-    check_iface(name)
-    return '"' + (name[:-1] + "*" if name.endswith("+") else name) + '"'
+_NE = ("", "!= ")
+"""Indexed by a term's `negated`."""
+_IFACE = {Side.SRC: "iifname", Side.DST: "oifname"}
+_PORT = {Side.SRC: "sport", Side.DST: "dport"}
+_ADDR = {
+    (family, side): f"{nft_family(family)} {word}"
+    for family in Family
+    for side, word in ((Side.SRC, "saddr"), (Side.DST, "daddr"))
+}
+"""`ip saddr` and the like, per (family, side)."""
+_ADDR_PORT = {
+    (family, side): f"{_ADDR[family, side]} . meta l4proto . th {_PORT[side]}"
+    for family, side in _ADDR
+}
 
 
-def _icmp(family: Family, negate: bool, icmp_type: int, code: int | None) -> str:
+def _iface(term: terms.Iface, family: Family) -> str:
+    check_iface(term.name)
+    name = term.name[:-1] + "*" if term.name.endswith("+") else term.name
+    return f'{_IFACE[term.side]} "{name}"'
+
+
+def _mark(term: terms.Mark, family: Family) -> str:
+    return f"meta mark & {term.mask:#x} == {term.value:#x}"
+
+
+def _ct_states(term: terms.CtStates, family: Family) -> str:
+    return "ct state " + ",".join(s.value for s in term.states)
+
+
+def _ct_dnat(term: terms.CtDnat, family: Family) -> str:
+    if term.negated:
+        # `ct status != dnat` never matches an untracked packet, unlike iptables'
+        # `! --ctstate DNAT` (reference §6.0a); calc must express it as dnat → return.
+        raise DataplaneRenderError(
+            "a `not DNAT` match cannot be rendered identically in nftables "
+            "(untracked packets); use ct_dnat=True with Return followed by the rule"
+        )
+    return "ct status dnat"
+
+
+def _protocol(term: terms.Protocol, family: Family) -> str:
+    return f"meta l4proto {_NE[term.negated]}{protocol_name(term.number)}"
+
+
+def _net(term: terms.Net, family: Family) -> str:
+    return f"{_ADDR[family, term.side]} {_NE[term.negated]}{term.cidr}"
+
+
+def _addr_set(term: terms.AddrSet, family: Family) -> str:
+    return f"{_ADDR[family, term.side]} {_NE[term.negated]}@{term.name}"
+
+
+def _ports(term: terms.Ports, family: Family) -> str:
+    proto = protocol_name(term.protocol) if term.protocol is not None else None
+    ports = _port_list(normalise_ports(term.ports))
+    return f"{proto} {_PORT[term.side]} {_NE[term.negated]}{ports}"
+
+
+def _port_set(term: terms.PortSet, family: Family) -> str:
+    return f"{_ADDR_PORT[family, term.side]} {_NE[term.negated]}@{term.name}"
+
+
+def _icmp(term: terms.Icmp, family: Family) -> str:
     proto = "icmp" if family is Family.V4 else "icmpv6"
-    if code is None:
-        return f"{proto} type {'!= ' if negate else ''}{icmp_type}"
-    if not negate:
-        return f"{proto} type {icmp_type} {proto} code {code}"
+    if term.code is None:
+        return f"{proto} type {_NE[term.negated]}{term.type}"
+    if not term.negated:
+        return f"{proto} type {term.type} {proto} code {term.code}"
     # "not (type T and code C)" in one expression: the pair against a one-element set.
-    return f"{proto} type . {proto} code != {{ {icmp_type} . {code} }}"
+    return f"{proto} type . {proto} code != {{ {term.type} . {term.code} }}"
+
+
+_TEXT = terms.TermText(
+    _iface, _mark, _ct_states, _ct_dnat, _protocol, _net, _addr_set, _ports, _port_set, _icmp
+)
 
 
 def render_match(match: Match, family: Family, table: Table) -> list[str]:
-    """Match text in the same order as the iptables renderer."""
+    """Match text in the same order as the iptables renderer (the order of `match_terms`)."""
     return list(_render_match(match, family))
 
 
 @functools.lru_cache(maxsize=1 << 16)
 def _render_match(match: Match, family: Family) -> tuple[str, ...]:
     # Memoised by value: a ruleset has far fewer distinct matches than rules.
-    addr = nft_family(family)
-    out: list[str] = []
-    if match.in_iface is not None:
-        out.append(f"iifname {_iface(match.in_iface)}")
-    if match.out_iface is not None:
-        out.append(f"oifname {_iface(match.out_iface)}")
-    if match.mark_set or match.mark_clear:
-        mask = match.mark_set | match.mark_clear
-        out.append(f"meta mark & {mask:#x} == {match.mark_set:#x}")
-    if match.ct_states:
-        states = ",".join(s.value for s in CT_STATES_ORDER if s in match.ct_states)
-        out.append(f"ct state {states}")
-    if match.ct_dnat is not None:
-        if not match.ct_dnat:
-            # `ct status != dnat` never matches an untracked packet, unlike iptables'
-            # `! --ctstate DNAT` (reference §6.0a); calc must express it as dnat → return.
-            raise DataplaneRenderError(
-                "a `not DNAT` match cannot be rendered identically in nftables "
-                "(untracked packets); use ct_dnat=True with Return followed by the rule"
-            )
-        out.append("ct status dnat")
-    proto = protocol_name(match.protocol) if match.protocol is not None else None
-    if proto is not None:
-        out.append(f"meta l4proto {proto}")
-    if match.src_net is not None:
-        out.append(f"{addr} saddr {match.src_net}")
-    out.extend(f"{addr} saddr @{name}" for name in match.src_sets)
-    if match.src_ports:
-        out.append(f"{proto} sport {_port_set(normalise_ports(match.src_ports))}")
-    if match.src_port_set is not None:
-        out.append(f"{addr} saddr . meta l4proto . th sport @{match.src_port_set}")
-    if match.dst_net is not None:
-        out.append(f"{addr} daddr {match.dst_net}")
-    out.extend(f"{addr} daddr @{name}" for name in match.dst_sets)
-    if match.dst_ports:
-        out.append(f"{proto} dport {_port_set(normalise_ports(match.dst_ports))}")
-    if match.dst_port_set is not None:
-        out.append(f"{addr} daddr . meta l4proto . th dport @{match.dst_port_set}")
-    if match.icmp is not None:
-        out.append(_icmp(family, False, match.icmp.type, match.icmp.code))
-    if match.not_protocol is not None:
-        out.append(f"meta l4proto != {protocol_name(match.not_protocol)}")
-    if match.not_src_net is not None:
-        out.append(f"{addr} saddr != {match.not_src_net}")
-    out.extend(f"{addr} saddr != @{name}" for name in match.not_src_sets)
-    if match.not_src_ports:
-        out.append(f"{proto} sport != {_port_set(normalise_ports(match.not_src_ports))}")
-    out.extend(
-        f"{addr} saddr . meta l4proto . th sport != @{name}" for name in match.not_src_port_sets
-    )
-    if match.not_dst_net is not None:
-        out.append(f"{addr} daddr != {match.not_dst_net}")
-    out.extend(f"{addr} daddr != @{name}" for name in match.not_dst_sets)
-    if match.not_dst_ports:
-        out.append(f"{proto} dport != {_port_set(normalise_ports(match.not_dst_ports))}")
-    out.extend(
-        f"{addr} daddr . meta l4proto . th dport != @{name}" for name in match.not_dst_port_sets
-    )
-    if match.not_icmp is not None:
-        out.append(_icmp(family, True, match.not_icmp.type, match.not_icmp.code))
-    return tuple(out)
+    return _TEXT.render(match, family)
 
 
 register_memo(_render_match.cache_clear)

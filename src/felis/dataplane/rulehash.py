@@ -38,7 +38,6 @@ from felis.dataplane.spec import (
     Accept,
     Action,
     Chain,
-    CtState,
     Drop,
     Family,
     Goto,
@@ -992,16 +991,6 @@ def set_kind_conflicts(desired: Mapping[str, IpSet], current: Mapping[str, SetSt
                 f"IP set {name!r} exists in the kernel as {have.kind.value} but is wanted as "
                 f"{ipset.kind.value}; remove felis' dataplane state (felis cleanup) and retry"
             )
-
-
-CT_STATES_ORDER: tuple[CtState, ...] = (
-    CtState.INVALID,
-    CtState.ESTABLISHED,
-    CtState.RELATED,
-    CtState.NEW,
-    CtState.UNTRACKED,
-)
-"""The order ct states are printed in (both tools accept any order)."""
 
 
 for _cached in (

@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from test_iptables_ir import ACCEPT, PI, TCP, all_rulesets, client_set, seed_ruleset
+from ir_fixtures import (
+    ACCEPT,
+    PI,
+    TCP,
+    all_rulesets,
+    client_set,
+    seed_ruleset,
+    with_chain,
+    without_ingress_policy,
+)
 
 from felis.dataplane import iptables
 from felis.dataplane.ipset import parse_ipset_save
@@ -202,13 +211,6 @@ def test_unchanged_writes_nothing() -> None:
     assert plan.empty
 
 
-def _replace_chain(ruleset: Ruleset, table: Table, chain: Chain) -> Ruleset:
-    spec = ruleset.tables[table]
-    tables = dict(ruleset.tables)
-    tables[table] = dataclasses.replace(spec, chains={**spec.chains, chain.name: chain})
-    return dataclasses.replace(ruleset, tables=tables)
-
-
 def test_one_rule_changed_rewrites_only_that_chain() -> None:
     before = seed_ruleset()
     sim = fresh(before)
@@ -217,7 +219,7 @@ def test_one_rule_changed_rewrites_only_that_chain() -> None:
         SetMark(ACCEPT, ACCEPT),
         "gnp/memcached-server ingress rule 0",
     )
-    after = _replace_chain(before, Table.RAW, Chain(PI, (rule,)))
+    after = with_chain(before, Table.RAW, Chain(PI, (rule,)))
     plan = iptables.render_delta(after, sim.state())
     assert set(plan.tables) == {Table.RAW}
     lines = plan.tables[Table.RAW].splitlines()
@@ -233,13 +235,7 @@ def test_one_rule_changed_rewrites_only_that_chain() -> None:
 def test_removed_chain_is_flushed_then_deleted_after_references() -> None:
     before = seed_ruleset()
     sim = fresh(before)
-    raw = before.tables[Table.RAW]
-    fh = raw.chains["felis-fh-eth0"]
-    chains = {n: c for n, c in raw.chains.items() if n != PI}
-    chains["felis-fh-eth0"] = Chain(fh.name, tuple(r for r in fh.rules if r.action != Jump(PI)))
-    after = dataclasses.replace(
-        before, tables={**before.tables, Table.RAW: dataclasses.replace(raw, chains=chains)}
-    )
+    after = without_ingress_policy(before)
     text = iptables.render_delta(after, sim.state()).tables[Table.RAW]
     first, second = text.split("COMMIT\n")[:2]
     assert f":{PI} - -" in first and f"-X {PI}" not in first
@@ -373,7 +369,7 @@ def test_ipset_kind_change_is_refused() -> None:
 
 
 def test_bad_identifiers_never_reach_the_text() -> None:
-    bad = _replace_chain(
+    bad = with_chain(
         seed_ruleset(),
         Table.RAW,
         Chain("felis-from-host-endpoint", (Rule(Match(in_iface="eth0 -j ACCEPT")),)),

@@ -13,7 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_iptables_ir import ACCEPT, PI, TCP, all_rulesets, client_set, seed_ruleset
+from ir_fixtures import (
+    ACCEPT,
+    PI,
+    TCP,
+    all_rulesets,
+    client_set,
+    hook,
+    seed_ruleset,
+    with_chain,
+    without_ingress_policy,
+)
 from test_iptables_render import check_golden
 
 from felis.dataplane import nftables, rulehash
@@ -281,7 +291,7 @@ def test_interface_wildcard_and_comment_only_rule() -> None:
 
 
 def test_not_dnat_is_refused() -> None:
-    ruleset = _with_chain(
+    ruleset = with_chain(
         seed_ruleset(), Table.FILTER, Chain("felis-OUTPUT", (Rule(Match(ct_dnat=False), Return()),))
     )
     with pytest.raises(FelisError, match="not DNAT"):
@@ -292,20 +302,13 @@ def test_not_dnat_is_refused() -> None:
 # Deltas.
 
 
-def _with_chain(ruleset: Ruleset, table: Table, chain: Chain) -> Ruleset:
-    spec = ruleset.tables[table]
-    tables = dict(ruleset.tables)
-    tables[table] = dataclasses.replace(spec, chains={**spec.chains, chain.name: chain})
-    return dataclasses.replace(ruleset, tables=tables)
-
-
 def _changed_policy(ruleset: Ruleset) -> Ruleset:
     rule = Rule(
         Match(protocol=TCP, dst_ports=(PortRange(12211, 12212),)),
         SetMark(ACCEPT, ACCEPT),
         "gnp/memcached-server ingress rule 0",
     )
-    return _with_chain(ruleset, Table.RAW, Chain(PI, (rule,)))
+    return with_chain(ruleset, Table.RAW, Chain(PI, (rule,)))
 
 
 def test_full_render_converges() -> None:
@@ -342,13 +345,7 @@ def test_one_rule_changed_rewrites_only_that_chain() -> None:
 def test_removed_chain_is_flushed_then_deleted_after_references() -> None:
     before = seed_ruleset()
     sim = fresh(before)
-    raw = before.tables[Table.RAW]
-    fh = raw.chains["felis-fh-eth0"]
-    chains = {n: c for n, c in raw.chains.items() if n != PI}
-    chains["felis-fh-eth0"] = Chain(fh.name, tuple(r for r in fh.rules if r.action != Jump(PI)))
-    after = dataclasses.replace(
-        before, tables={**before.tables, Table.RAW: dataclasses.replace(raw, chains=chains)}
-    )
+    after = without_ingress_policy(before)
     text = nftables.render_delta(after, sim.state())
     assert text is not None
     lines = text.splitlines()
@@ -447,16 +444,10 @@ def test_mangle_output_hook_is_a_route_chain() -> None:
             Table.MANGLE: TableSpec(
                 Table.MANGLE,
                 {"felis-o": Chain("felis-o")},
-                (rulehash_hook("OUTPUT", Rule(action=Jump("felis-o"))),),
+                (hook("OUTPUT", Rule(action=Jump("felis-o"))),),
             )
         },
         {},
     )
     text = nftables.render_full(ruleset)
     assert "mangle-OUTPUT { type route hook output priority mangle; policy accept; }" in text
-
-
-def rulehash_hook(chain: str, rule: Rule) -> Any:
-    from felis.dataplane.spec import Hook, HookPosition
-
-    return Hook(chain, HookPosition.INSERT, rule)

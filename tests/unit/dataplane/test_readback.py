@@ -10,11 +10,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_iptables_ir import PI, all_rulesets, seed_ruleset
+from ir_fixtures import PI, all_rulesets, seed_ruleset, without_ingress_policy
 
 from felis.dataplane import iptables, nftables, rulehash
 from felis.dataplane.ipset import parse_ipset_save
-from felis.dataplane.spec import Chain, Family, IpSet, Jump, Ruleset, SetKind, Table
+from felis.dataplane.spec import Family, IpSet, SetKind, Table
 from felis.errors import FelisError
 
 # Normalised the way iptables-save 1.8 prints it: -s/-d/-i/-p first, --dports, -j CT --notrack,
@@ -308,16 +308,6 @@ def test_round_trip_through_hand_written_dump() -> None:
     assert Table.RAW not in iptables.render_delta(ruleset, state).tables
 
 
-def _without_ingress_policy(ruleset: Ruleset) -> Ruleset:
-    raw = ruleset.tables[Table.RAW]
-    fh = raw.chains["felis-fh-eth0"]
-    chains = {n: c for n, c in raw.chains.items() if n != PI}
-    chains["felis-fh-eth0"] = Chain(fh.name, tuple(r for r in fh.rules if r.action != Jump(PI)))
-    return dataclasses.replace(
-        ruleset, tables={**ruleset.tables, Table.RAW: dataclasses.replace(raw, chains=chains)}
-    )
-
-
 @pytest.mark.kernel
 @pytest.mark.skipif(
     os.geteuid() != 0
@@ -363,7 +353,7 @@ def test_deltas_apply_to_a_real_kernel() -> None:
         seed = seed_ruleset()
         extra = IpSet("felis4-s-extra", SetKind.NET, frozenset({"10.9.0.0/16"}))
         before = dataclasses.replace(seed, sets={**seed.sets, extra.name: extra})
-        after = _without_ingress_policy(seed)
+        after = without_ingress_policy(seed)
         apply(iptables.render_full(before))
         run(
             "iptables",

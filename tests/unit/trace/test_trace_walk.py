@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+# The hand-built IR builders live with the renderer tests (ir_fixtures, imported by module name).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dataplane"))
+
+from ir_fixtures import hook, ruleset, table
+
 from felis.calc import HostInterface, compute
 from felis.dataplane.spec import (
     Accept,
-    Chain,
     CtState,
     DataplaneSpec,
     Drop,
-    Family,
     Goto,
-    Hook,
     HookPosition,
+    IcmpMatch,
     IpSet,
     Jump,
     Match,
@@ -25,11 +29,9 @@ from felis.dataplane.spec import (
     PortRange,
     Return,
     Rule,
-    Ruleset,
     SetKind,
     SetMark,
     Table,
-    TableSpec,
 )
 from felis.model import load_documents
 from felis.trace import Direction, Packet, TraceError, Tracking, Verdict, trace
@@ -236,18 +238,6 @@ def test_network_set_and_named_port_sets() -> None:
 # ------------------------------------------------------------------------- hand-built IR
 
 
-def ruleset(tables: dict[Table, TableSpec], sets: dict[str, IpSet] | None = None) -> Ruleset:
-    return Ruleset(Family.V4, tables, sets or {})
-
-
-def table(t: Table, hooks: list[Hook], **chains: list[Rule]) -> TableSpec:
-    return TableSpec(t, {name: Chain(name, tuple(r)) for name, r in chains.items()}, tuple(hooks))
-
-
-def hook(chain: str, rule: Rule, position: HookPosition = HookPosition.INSERT) -> Hook:
-    return Hook(chain, position, rule)
-
-
 def test_goto_returns_to_the_caller_of_the_caller_and_marks_cross_tables() -> None:
     rs = ruleset(
         {
@@ -308,7 +298,7 @@ def test_matches_ports_sets_interfaces_icmp() -> None:
         Rule(Match(protocol=1, icmp=None, not_icmp=None), SetMark(1, 1)),
         Rule(Match(protocol=6, not_dst_ports=(PortRange(1, 100),)), Accept(), "high"),
         Rule(
-            Match(icmp=__import__("felis.dataplane.spec").dataplane.spec.IcmpMatch(8)),
+            Match(icmp=IcmpMatch(8)),
             Accept(),
             "ping",
         ),

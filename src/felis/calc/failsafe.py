@@ -114,21 +114,37 @@ def parse_failsafe_ports(text: str) -> tuple[FailsafePort, ...]:
     return tuple(_parse_entry(item) for item in entries)
 
 
-def _rule(entry: FailsafePort, *, source_port: bool, net_is_source: bool, comment: str) -> Rule:
-    ports = (PortRange(entry.port, entry.port),)
+def _grouped(entries: tuple[FailsafePort, ...], family: Family) -> list[list[FailsafePort]]:
+    """Entries of this family grouped by (protocol, net), in order of first appearance.
+
+    Every untracked packet crosses the raw failsafe chains, so one rule per protocol with a port
+    list (a multiport match, an nft anonymous set) instead of one rule per port: measured in the
+    lab, 18 single-port rules per direction cost untracked traffic about a fifth of its
+    throughput.
+    """
+    groups: dict[tuple[str, str | None], list[FailsafePort]] = {}
+    for entry in entries:
+        if entry.family is None or entry.family is family:
+            groups.setdefault((entry.protocol, entry.net), []).append(entry)
+    return list(groups.values())
+
+
+def _rule(group: list[FailsafePort], *, source_port: bool, net_is_source: bool, label: str) -> Rule:
+    numbers = sorted({entry.port for entry in group})
+    ports = tuple(PortRange(port, port) for port in numbers)
+    first = group[0]
     match = Match(
-        protocol=_PROTOCOLS[entry.protocol],
+        protocol=_PROTOCOLS[first.protocol],
         src_ports=ports if source_port else (),
         dst_ports=() if source_port else ports,
-        src_net=entry.net if net_is_source else None,
-        dst_net=None if net_is_source else entry.net,
+        src_net=first.net if net_is_source else None,
+        dst_net=None if net_is_source else first.net,
     )
-    return Rule(match, Accept(), safe_comment(comment))
-
-
-def _fits(entry: FailsafePort, family: Family) -> bool:
-    fam = entry.family
-    return fam is None or fam is family
+    where = (
+        "" if first.net is None else (f"[{first.net}]:" if ":" in first.net else f"{first.net}:")
+    )
+    text = f"failsafe {label.format(f'{first.protocol}:{where}' + ','.join(map(str, numbers)))}"
+    return Rule(match, Accept(), safe_comment(text))
 
 
 def _chain_rules(
@@ -144,15 +160,13 @@ def _chain_rules(
     entry's net is the remote end: the source inbound, the destination outbound."""
     here, there = ("in", "out") if inbound else ("out", "in")
     rules = [
-        _rule(e, source_port=False, net_is_source=inbound, comment=f"failsafe {here} {e}")
-        for e in own
-        if _fits(e, family)
+        _rule(group, source_port=False, net_is_source=inbound, label=f"{here} {{}}")
+        for group in _grouped(own, family)
     ]
     if raw:
         rules += [
-            _rule(e, source_port=True, net_is_source=inbound, comment=f"failsafe {there} {e} reply")
-            for e in other
-            if _fits(e, family)
+            _rule(group, source_port=True, net_is_source=inbound, label=f"{there} {{}} reply")
+            for group in _grouped(other, family)
         ]
     return tuple(rules)
 

@@ -114,17 +114,24 @@ def test_policy_chains(seed: CalcResult) -> None:
     assert set(seed.spec.ruleset(Family.V6).sets) == {"felis6-s-j0651QXPU3OWTryyoQJxg8"}
 
 
-def test_raw_failsafe_allows_replies(seed: CalcResult) -> None:
+def _ports(*numbers: int) -> str:
+    return repr(tuple(PortRange(n, n) for n in numbers))
+
+
+TCP_FAILSAFE = (22, 179, 2379, 2380, 5473, 6443, 6666, 6667)
+
+
+def test_raw_failsafe_allows_replies_in_one_rule_per_protocol(seed: CalcResult) -> None:
     rules = chain(seed, Table.RAW, "felis-failsafe-in")
-    assert rules[0] == (
-        "protocol=6 dst_ports=(PortRange(first=22, last=22),) -> Accept() # failsafe in tcp:22"
-    )
-    assert (
-        "protocol=17 src_ports=(PortRange(first=53, last=53),) -> Accept() "
-        "# failsafe out udp:53 reply"
-    ) in rules
-    assert len(rules) == 18
-    assert len(chain(seed, Table.FILTER, "felis-failsafe-in")) == 9
+    assert rules == [
+        f"protocol=6 dst_ports={_ports(*TCP_FAILSAFE)} -> Accept() "
+        "# failsafe in tcp:22,179,2379,2380,5473,6443,6666,6667",
+        f"protocol=17 dst_ports={_ports(68)} -> Accept() # failsafe in udp:68",
+        f"protocol=17 src_ports={_ports(53, 67)} -> Accept() # failsafe out udp:53,67 reply",
+        f"protocol=6 src_ports={_ports(*TCP_FAILSAFE[1:])} -> Accept() "
+        "# failsafe out tcp:179,2379,2380,5473,6443,6666,6667 reply",
+    ]
+    assert len(chain(seed, Table.FILTER, "felis-failsafe-in")) == 2
 
 
 def test_mangle_layout(seed: CalcResult) -> None:

@@ -100,7 +100,9 @@ def test_non_client_cannot_reach_memcached(seed: DataplaneSpec) -> None:
 
 def test_failsafe_ssh_is_accepted_tracked(seed: DataplaneSpec) -> None:
     result = trace(seed, tcp(CLIENT, SERVER, 22))
-    assert result.summary() == "ACCEPT tracked by failsafe in tcp:22"
+    assert result.summary() == (
+        "ACCEPT tracked by failsafe in tcp:22,179,2379,2380,5473,6443,6666,6667"
+    )
 
 
 def test_without_the_egress_rule_the_reply_is_dropped() -> None:

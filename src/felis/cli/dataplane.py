@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import sys
@@ -51,17 +52,17 @@ FailsafeOutOption = Annotated[
 
 
 def calc_config(failsafe_inbound: str | None, failsafe_outbound: str | None) -> CalcConfig:
-    config = CalcConfig()
-    changes: dict[str, object] = {}
-    if failsafe_inbound is not None:
-        changes["failsafe_inbound"] = parse_failsafe_ports(failsafe_inbound)
-    if failsafe_outbound is not None:
-        changes["failsafe_outbound"] = parse_failsafe_ports(failsafe_outbound)
-    if changes:
-        import dataclasses
-
-        config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-    return config
+    """Calico's failsafe defaults unless the operator gave a list."""
+    defaults = CalcConfig()
+    return dataclasses.replace(
+        defaults,
+        failsafe_inbound=defaults.failsafe_inbound
+        if failsafe_inbound is None
+        else parse_failsafe_ports(failsafe_inbound),
+        failsafe_outbound=defaults.failsafe_outbound
+        if failsafe_outbound is None
+        else parse_failsafe_ports(failsafe_outbound),
+    )
 
 
 def render(

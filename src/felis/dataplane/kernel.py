@@ -82,7 +82,9 @@ def _describe_table(text: str) -> str:
     flushed = sum(1 for line in text.splitlines() if line.startswith(":"))
     hooks = sum(1 for line in text.splitlines() if line.startswith("-I "))
     deleted = sum(1 for line in text.splitlines() if line.startswith("-X "))
-    parts = [f"{flushed} chain(s) written"] if flushed else []
+    # A chain about to be deleted is flushed first; only count the ones that keep rules.
+    written = flushed - deleted
+    parts = [f"{written} chain(s) written"] if written else []
     if hooks:
         parts.append(f"{hooks} hook(s) placed")
     if deleted:
@@ -397,9 +399,11 @@ class NftablesDataplane:
 
 def _describe_nft(transaction: str) -> str:
     lines = transaction.splitlines()
-    flushed = sum(1 for line in lines if line.startswith("flush chain"))
-    added = sum(1 for line in lines if line.startswith("add chain"))
     deleted = sum(1 for line in lines if line.startswith("delete chain"))
+    # Obsolete chains are flushed before they are deleted; base chains are re-declared in every
+    # transaction (an idempotent `add chain … { … hook … }`), which changes nothing.
+    flushed = sum(1 for line in lines if line.startswith("flush chain")) - deleted
+    added = sum(1 for line in lines if line.startswith("add chain") and " hook " not in line)
     elements = sum(1 for line in lines if line.startswith(("add element", "delete element")))
     parts = []
     if added:

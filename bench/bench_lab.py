@@ -54,7 +54,10 @@ PROGRAM = {
     "dnt-nft": ("nftables", "donottrack"),
     "dnt-nft-nofs": ("nftables", "donottrack"),
 }
-NO_FAILSAFES = {"FELIS_FAILSAFE_INBOUND": "none", "FELIS_FAILSAFE_OUTBOUND": "none"}
+NO_FAILSAFES = {
+    "FELIS_FAILSAFE_INBOUND_HOST_PORTS": "none",
+    "FELIS_FAILSAFE_OUTBOUND_HOST_PORTS": "none",
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 RATIOS = (
     "stateful/none",

@@ -118,9 +118,8 @@ def _grouped(entries: tuple[FailsafePort, ...], family: Family) -> list[list[Fai
     """Entries of this family grouped by (protocol, net), in order of first appearance.
 
     Every untracked packet crosses the raw failsafe chains, so one rule per protocol with a port
-    list (a multiport match, an nft anonymous set) instead of one rule per port: measured in the
-    lab, 18 single-port rules per direction cost untracked traffic about a fifth of its
-    throughput.
+    list (a multiport match, an nft anonymous set) instead of one rule per port: 4 rules per raw
+    chain instead of 18 with the defaults, on every packet of an untracked flow.
     """
     groups: dict[tuple[str, str | None], list[FailsafePort]] = {}
     for entry in entries:

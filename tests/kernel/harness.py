@@ -150,6 +150,7 @@ class Topology:
         *,
         proto: str = "tcp",
         source: str | None = None,
+        source_port: int = 0,
         timeout: float = 1.5,
     ) -> bool:
         """True when a request to address:port from ns gets its echo back within timeout."""
@@ -166,6 +167,8 @@ class Topology:
         ]
         if source:
             argv += ["--source", source]
+        if source_port:
+            argv += ["--source-port", str(source_port)]
         return self.exec(ns, argv, check=False, timeout=timeout + 10).returncode == 0
 
     def conntrack(self, ns: str, *filters: str) -> list[str]:

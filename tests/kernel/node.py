@@ -180,8 +180,16 @@ class FelisNode:
         rules: list[dict[str, object]] = json.loads(proc.stdout)["rules"]
         return rules
 
-    def reach(self, src: str, port: int, *, proto: str = "tcp", dst: str = SERVER_IP) -> bool:
-        return self.topo.probe(src, dst, port, proto=proto, timeout=1.0)
+    def reach(
+        self,
+        src: str,
+        port: int,
+        *,
+        proto: str = "tcp",
+        dst: str = SERVER_IP,
+        source_port: int = 0,
+    ) -> bool:
+        return self.topo.probe(src, dst, port, proto=proto, source_port=source_port, timeout=1.0)
 
     def serve(self, *ports: int, proto: str = "tcp", ns: str | None = None) -> None:
         for port in ports:

@@ -71,13 +71,25 @@ def serve(address: str, port: int, proto: str) -> None:
         serve_tcp(sock)
 
 
-def probe(address: str, port: int, proto: str, timeout: float, source: str | None = None) -> bool:
-    """True when one request to address:port came back unchanged within `timeout` seconds."""
+def probe(
+    address: str,
+    port: int,
+    proto: str,
+    timeout: float,
+    source: str | None = None,
+    source_port: int = 0,
+) -> bool:
+    """True when one request to address:port came back unchanged within `timeout` seconds.
+
+    `source_port` 0 lets the kernel pick an ephemeral port."""
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     with socket.socket(_family(address), kind) as sock:
         sock.settimeout(timeout)
-        if source:
-            sock.bind((source, 0))
+        if source or source_port:
+            # A fixed source port is reused by the next probe of the same flow while the last
+            # connection still sits in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((source or "", source_port))
         try:
             if proto == "udp":
                 sock.sendto(MESSAGE, (address, port))
@@ -99,10 +111,12 @@ def main() -> None:
     parser.add_argument("--proto", default="tcp", choices=["tcp", "udp"])
     parser.add_argument("--timeout", type=float, default=1.5)
     parser.add_argument("--source")
+    parser.add_argument("--source-port", type=int, default=0)
     args = parser.parse_args()
     if args.mode == "serve":
         serve(args.address, args.port, args.proto)
-    sys.exit(0 if probe(args.address, args.port, args.proto, args.timeout, args.source) else 1)
+    ok = probe(args.address, args.port, args.proto, args.timeout, args.source, args.source_port)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

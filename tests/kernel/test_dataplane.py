@@ -368,3 +368,71 @@ def test_adjacent_set_members_added_one_by_one(node: FelisNode) -> None:
     node.delete("gns", "adjacent-1")
     node.converge()
     assert node.converge().endswith("in sync, nothing written")
+
+
+TCP_FAILSAFE_PORTS = (22, 179, 2379, 2380, 5473, 6443, 6666, 6667)
+"""Calico's default inbound and outbound TCP failsafe ports."""
+UDP_FAILSAFE_PORTS = (53, 67, 68)
+
+UNTRACKED_UDP = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: udp-untracked}
+spec:
+  selector: memcached == 'server'
+  doNotTrack: true
+  applyOnForward: true
+  ingress:
+    - action: Allow
+      protocol: UDP
+      source: {selector: memcached == 'client'}
+      destination: {ports: [5300]}
+  egress:
+    - action: Allow
+      protocol: UDP
+      source: {ports: [5300]}
+      destination: {selector: memcached == 'client'}
+"""
+
+
+def test_source_port_on_a_failsafe_port_stays_untracked(node: FelisNode) -> None:
+    """A client whose ephemeral port is a failsafe port: its packets match the raw failsafe
+    rules (the request looks like the reply of an outbound failsafe flow, the reply like an
+    outbound failsafe flow). The untracked Allow must still decide them."""
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY, UNTRACKED_UDP))
+    node.converge()
+    node.serve(MEMCACHED)
+    node.serve(5300, proto="udp")
+    for port in TCP_FAILSAFE_PORTS:
+        assert node.reach(node.client, MEMCACHED, source_port=port), f"tcp from port {port}"
+    for port in UDP_FAILSAFE_PORTS:
+        assert node.reach(node.client, 5300, proto="udp", source_port=port), f"udp from {port}"
+    assert node.conntrack_for_port(MEMCACHED) == [], "memcached flows must not be tracked"
+    assert node.conntrack_for_port(5300) == [], "the udp flows must not be tracked"
+
+
+UNTRACKED_DENY_ALL = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: deny-everything-untracked}
+spec:
+  selector: memcached == 'server'
+  doNotTrack: true
+  applyOnForward: true
+  ingress:
+    - action: Deny
+      protocol: TCP
+      destination: {ports: [22, 8080]}
+    - action: Deny
+  egress:
+    - action: Deny
+"""
+
+
+def test_untracked_deny_never_blocks_a_failsafe_port(node: FelisNode) -> None:
+    node.apply(manifest(HEP, CLIENT_HEP, UNTRACKED_DENY_ALL))
+    node.converge()
+    node.serve(22, 8080)
+    assert not node.reach(node.client, 8080), "the untracked Deny drops other ports"
+    assert node.reach(node.client, 22), "failsafe port 22 passes the untracked Deny"
+    assert node.conntrack_for_port(22), "failsafe traffic goes through conntrack"

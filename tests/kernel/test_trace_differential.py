@@ -65,6 +65,8 @@ class Flow:
     direction: Direction
     in_iface: str | None
     out_iface: str | None
+    sport: int = 0
+    """The request's source port; 0 for an ephemeral one (predicted as `EPHEMERAL`)."""
 
 
 FLOWS = (
@@ -73,7 +75,13 @@ FLOWS = (
     Flow("to-client", "server", SERVER_IP, CLIENT_IP, Direction.EGRESS, None, "eth0"),
     Flow("to-stranger", "server", STRANGER_SERVER_IP, STRANGER_IP, Direction.EGRESS, None, "eth1"),
     Flow("forward", "client", CLIENT_IP, REMOTE_IP, Direction.FORWARD, "eth0", "eth2"),
+    # Source ports that are failsafe ports: a client whose ephemeral port is an outbound
+    # failsafe port (its request then looks like a failsafe reply), and a host connection from
+    # an inbound failsafe port. Policy, not failsafe, must decide them.
+    Flow("client-fs", "client", CLIENT_IP, SERVER_IP, Direction.INGRESS, "eth0", None, 2379),
+    Flow("to-client-fs", "server", SERVER_IP, CLIENT_IP, Direction.EGRESS, None, "eth0", 22),
 )
+FIXED_SPORTS = frozenset(flow.sport for flow in FLOWS if flow.sport)
 SERVING_NS = ("server", "client", "stranger", "remote")
 
 # ---------------------------------------------------------------------------------- policies
@@ -307,7 +315,7 @@ def predict(spec: DataplaneSpec, flow: Flow, port: int, proto: str) -> Predictio
         flow.dst,
         PROTOCOLS[proto],
         flow.direction,
-        sport=EPHEMERAL,
+        sport=flow.sport or EPHEMERAL,
         dport=port,
         in_iface=flow.in_iface,
         out_iface=flow.out_iface,
@@ -358,12 +366,16 @@ def _conntrack_entries(node: FelisNode) -> list[tuple[str, tuple[str, str, int, 
 def _has_entry(
     entries: list[tuple[str, tuple[str, str, int, int]]], flow: Flow, port: int, proto: str
 ) -> bool:
+    def ours(client_port: int) -> bool:
+        # Flows differing only in their source port share everything else.
+        return client_port == flow.sport if flow.sport else client_port not in FIXED_SPORTS
+
     for entry_proto, (src, dst, sport, dport) in entries:
         if entry_proto != proto:
             continue
-        if (src, dst, dport) == (flow.src, flow.dst, port):
+        if (src, dst, dport) == (flow.src, flow.dst, port) and ours(sport):
             return True
-        if (src, dst, sport) == (flow.dst, flow.src, port):
+        if (src, dst, sport) == (flow.dst, flow.src, port) and ours(dport):
             return True
     return False
 
@@ -382,7 +394,9 @@ def _all_cases() -> list[Case]:
 def _probe_all(node: FelisNode, cases: list[Case]) -> dict[str, bool]:
     by_ns: dict[str, list[list[object]]] = {}
     for flow, port, proto in cases:
-        by_ns.setdefault(flow.ns, []).append([_case_id(flow, port, proto), flow.dst, port, proto])
+        by_ns.setdefault(flow.ns, []).append(
+            [_case_id(flow, port, proto), flow.dst, port, proto, flow.sport]
+        )
     procs = {
         ns: subprocess.Popen(
             [

@@ -1,7 +1,8 @@
 """Many echo servers, or many concurrent probes, in one process (for the trace differential test).
 
     python trace_probe.py serve PORT...          # TCP and UDP echo on 0.0.0.0:PORT each
-    python trace_probe.py probe TIMEOUT JSON     # JSON: [[id, address, port, "tcp"|"udp"], ...]
+    python trace_probe.py probe TIMEOUT JSON     # JSON: [[id, address, port, "tcp"|"udp",
+                                                 #         source port or 0], ...]
 
 `probe` fires every request at once (one thread each), so denied ones time out together, and
 prints one JSON object {id: true|false}: true when the echo came back within TIMEOUT seconds.
@@ -36,8 +37,10 @@ def probe(timeout: float, targets: list[list[object]]) -> None:
     results: dict[str, bool] = {}
 
     def run(target: list[object]) -> None:
-        ident, address, port, proto = target
-        results[str(ident)] = probe_one(str(address), int(str(port)), str(proto), timeout)
+        ident, address, port, proto, source_port = target
+        results[str(ident)] = probe_one(
+            str(address), int(str(port)), str(proto), timeout, source_port=int(str(source_port))
+        )
 
     threads = [threading.Thread(target=run, args=(t,)) for t in targets]
     for thread in threads:

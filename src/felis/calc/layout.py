@@ -7,12 +7,14 @@ docs/dataplane.md for every difference and why.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from felis.calc import names
 from felis.calc.config import CalcConfig
 from felis.calc.failsafe import failsafe_in_rules, failsafe_out_rules
+from felis.calc.fastpath import leading_allows
 from felis.calc.inputs import HepInfo, PolicyInfo
 from felis.calc.policies import EndpointPolicies, Groups
 from felis.dataplane.spec import (
@@ -63,8 +65,10 @@ class _Tables:
         endpoints: list[Endpoint],
         star: Endpoint | None,
         policy_chain: ChainLookup,
+        policy_chains: Mapping[str, Chain],
     ) -> None:
         self.family = family
+        self.policy_chains = policy_chains
         self.config = config
         self.marks = config.marks
         self.endpoints = endpoints
@@ -191,12 +195,64 @@ class _Tables:
     # ------------------------------------------------------------------ endpoint chains
 
     def untracked_chain(self, ep: Endpoint, ingress: bool) -> Chain:
+        """Policy first, failsafe after: a packet an untracked policy allows stays untracked
+        even on a failsafe port (Calico checks failsafe first and so tracks, then drops, a
+        connection whose ephemeral port is a failsafe port). A Deny consults failsafe before
+        it drops (`untracked_deny`), so failsafe ports still always pass."""
         groups = ep.policies.untracked_in if ingress else ep.policies.untracked_out
         failsafe = names.FAILSAFE_IN if ingress else names.FAILSAFE_OUT
         prefix = names.FROM_HOST_PREFIX if ingress else names.TO_HOST_PREFIX
-        rules = [Rule(action=Jump(failsafe)), self.clear_verdict()]
+        rules = [self.clear_verdict()]
         rules += self.tiers(groups, ingress, untracked=True)
+        rules.append(Rule(action=Jump(failsafe)))
         return Chain(names.endpoint_chain(prefix, ep.iface), tuple(rules))
+
+    def untracked_deny(self, ingress: bool) -> Chain:
+        """Where an untracked Deny goes: failsafe traffic is accepted (tracked, as Calico's raw
+        failsafe rules accept it), anything else dropped. The drop bit is cleared first so that
+        an accepted packet does not carry it into the tracked tables."""
+        failsafe = names.FAILSAFE_IN if ingress else names.FAILSAFE_OUT
+        return Chain(
+            names.untracked_deny_chain(ingress),
+            (
+                Rule(action=SetMark(0, self.marks.drop)),
+                Rule(action=Jump(failsafe), comment="Failsafe ports pass an untracked Deny"),
+                Rule(action=Drop()),
+            ),
+        )
+
+    def untracked_accept(self) -> Chain:
+        """What the walk does for an untracked Allow, in one place for the lifted rules: the
+        mark the walk would leave (all our bits clear but accept), NOTRACK, ACCEPT."""
+        marks = self.marks
+        return Chain(
+            names.UNTRACKED_ACCEPT,
+            (
+                Rule(action=SetMark(marks.accept, marks.all)),
+                Rule(action=NoTrack()),
+                Rule(action=Accept(), comment="Untracked policy accepted packet"),
+            ),
+        )
+
+    def lifted(self, chains: list[Chain], eps: list[Endpoint], ingress: bool) -> list[Rule]:
+        """The raw hook's fast path (felis.calc.fastpath): each endpoint's leading untracked
+        Allow rules, limited to its interface, ahead of the walk."""
+        known = {c.name: c for c in chains}
+        known.update(self.group_chains)
+        known.update(self.policy_chains)
+        prefix = names.FROM_HOST_PREFIX if ingress else names.TO_HOST_PREFIX
+        out: list[Rule] = []
+        for ep in eps:
+            start = names.endpoint_chain(prefix, ep.iface)
+            for allow in leading_allows(start, known, self.marks):
+                match = (
+                    dataclasses.replace(allow.match, in_iface=ep.iface)
+                    if ingress
+                    else dataclasses.replace(allow.match, out_iface=ep.iface)
+                )
+                # The policy rule's own comment: counters by rule sum over both paths.
+                out.append(Rule(match, Jump(names.UNTRACKED_ACCEPT), allow.comment))
+        return out
 
     def pre_dnat_chain(self, ep: Endpoint) -> Chain:
         rules = self.conntrack(allow_returns=False)
@@ -299,6 +355,7 @@ class _Tables:
             chains += self.dispatch(root, entries, incoming, None)
         for ep in untracked:
             chains += [self.untracked_chain(ep, True), self.untracked_chain(ep, False)]
+        chains += [self.untracked_deny(True), self.untracked_deny(False), self.untracked_accept()]
         cfg = self.config
         chains.append(
             Chain(
@@ -317,7 +374,15 @@ class _Tables:
             )
         )
         hooks = (
+            *(
+                Hook("PREROUTING", HookPosition.INSERT, r)
+                for r in self.lifted(chains, untracked, True)
+            ),
             Hook("PREROUTING", HookPosition.INSERT, Rule(action=Jump(names.RAW_PREROUTING))),
+            *(
+                Hook("OUTPUT", HookPosition.INSERT, r)
+                for r in self.lifted(chains, untracked, False)
+            ),
             Hook("OUTPUT", HookPosition.INSERT, Rule(action=Jump(names.RAW_OUTPUT))),
         )
         return chains, hooks
@@ -346,7 +411,6 @@ class _Tables:
                 names.MANGLE_PREROUTING,
                 (
                     Rule(_ESTABLISHED, Accept()),
-                    self.accepted(Accept()),
                     Rule(action=Jump(names.FROM_HOST_ENDPOINT)),
                     self.accepted(Accept(), accepted_comment),
                 ),
@@ -354,8 +418,6 @@ class _Tables:
             Chain(
                 names.MANGLE_POSTROUTING,
                 (
-                    # Set by the FORWARD append rule: forwarded traffic had its HEP policy.
-                    self.accepted(Return()),
                     self.clear_all(),
                     Rule(Match(ct_dnat=True), Jump(names.TO_HOST_ENDPOINT)),
                     self.accepted(Return(), accepted_comment),
@@ -369,6 +431,7 @@ class _Tables:
             if star is not None and star.policies.pre_dnat_in
             else None
         )
+        accepted = self.marks.accept
         star_to = (
             names.endpoint_chain(names.TO_HOST_PREFIX, star.iface) if star is not None else None
         )
@@ -396,9 +459,24 @@ class _Tables:
                 chains.append(self.pre_dnat_chain(star))
             chains.append(self.tracked_chain(star, False, allow_returns=True))
         chains += self._failsafe()
+        # Without preDNAT policy the PREROUTING chain could only accept what the kernel accepts
+        # anyway, so it is not hooked at all: one hook fewer on every incoming packet.
+        prerouting: tuple[Hook, ...] = ()
+        if pre_dnat or star_from is not None:
+            prerouting = (
+                # Accepted by untracked policy: decided already (Calico's second rule).
+                Hook("PREROUTING", HookPosition.INSERT, self.accepted(Accept())),
+                Hook("PREROUTING", HookPosition.INSERT, Rule(action=Jump(names.MANGLE_PREROUTING))),
+            )
         hooks = (
-            Hook("PREROUTING", HookPosition.INSERT, Rule(action=Jump(names.MANGLE_PREROUTING))),
-            Hook("POSTROUTING", HookPosition.INSERT, Rule(action=Jump(names.MANGLE_POSTROUTING))),
+            *prerouting,
+            # Set by untracked policy or by the FORWARD append rule: the packet had its HEP
+            # policy. Tested in the hook so that such packets skip the jump.
+            Hook(
+                "POSTROUTING",
+                HookPosition.INSERT,
+                Rule(Match(mark_clear=accepted), Jump(names.MANGLE_POSTROUTING)),
+            ),
         )
         return chains, hooks
 
@@ -409,7 +487,6 @@ class _Tables:
             Chain(
                 names.FILTER_INPUT,
                 (
-                    self.accepted(Accept()),
                     self.clear_all(),
                     Rule(action=Jump(names.FROM_HOST_ENDPOINT)),
                     self.accepted(Accept(), accepted_comment),
@@ -426,7 +503,6 @@ class _Tables:
             Chain(
                 names.FILTER_OUTPUT,
                 (
-                    self.accepted(Accept()),
                     self.clear_all(),
                     # "Only if not DNAT'd", written so nft and iptables agree on untracked
                     # packets (reference §6.0a): never a negated ct-status match.
@@ -459,8 +535,12 @@ class _Tables:
         chains += self._failsafe()
         accept = marks.accept
         hooks = (
+            # Accepted by untracked policy (Calico's first rule of its INPUT/OUTPUT chains),
+            # tested in the hook so that untracked packets skip the jump.
+            Hook("INPUT", HookPosition.INSERT, self.accepted(Accept())),
             Hook("INPUT", HookPosition.INSERT, Rule(action=Jump(names.FILTER_INPUT))),
             Hook("FORWARD", HookPosition.INSERT, Rule(action=Jump(names.FILTER_FORWARD))),
+            Hook("OUTPUT", HookPosition.INSERT, self.accepted(Accept())),
             Hook("OUTPUT", HookPosition.INSERT, Rule(action=Jump(names.FILTER_OUTPUT))),
             Hook(
                 "FORWARD",
@@ -520,7 +600,7 @@ def build_tables(
 ) -> dict[Table, TableSpec]:
     """All tables of one family. `policy_chain` names the chain of a policy direction (and
     renders it into `policy_chains` as a side effect) as the endpoint chains are built."""
-    builder = _Tables(family, config, endpoints, star, policy_chain)
+    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains)
     tables: dict[Table, TableSpec] = {}
     for table, make in (
         (Table.RAW, builder.raw),

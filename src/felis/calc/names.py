@@ -27,6 +27,9 @@ FILTER_FORWARD = f"{CHAIN_PREFIX}FORWARD"
 FILTER_OUTPUT = f"{CHAIN_PREFIX}OUTPUT"
 FAILSAFE_IN = f"{CHAIN_PREFIX}failsafe-in"
 FAILSAFE_OUT = f"{CHAIN_PREFIX}failsafe-out"
+UNTRACKED_ACCEPT = f"{CHAIN_PREFIX}untracked-accept"
+UNTRACKED_DENY_IN = f"{CHAIN_PREFIX}untracked-deny-in"
+UNTRACKED_DENY_OUT = f"{CHAIN_PREFIX}untracked-deny-out"
 FROM_HOST_ENDPOINT = f"{CHAIN_PREFIX}from-host-endpoint"
 TO_HOST_ENDPOINT = f"{CHAIN_PREFIX}to-host-endpoint"
 FROM_HEP_FORWARD = f"{CHAIN_PREFIX}from-hep-forward"
@@ -61,6 +64,10 @@ def length_limited(prefix: str, suffix: str, limit: int = MAX_CHAIN_NAME) -> str
         room = limit - 1 - len(prefix)
         return prefix + "_" + _b64(hashlib.sha256(suffix.encode()).digest())[:room]
     return prefix + suffix
+
+
+def untracked_deny_chain(ingress: bool) -> str:
+    return UNTRACKED_DENY_IN if ingress else UNTRACKED_DENY_OUT
 
 
 def policy_chain(policy: str, ingress: bool) -> str:

@@ -21,6 +21,7 @@ from felis.calc.sources import NamedPortSource, NetsSource, SelectorSource, SetS
 from felis.dataplane.spec import (
     Drop,
     Family,
+    Goto,
     IcmpMatch,
     Log,
     MarkBits,
@@ -242,7 +243,12 @@ def log_prefix(template: str, policy: PolicyInfo) -> str:
 
 
 def _action_rules(
-    action: str, matches: list[Match], marks: MarkBits, prefix: str, comment: str
+    action: str,
+    matches: list[Match],
+    marks: MarkBits,
+    prefix: str,
+    comment: str,
+    deny_chain: str | None,
 ) -> list[Rule]:
     if action == "Log":
         if len(matches) == 1:
@@ -255,7 +261,10 @@ def _action_rules(
         return out
     bit = {"Allow": marks.accept, "Pass": marks.pass_, "Deny": marks.drop}[action]
     out = [Rule(m, SetMark(bit, bit), comment) for m in matches]
-    out.append(Rule(Match(mark_set=bit), Drop() if action == "Deny" else Return(), comment))
+    verdict: Drop | Goto | Return = Return()
+    if action == "Deny":
+        verdict = Drop() if deny_chain is None else Goto(deny_chain)
+    out.append(Rule(Match(mark_set=bit), verdict, comment))
     return out
 
 
@@ -267,6 +276,10 @@ def render_policy_chain(
     policy: PolicyInfo, ingress: bool, family: Family, marks: MarkBits, log_template: str
 ) -> RenderedChain:
     builder = _Builder(family)
+    # An untracked Deny goes through the failsafe check before it drops (docs/dataplane.md,
+    # "Failsafe ports and untracked policy"): failsafe ports must still pass it, but only then,
+    # so that an untracked Allow is never overridden by a failsafe port.
+    deny_chain = names.untracked_deny_chain(ingress) if policy.do_not_track else None
     direction = direction_word(ingress)
     prefix = log_prefix(log_template, policy)
     rules: list[Rule] = []
@@ -282,7 +295,7 @@ def render_policy_chain(
                     "skipped"
                 )
             continue
-        rules += _action_rules(api_rule.action, matches, marks, prefix, comment)
+        rules += _action_rules(api_rule.action, matches, marks, prefix, comment, deny_chain)
     # A RETURN at the very end of a chain changes nothing.
     while rules and isinstance(rules[-1].action, Return):
         rules.pop()

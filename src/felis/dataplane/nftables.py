@@ -247,11 +247,48 @@ def render_action(rule: Rule, table: Table) -> list[str]:
     raise DataplaneRenderError(f"unknown action {rule.action!r}")
 
 
-def render_rule(rule: Rule, rule_hash: str, family: Family, table: Table) -> str:
-    """`<match> counter <action> comment "…"` for an already expanded, checked kernel rule."""
+def render_rule(
+    rule: Rule,
+    rule_hash: str,
+    family: Family,
+    table: Table,
+    chains: Mapping[str, Chain] | None = None,
+) -> str:
+    """`<match> counter <action> comment "…"` for an already expanded, checked kernel rule.
+
+    With `chains`, a jump to a straight-line chain is printed as that chain's statements (see
+    `straight_line`)."""
     comment = rule_comment(rule_hash, rule.comment)
-    parts = [*_render_match(rule.match, family), "counter", *render_action(rule, table)]
+    inline = straight_line(rule, chains) if chains is not None else None
+    if inline is None:
+        action = render_action(rule, table)
+    else:
+        action = [text for step in inline for text in render_action(step, table)]
+    parts = [*_render_match(rule.match, family), "counter", *action]
     return " ".join([*parts, f'comment "{comment}"'])
+
+
+def straight_line(rule: Rule, chains: Mapping[str, Chain]) -> tuple[Rule, ...] | None:
+    """The rules of the chain `rule` jumps to, when that chain is statements (set mark,
+    NOTRACK, log) without matches, ending in ACCEPT or DROP; else None.
+
+    nft runs several statements and a verdict in one rule, so such a jump from a hook (crossed
+    by every packet) is printed inline: the same effect, without the jump and three more rules.
+    The chain itself stays in the table as the IR has it, so read-back and diffs are unchanged.
+    """
+    action = rule.action
+    if not isinstance(action, Jump | Goto):
+        return None
+    chain = chains.get(action.target)
+    if chain is None or not chain.rules:
+        return None
+    *steps, last = chain.rules
+    if not isinstance(last.action, Accept | Drop) or not last.match.is_empty():
+        return None
+    for step in steps:
+        if not step.match.is_empty() or not isinstance(step.action, SetMark | NoTrack | Log):
+            return None
+    return chain.rules
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,9 +548,8 @@ def _layer_delta(
         if state is not None:
             tx.flushes.append(f"flush chain {prefix} {nft_name}")
         for rule, rule_hash in pairs:
-            tx.rules.append(
-                f"add rule {prefix} {nft_name} {render_rule(rule, rule_hash, family, table)}"
-            )
+            text = render_rule(rule, rule_hash, family, table, spec.chains)
+            tx.rules.append(f"add rule {prefix} {nft_name} {text}")
     for name in have:
         if not name.startswith("felis-") and name not in wanted:
             tx.flushes.append(f"flush chain {prefix} {base_chain(table, name)}")

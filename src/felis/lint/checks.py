@@ -240,7 +240,6 @@ class Linter:
                 self.check_star(policy)
                 self.check_return_paths(policy)
                 self.check_icmp(policy)
-                self.check_ephemeral(policy)
         for hep in sorted(self.snap.heps.values(), key=lambda h: h.name):
             self.check_dns(hep)
         order = {"warning": 0, "note": 1}
@@ -531,7 +530,8 @@ class Linter:
             proto = _proto(rule)
             if rule.action not in ("Allow", "Deny"):
                 continue
-            # What the (tracked and raw) failsafe chains accept before any policy.
+            # What the failsafe chains accept: before any tracked policy, and in raw after an
+            # untracked Deny.
             checks: list[tuple[Sequence[Port], Sequence[FailsafePort], str]] = [
                 (
                     local_side(rule, ingress).ports if ingress else remote_side(rule, False).ports,
@@ -561,61 +561,38 @@ class Linter:
                     hits.append(f"{where} {entry.protocol}:{entry.port}")
             if not hits:
                 continue
-            verb = "deny" if rule.action == "Deny" else "allow"
+            overlap = ", ".join(hits)
+            fix = (
+                "drop those ports from the rule, or change the failsafe ports "
+                "(--failsafe-inbound/--failsafe-outbound) if they must be policed"
+            )
+            if policy.do_not_track and rule.action == "Allow":
+                # felis lets an untracked Allow win over failsafe (docs/dataplane.md).
+                message = (
+                    f"{overlap} are failsafe ports: this untracked Allow decides that traffic and "
+                    "takes it out of conntrack (Calico's failsafe rules would take it first "
+                    "and track it)"
+                )
+                fix = "nothing to do if intended; " + fix
+            elif policy.do_not_track:
+                message = (
+                    f"failsafe rules accept {overlap} even when this untracked Deny matches, so "
+                    "it cannot deny that traffic"
+                )
+            else:
+                verb = "deny" if rule.action == "Deny" else "allow"
+                message = (
+                    f"failsafe rules accept {overlap} before any policy runs, so this rule "
+                    f"cannot {verb} that traffic"
+                )
             self.add(
                 Finding(
                     "FL007",
                     WARNING if rule.action == "Deny" else NOTE,
                     policy.name,
                     located.where,
-                    f"failsafe rules accept {', '.join(hits)} before any policy runs, so this "
-                    f"rule cannot {verb} that traffic"
-                    + (" (and in raw it stays tracked)" if policy.do_not_track else ""),
-                    "drop those ports from the rule, or change the failsafe ports "
-                    "(--failsafe-inbound/--failsafe-outbound) if they must be policed",
-                )
-            )
-
-    def check_ephemeral(self, policy: PolicyInfo) -> None:
-        """Raw failsafe rules match replies by port, so a client whose ephemeral port equals a
-        failsafe port has that one connection tracked (and dropped)."""
-        server = [
-            r
-            for r in policy.ingress
-            if r.action == "Allow" and _proto(r) in (6, 17) and r.destination.ports
-        ]
-        client = [
-            r
-            for r in policy.egress
-            if r.action == "Allow"
-            and _proto(r) in (6, 17)
-            and r.destination.ports
-            and not r.source.ports
-        ]
-        for rules, entries, who in (
-            (server, self.config.failsafe_outbound, "the clients'"),
-            (client, self.config.failsafe_inbound, "this host's"),
-        ):
-            protos = {_proto(r) for r in rules}
-            ports = sorted(
-                e.port for e in entries if e.net is None and _PROTO_NUMBERS[e.protocol] in protos
-            )
-            if not ports:
-                continue
-            top = max(ports)
-            self.add(
-                Finding(
-                    "FL009",
-                    NOTE,
-                    policy.name,
-                    None,
-                    f"raw failsafe rules match untracked flows by port: a connection whose "
-                    f"ephemeral port is one of {', '.join(map(str, ports))} stays tracked and "
-                    f"is dropped, if {who} ip_local_port_range includes it (about 1 in 10^4 "
-                    "connections with a range starting at 1024)",
-                    f"keep {who} net.ipv4.ip_local_port_range above {top} (Linux's default "
-                    "32768-60999 is), e.g. sysctl -w net.ipv4.ip_local_port_range="
-                    "'10000 65000'",
+                    message,
+                    fix,
                 )
             )
 

@@ -200,6 +200,10 @@ class _Frame:
     base: bool
     """A kernel chain, or a chain reached from one by goto: its end applies the policy."""
     pos: int = 0
+    caller: Step | None = None
+    """The nearest step with a comment that jumped (or went) here, directly or through
+    uncommented rules: what an uncommented rule of this chain acts for, such as the shared
+    chain an untracked Allow or Deny ends in."""
 
 
 @dataclass(slots=True)
@@ -296,11 +300,12 @@ class _Walk:
             if not self.view.matches(rule.match, state):
                 continue
             step = self._step(table, hook, frame.chain, index, len(stack) - 1, rule)
+            acting = step if step.comment or frame.caller is None else frame.caller
             action = rule.action
             if isinstance(action, Accept):
-                return _Outcome(Verdict.ACCEPT, self._decider(rule, step))
+                return _Outcome(Verdict.ACCEPT, self._decider(rule, acting))
             if isinstance(action, Drop):
-                return _Outcome(Verdict.DROP, self._decider(rule, step))
+                return _Outcome(Verdict.DROP, self._decider(rule, acting))
             if isinstance(action, Return):
                 stack.pop()
                 if frame.base:
@@ -310,7 +315,12 @@ class _Walk:
                 if isinstance(action, Goto):
                     stack.pop()
                 stack.append(
-                    _Frame(action.target, target, base=isinstance(action, Goto) and frame.base)
+                    _Frame(
+                        action.target,
+                        target,
+                        base=isinstance(action, Goto) and frame.base,
+                        caller=step if step.comment else frame.caller,
+                    )
                 )
                 if len(stack) > MAX_DEPTH:
                     raise TraceError(
@@ -318,7 +328,7 @@ class _Walk:
                         f"{MAX_DEPTH} (a loop?)"
                     )
             elif isinstance(action, SetMark):
-                self._set_mark(action, step)
+                self._set_mark(action, acting)
             elif isinstance(action, NoTrack):
                 if not self.after_conntrack:
                     self.notrack = True

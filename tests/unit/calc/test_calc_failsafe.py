@@ -84,9 +84,20 @@ def test_raw_out_chain_allows_inbound_replies() -> None:
         "protocol=6 dst_net=10.0.0.0/8 src_ports=(PortRange(first=22, last=22),) -> Accept() "
         "# failsafe in tcp:10.0.0.0/8:22 reply"
     ]
-    # Failsafe comes before the untracked Deny.
+    # An untracked Deny consults failsafe before it drops; failsafe is also the end of the
+    # walk when no untracked policy decided.
+    assert chain(result, Table.RAW, "felis-po-dnt") == [
+        "-> SetMark(value=67108864, mask=67108864) # gnp/dnt egress rule 0",
+        "mark_set=67108864 -> Goto(target='felis-untracked-deny-out') # gnp/dnt egress rule 0",
+    ]
+    assert chain(result, Table.RAW, "felis-untracked-deny-out") == [
+        "-> SetMark(value=0, mask=67108864)",
+        "-> Jump(target='felis-failsafe-out') # Failsafe ports pass an untracked Deny",
+        "-> Drop()",
+    ]
     th = chain(result, Table.RAW, "felis-th-eth0")
-    assert th[0] == "-> Jump(target='felis-failsafe-out')"
+    assert th[-1] == "-> Jump(target='felis-failsafe-out')"
+    assert not any("felis-failsafe" in rule for rule in th[:-1])
 
 
 def test_failsafe_before_any_policy_in_tracked_chains() -> None:

@@ -57,16 +57,45 @@ def test_raw_layout(seed: CalcResult) -> None:
         "felis-to-host-endpoint",
         "felis-fh-eth0",
         "felis-th-eth0",
+        "felis-untracked-accept",
         "felis-failsafe-in",
         "felis-failsafe-out",
         "felis-pi-memcached-server",
         "felis-po-memcached-server",
     ]
     raw = seed.spec.ruleset(Family.V4).table(Table.RAW)
+    # The fast path: the policy's Allow rule, limited to the interface, ahead of the walk.
     assert raw.hooks_for("PREROUTING", HookPosition.INSERT) == (
+        Rule(
+            Match(
+                in_iface="eth0",
+                protocol=6,
+                src_sets=(SET_V4,),
+                dst_ports=(PortRange(12211, 12211),),
+            ),
+            Jump("felis-untracked-accept"),
+            "gnp/memcached-server ingress rule 0",
+        ),
         Rule(action=Jump("felis-PREROUTING")),
     )
-    assert raw.hooks_for("OUTPUT", HookPosition.INSERT) == (Rule(action=Jump("felis-OUTPUT")),)
+    assert raw.hooks_for("OUTPUT", HookPosition.INSERT) == (
+        Rule(
+            Match(
+                out_iface="eth0",
+                protocol=6,
+                dst_sets=(SET_V4,),
+                src_ports=(PortRange(12211, 12211),),
+            ),
+            Jump("felis-untracked-accept"),
+            "gnp/memcached-server egress rule 0",
+        ),
+        Rule(action=Jump("felis-OUTPUT")),
+    )
+    assert raw.chains["felis-untracked-accept"].rules == (
+        Rule(action=SetMark(ACCEPT, M.all)),
+        Rule(action=NoTrack()),
+        Rule(action=Accept(), comment="Untracked policy accepted packet"),
+    )
     assert raw.chains["felis-PREROUTING"].rules == (
         Rule(action=SetMark(0, M.all)),
         Rule(action=Jump("felis-from-host-endpoint")),
@@ -76,19 +105,20 @@ def test_raw_layout(seed: CalcResult) -> None:
         "in_iface=eth0 -> Goto(target='felis-fh-eth0')"
     ]
     fh = raw.chains["felis-fh-eth0"].rules
-    # Failsafe first, then clear verdict bits, then the tier: jump, NOTRACK, RETURN.
-    assert fh[0] == Rule(action=Jump("felis-failsafe-in"))
-    assert fh[1] == Rule(action=SetMark(0, M.accept | M.pass_))
-    assert fh[2] == Rule(action=SetMark(0, M.pass_), comment="Start of tier default")
-    assert fh[3].match == Match(mark_clear=M.pass_)
-    assert fh[3].action == Jump("felis-pi-memcached-server")
-    assert fh[4] == Rule(Match(mark_set=ACCEPT), NoTrack())
-    assert fh[5] == Rule(Match(mark_set=ACCEPT), Return(), "Return if policy accepted")
+    # Clear verdict bits, the tier (jump, NOTRACK, RETURN), and failsafe last: an untracked
+    # Allow wins over a failsafe port.
+    assert fh[0] == Rule(action=SetMark(0, M.accept | M.pass_))
+    assert fh[1] == Rule(action=SetMark(0, M.pass_), comment="Start of tier default")
+    assert fh[2].match == Match(mark_clear=M.pass_)
+    assert fh[2].action == Jump("felis-pi-memcached-server")
+    assert fh[3] == Rule(Match(mark_set=ACCEPT), NoTrack())
+    assert fh[4] == Rule(Match(mark_set=ACCEPT), Return(), "Return if policy accepted")
+    assert fh[5] == Rule(action=Jump("felis-failsafe-in"))
     assert len(fh) == 6
     th = raw.chains["felis-th-eth0"].rules
-    assert th[0] == Rule(action=Jump("felis-failsafe-out"))
-    assert th[3].action == Jump("felis-po-memcached-server")
-    assert th[4].action == NoTrack()
+    assert th[2].action == Jump("felis-po-memcached-server")
+    assert th[3].action == NoTrack()
+    assert th[5] == Rule(action=Jump("felis-failsafe-out"))
 
 
 def test_policy_chains(seed: CalcResult) -> None:
@@ -135,10 +165,9 @@ def test_raw_failsafe_allows_replies_in_one_rule_per_protocol(seed: CalcResult) 
 
 
 def test_mangle_layout(seed: CalcResult) -> None:
+    # No preDNAT policy: PREROUTING is not hooked, so its chains are not programmed.
     assert chains(seed, Table.MANGLE) == [
-        "felis-PREROUTING",
         "felis-POSTROUTING",
-        "felis-from-host-endpoint",
         "felis-to-host-endpoint",
         "felis-th-eth0",
         "felis-failsafe-out",
@@ -152,11 +181,15 @@ def test_mangle_layout(seed: CalcResult) -> None:
         "-> Drop() # Drop if no profiles matched",
     ]
     assert chain(seed, Table.MANGLE, "felis-POSTROUTING") == [
-        "mark_set=16777216 -> Return()",
         "-> SetMark(value=0, mask=452984832)",
         "ct_dnat=True -> Jump(target='felis-to-host-endpoint')",
         "mark_set=16777216 -> Return() # Host endpoint policy accepted packet.",
     ]
+    mangle = seed.spec.ruleset(Family.V4).table(Table.MANGLE)
+    # Accepted already (untracked policy, or the FORWARD append rule): the jump is skipped.
+    assert mangle.hooks_for("POSTROUTING", HookPosition.INSERT) == (
+        Rule(Match(mark_clear=ACCEPT), Jump("felis-POSTROUTING")),
+    )
 
 
 def test_filter_default_deny_and_forward_allow(seed: CalcResult) -> None:
@@ -182,7 +215,6 @@ def test_filter_output_never_negates_ct_dnat(seed: CalcResult) -> None:
             for ch in table.chains.values():
                 assert all(rule.match.ct_dnat is not False for rule in ch.rules)
     assert chain(seed, Table.FILTER, "felis-OUTPUT") == [
-        "mark_set=16777216 -> Accept()",
         "-> SetMark(value=0, mask=452984832)",
         "ct_dnat=True -> Return() # DNAT: policed in mangle POSTROUTING",
         "-> Jump(target='felis-to-host-endpoint')",
@@ -202,8 +234,14 @@ def test_filter_hooks(seed: CalcResult) -> None:
         "mark_clear=16777216 -> Jump(target='felis-from-hep-forward')",
         "-> Jump(target='felis-to-hep-forward')",
     ]
+    # Accepted by untracked policy: decided in the hook, before any jump.
+    for kernel_chain, target in (("INPUT", "felis-INPUT"), ("OUTPUT", "felis-OUTPUT")):
+        assert flt.hooks_for(kernel_chain, HookPosition.INSERT) == (
+            Rule(Match(mark_set=ACCEPT), Accept()),
+            Rule(action=Jump(target)),
+        )
     mangle = seed.spec.ruleset(Family.V4).table(Table.MANGLE)
-    assert mangle.kernel_chains == ("PREROUTING", "POSTROUTING")
+    assert mangle.kernel_chains == ("POSTROUTING",)
 
 
 def test_all_names_fit() -> None:

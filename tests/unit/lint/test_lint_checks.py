@@ -70,7 +70,7 @@ def seed_without(direction: str) -> str:
 def test_seed_alone_has_only_notes() -> None:
     findings = lint(docs(SEED_TEXT), complete=False)
     assert codes(findings, WARNING) == []
-    assert sorted(set(codes(findings))) == ["FL003", "FL004", "FL006", "FL009"]
+    assert sorted(set(codes(findings))) == ["FL003", "FL004", "FL006"]
     dns = only(findings, "FL003")
     assert dns.endpoints == ("memcached-node-1-eth0",) and "TCP" in dns.message
 
@@ -78,7 +78,7 @@ def test_seed_alone_has_only_notes() -> None:
 def test_seed_with_its_clients_is_clean_apart_from_advice() -> None:
     findings = lint(docs(SEED_TEXT, CLIENT), complete=True)
     assert codes(findings, WARNING) == []
-    assert sorted(codes(findings)) == ["FL003", "FL004", "FL009"]
+    assert sorted(codes(findings)) == ["FL003", "FL004"]
 
 
 def test_missing_egress_return_path() -> None:
@@ -267,7 +267,7 @@ def test_failsafe_overlap(action: str, severity: str) -> None:
     assert "FL007" not in codes(lint(docs(SEED_TEXT, CLIENT, ssh), no_failsafe))
 
 
-def test_untracked_rule_overlapping_reply_failsafe() -> None:
+def test_untracked_allow_overlapping_failsafe_is_a_note_about_tracking() -> None:
     etcd = SEED_TEXT.replace("- 12211", "- 2379")
     found = {f.where: f for f in lint(docs(etcd, CLIENT)) if f.code == "FL007"}
     assert sorted(found) == [
@@ -276,14 +276,21 @@ def test_untracked_rule_overlapping_reply_failsafe() -> None:
     ]
     # The egress rule's local port 2379 is matched by raw's reply variant of failsafe-in.
     assert "local tcp:2379" in found["gnp/memcached-server egress rule 0"].message
-    assert all("in raw it stays tracked" in f.message for f in found.values())
+    for finding in found.values():
+        assert finding.severity == NOTE
+        assert "this untracked Allow decides that traffic" in finding.message
 
 
-def test_ephemeral_overlap_note_follows_the_failsafe_list() -> None:
-    finding = only(lint(docs(SEED_TEXT, CLIENT)), "FL009")
-    assert "179, 2379, 2380, 5473, 6443, 6666, 6667" in finding.message
-    assert "above 6667" in finding.fix
-    assert "FL009" not in codes(lint(docs(SEED_TEXT, CLIENT), CalcConfig(failsafe_outbound=())))
+def test_untracked_deny_overlapping_failsafe_is_a_warning() -> None:
+    deny = SEED_TEXT.replace("action: Allow", "action: Deny").replace("- 12211", "- 22")
+    found = {f.where: f for f in lint(docs(deny, CLIENT)) if f.code == "FL007"}
+    assert found["gnp/memcached-server ingress rule 0"].severity == WARNING
+    assert "cannot deny" in found["gnp/memcached-server ingress rule 0"].message
+
+
+def test_no_ephemeral_port_note_any_more() -> None:
+    # Raw failsafe rules no longer take untracked flows, whatever the clients' port range.
+    assert "FL009" not in codes(lint(docs(SEED_TEXT, CLIENT)))
 
 
 def test_findings_print_and_serialise() -> None:

@@ -25,7 +25,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 def test_seed_file_is_clean_apart_from_notes(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["lint", "-f", str(SEED)], capsys)
     assert code == 0
-    assert out.splitlines()[-1] == f"{SEED}: 0 warning(s), 5 note(s)"
+    assert out.splitlines()[-1] == f"{SEED}: 0 warning(s), 4 note(s)"
     assert out.startswith("note FL003 hep/memcached-node-1-eth0: ")
 
 
@@ -59,7 +59,7 @@ def test_datastore_and_overlay(tmp_path: Path, capsys: pytest.CaptureFixture[str
     )
     code, out, _ = run(["lint", "-f", str(client), "--datastore", store], capsys)
     assert code == 0
-    assert out.splitlines()[-1].endswith("applied on the datastore: 0 warning(s), 3 note(s)")
+    assert out.splitlines()[-1].endswith("applied on the datastore: 0 warning(s), 2 note(s)")
 
 
 def test_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

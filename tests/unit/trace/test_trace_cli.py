@@ -50,7 +50,7 @@ def test_request_and_reply_text(run) -> None:  # type: ignore[no-untyped-def]
     )
     assert code == 0
     assert out.strip().splitlines()[-1] == "ACCEPT untracked by gnp/memcached-server ingress rule 0"
-    assert "raw-felis-pi-memcached-server" in out  # nft names by default
+    assert "raw-felis-untracked-accept" in out  # nft names by default; the fast path
     code, out, _ = run(
         "--src",
         "10.128.0.162:12211",

@@ -73,9 +73,13 @@ def test_memcached_request_is_accepted_untracked_by_the_ingress_rule(seed: Datap
     result = trace(seed, tcp(CLIENT, SERVER, 12211))
     assert result.summary() == "ACCEPT untracked by gnp/memcached-server ingress rule 0"
     assert result.tracking is Tracking.UNTRACKED
-    # The accept bit set in raw is what mangle and filter accept on.
+    # The fast path in the raw hook decides; the accept bit it sets is what filter accepts on
+    # (mangle PREROUTING is not hooked without preDNAT policy).
     tables = [s.table for s in result.steps if s.action == "ACCEPT"]
-    assert tables == ["raw", "mangle", "filter"]
+    assert tables == ["raw", "filter"]
+    assert result.deciding_step is not None
+    assert result.deciding_step.chain == "PREROUTING"
+    assert not any(s.chain == "felis-pi-memcached-server" for s in result.steps)
     assert any(s.action.startswith("skipped (NOTRACK)") for s in result.steps)
 
 

@@ -1,0 +1,103 @@
+"""The untracked fast path: which Allow rules are lifted into the raw hook, and which never are."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from calc_helpers import ETH0, gnp, hep, run, tier
+
+from felis.calc import HostInterface
+from felis.calc.fastpath import MAX_LIFTED_RULES
+from felis.dataplane.spec import Family, HookPosition, Jump, Rule, Table
+from felis.model.resources import Resource
+
+ETH1 = HostInterface("eth1", ("10.0.1.1/24",))
+
+
+def tcp(action: str, port: int, **extra: Any) -> dict[str, Any]:
+    return {"action": action, "protocol": "TCP", "destination": {"ports": [port]}, **extra}
+
+
+def untracked(name: str, ingress: list[dict[str, Any]], **spec: Any) -> Resource:
+    return gnp(name, doNotTrack=True, applyOnForward=True, ingress=ingress, **spec)
+
+
+def lifted(resources: list[Resource], **kw: Any) -> list[tuple[str | None, str]]:
+    """(interface, comment) of each fast-path rule of the raw PREROUTING hook."""
+    raw = run(resources, **kw).spec.ruleset(Family.V4).table(Table.RAW)
+    rules = raw.hooks_for("PREROUTING", HookPosition.INSERT)
+    assert rules[-1] == Rule(action=Jump("felis-PREROUTING")), "the walk always follows"
+    for rule in rules[:-1]:
+        assert rule.action == Jump("felis-untracked-accept")
+    return [(rule.match.in_iface, rule.comment) for rule in rules[:-1]]
+
+
+def comments(*indexes: tuple[str, int]) -> list[tuple[str | None, str]]:
+    return [("eth0", f"gnp/{name} ingress rule {i}") for name, i in indexes]
+
+
+def test_leading_allows_are_lifted_up_to_the_first_deny() -> None:
+    rules = [tcp("Allow", 1), tcp("Allow", 2), tcp("Deny", 3), tcp("Allow", 4)]
+    assert lifted([hep("h", iface="eth0"), untracked("p", rules)]) == comments(("p", 0), ("p", 1))
+
+
+def test_nothing_is_lifted_past_a_deny_pass_or_log() -> None:
+    for first in ("Deny", "Pass", "Log"):
+        rules = [tcp(first, 1), tcp("Allow", 2)]
+        assert lifted([hep("h", iface="eth0"), untracked("p", rules)]) == [], first
+
+
+def test_lifting_continues_across_policies_and_tiers() -> None:
+    resources = [
+        hep("h", iface="eth0"),
+        tier("first", order=1),
+        untracked("a", [tcp("Allow", 1)], tier="first"),
+        untracked("b", [tcp("Allow", 2)], order=1),
+        untracked("c", [tcp("Allow", 3), tcp("Pass", 4), tcp("Allow", 5)], order=2),
+    ]
+    assert lifted(resources) == comments(("a", 0), ("b", 0), ("c", 0))
+
+
+def test_policies_sharing_a_selector_are_walked_through_their_group_chain() -> None:
+    resources = [
+        hep("h", iface="eth0"),
+        untracked("a", [tcp("Allow", 1)], order=1),
+        untracked("b", [tcp("Allow", 2)], order=2),
+    ]
+    raw = run(resources).spec.ruleset(Family.V4).table(Table.RAW)
+    assert any(name.startswith("felis-gi-") for name in raw.chains)
+    assert lifted(resources) == comments(("a", 0), ("b", 0))
+
+
+def test_an_empty_direction_lifts_nothing_and_stops_nothing() -> None:
+    resources = [
+        hep("h", iface="eth0"),
+        gnp("empty", doNotTrack=True, applyOnForward=True, types=["Ingress"], order=1),
+        untracked("b", [tcp("Allow", 2)], order=2),
+    ]
+    assert lifted(resources) == comments(("b", 0))
+
+
+def test_each_endpoint_gets_its_own_rules_on_its_own_interface() -> None:
+    resources = [
+        hep("h0", iface="eth0", labels={"k": "a"}),
+        hep("h1", iface="eth1", labels={"k": "b"}),
+        untracked("on-a", [tcp("Allow", 1)], selector="k == 'a'", order=1),
+        untracked("on-b", [tcp("Deny", 2), tcp("Allow", 3)], selector="k == 'b'", order=2),
+        untracked("on-both", [tcp("Allow", 4)], selector="has(k)", order=5),
+    ]
+    assert lifted(resources, interfaces=[ETH0, ETH1]) == [
+        ("eth0", "gnp/on-a ingress rule 0"),
+        ("eth0", "gnp/on-both ingress rule 0"),
+    ]
+
+
+def test_the_number_of_lifted_rules_is_bounded() -> None:
+    rules = [tcp("Allow", port) for port in range(1, 2 * MAX_LIFTED_RULES)]
+    found = lifted([hep("h", iface="eth0"), untracked("p", rules)])
+    assert found == comments(*(("p", i) for i in range(MAX_LIFTED_RULES)))
+
+
+def test_tracked_policy_is_never_lifted() -> None:
+    resources = [hep("h", iface="eth0"), gnp("normal", ingress=[tcp("Allow", 1)])]
+    assert lifted(resources) == []

@@ -92,8 +92,11 @@ def probe(
             sock.bind((source or "", source_port))
         try:
             if proto == "udp":
-                sock.sendto(MESSAGE, (address, port))
-                data, _ = sock.recvfrom(2048)
+                # Connected: with a fixed source port several probes share the port, and only
+                # the connected socket of this peer receives this peer's echo.
+                sock.connect((address, port))
+                sock.send(MESSAGE)
+                data = sock.recv(2048)
             else:
                 sock.connect((address, port))
                 sock.sendall(MESSAGE)

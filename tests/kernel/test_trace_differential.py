@@ -298,6 +298,47 @@ HALF_UNTRACKED = [
 ]
 
 
+def _flow_policy(index: int, proto: str, port: int) -> dict[str, Any]:
+    return _gnp(
+        f"flow-{index}",
+        doNotTrack=True,
+        applyOnForward=True,
+        order=index + 1,
+        ingress=[
+            {
+                "action": "Allow",
+                "protocol": proto,
+                "source": _CLIENTS,
+                "destination": {"ports": [port]},
+            }
+        ],
+        egress=[
+            {
+                "action": "Allow",
+                "protocol": proto,
+                "source": {"ports": [port]},
+                "destination": _CLIENTS,
+            }
+        ],
+    )
+
+
+MANY_FLOWS = [
+    *_BASE,
+    *(
+        _flow_policy(i, proto, port)
+        for i, (proto, port) in enumerate(
+            [("TCP", 8080), ("UDP", 9090), ("TCP", 12211), ("TCP", 20001), ("UDP", 20002)]
+        )
+    ),
+    _gnp(
+        "deny-after", doNotTrack=True, applyOnForward=True, order=100, ingress=[{"action": "Deny"}]
+    ),
+]
+"""Enough flow-shaped untracked Allows in front for the fast path to fold them into net,port
+sets (one per direction), then an untracked Deny of everything else."""
+
+
 # ---------------------------------------------------------------------------------- prediction
 
 
@@ -516,6 +557,7 @@ def test_trace_agrees_with_the_kernel(node: FelisNode, tmp_path: Path) -> None:
     )
     @example(SEED_LIKE)
     @example(HALF_UNTRACKED)
+    @example(MANY_FLOWS)
     @given(policy_sets())
     def check(docs: list[dict[str, Any]]) -> None:
         example = dataclasses.replace(node, workdir=tmp_path / f"example-{next(examples)}")

@@ -10,7 +10,7 @@ The agent feeds resource changes one at a time. Two kinds of change are told apa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from felis.calc import names
@@ -30,7 +30,7 @@ from felis.calc.ipsets import Membership, ObjData
 from felis.calc.layout import Endpoint, build_tables
 from felis.calc.policies import EndpointPolicies, classify, sort_policies, untracked_ignored
 from felis.calc.rules import RenderedChain, render_policy_chain
-from felis.calc.sources import SetSource
+from felis.calc.sources import NetPortSource, SetSource
 from felis.dataplane.spec import (
     Chain,
     DataplaneSpec,
@@ -87,7 +87,7 @@ class Calculator:
         self._endpoints: tuple[str, ...] = ()
         self._warnings: list[str] = []
         self._acquired: dict[tuple[Family, str], SetSource] = {}
-        self._ipsets: dict[tuple[Family, str], tuple[int, IpSet]] = {}
+        self._ipsets: dict[tuple[Family, str], tuple[Hashable, IpSet]] = {}
         self._dirty = True
 
     # ------------------------------------------------------------------ input
@@ -216,6 +216,7 @@ class Calculator:
         wanted: dict[tuple[Family, str], SetSource] = {}
         for family in config.families:
             lookup = _PolicyChains(self, family)
+            fast_sets: dict[str, NetPortSource] = {}
             tables = build_tables(
                 family,
                 config=config,
@@ -223,6 +224,8 @@ class Calculator:
                 star=star,
                 policy_chain=lookup,
                 policy_chains=lookup.chains,
+                set_source=lookup.set_source,
+                fast_sets=fast_sets,
             )
             previous = self._layout.get(family)
             if previous is not None:
@@ -232,6 +235,7 @@ class Calculator:
                 rendered = lookup.renders[chain_name]
                 warnings.extend(rendered.warnings)
                 sources.update(rendered.sets)
+            sources.update(fast_sets)
             sources = dict(sorted(sources.items()))
             layouts[family] = _FamilyLayout(tables, sources)
             wanted.update(((family, name), src) for name, src in sources.items())
@@ -290,6 +294,15 @@ class _PolicyChains:
         self.family = family
         self.chains: dict[str, Chain] = {}
         self.renders: dict[str, RenderedChain] = {}
+        self._sources: dict[str, SetSource] = {}
+        self._sources_of: set[str] = set()
+
+    def set_source(self, name: str) -> SetSource | None:
+        """What a set used by a rendered policy chain stands for."""
+        if len(self._sources_of) != len(self.renders):
+            self._sources = {k: v for r in self.renders.values() for k, v in r.sets.items()}
+            self._sources_of = set(self.renders)
+        return self._sources.get(name)
 
     def __call__(self, policy: str, ingress: bool) -> str:
         calc = self.calc

@@ -13,20 +13,56 @@ before. `leading_allows` finds that run by walking the endpoint chain under the 
 every packet meets it with: no verdict bit set yet. It stops at the first rule that could decide
 otherwise (a Deny, a Pass, a Log, a failsafe accept, anything it does not recognise), so it can
 only ever lift fewer rules than it might, never one that would change a verdict.
+
+Any order of lifted rules gives the same result: each one is an Allow ending in the same
+action, so a packet matching several of them is accepted, untracked, whichever matches first
+(the walk too accepts it at the first it meets). That is what lets any subset of the run be
+lifted, and the flow-shaped ones be merged into one `net,port` set: remote address × protocol ×
+local port, looked up once (`flow_shape`).
+
+With hundreds of policies in front of the one a flow needs, the flow still meets one lookup
+(a policy count that does not cost the fast flows anything), as long as those policies' leading
+rules are flow-shaped Allows.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from felis.dataplane.spec import Chain, Jump, MarkBits, Match, Return, Rule, SetMark
+from felis.calc import names
+from felis.calc.sources import (
+    AddressSource,
+    FlowPart,
+    NetPortSource,
+    NetsSource,
+    SelectorSource,
+    SetSource,
+)
+from felis.dataplane.spec import (
+    Chain,
+    Family,
+    Jump,
+    MarkBits,
+    Match,
+    Return,
+    Rule,
+    SetMark,
+    safe_comment,
+)
 
 MAX_LIFTED_RULES = 32
-"""Per endpoint and direction. Lifted rules are crossed by every packet before the walk, so a
-policy with hundreds of leading Allows keeps most of them in the walk, where only the packets of
-that interface meet them."""
+"""Lifted rules kept as rules, per endpoint and direction. Lifted rules are crossed by every
+packet before the walk, so a policy with hundreds of leading Allows that do not fit a flow set
+keeps most of them in the walk, where only the packets of that interface meet them."""
+MAX_WALKED_RULES = 4096
+"""Leading Allows collected per endpoint and direction (most become one flow-set lookup)."""
+MIN_FLOW_SET_RULES = 4
+"""Fewer flow-shaped Allows stay rules: a set lookup costs about what a few rules cost, and a
+rule names its policy rule in `felis trace`."""
+MAX_FLOW_PORTS = 64
+"""A rule with more local ports (ranges counted port by port) stays a rule."""
 
 
 class _Stop(Exception):
@@ -99,7 +135,117 @@ def leading_allows(
     """The Allow rules (each setting the accept bit) a packet meets in `endpoint_chain` and the
     chains it jumps to, before any rule that could decide otherwise, in the order it meets
     them."""
-    walk = _Walk(chains, marks, MAX_LIFTED_RULES)
+    walk = _Walk(chains, marks, MAX_WALKED_RULES)
     with contextlib.suppress(_Stop):
         walk.chain(endpoint_chain)
     return tuple(walk.found)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FlowShape:
+    """What a flow-shaped Allow matches: the remote end's addresses (a CIDR or a set), the
+    protocol, and the local ports."""
+
+    net: str | None
+    address_set: str | None
+    protocol: int
+    ports: tuple[int, ...]
+
+
+_FLOW_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
+
+
+def flow_shape(match: Match, ingress: bool) -> FlowShape | None:
+    """The flow shape of an Allow's match, when it tests exactly a protocol with ports, one
+    remote address condition and the local ports (ingress: source address, destination ports;
+    egress: destination address, source ports), and nothing else; else None."""
+    if match.protocol not in _FLOW_PROTOCOLS:
+        return None
+    if ingress:
+        net, sets, ports = match.src_net, match.src_sets, match.dst_ports
+        rest = dataclasses.replace(match, src_net=None, src_sets=(), dst_ports=(), protocol=None)
+    else:
+        net, sets, ports = match.dst_net, match.dst_sets, match.src_ports
+        rest = dataclasses.replace(match, dst_net=None, dst_sets=(), src_ports=(), protocol=None)
+    if not rest.is_empty() or not ports or (net is None) == (len(sets) != 1):
+        return None
+    if sum(p.last - p.first + 1 for p in ports) > MAX_FLOW_PORTS:
+        return None
+    numbers = tuple(sorted({n for p in ports for n in range(p.first, p.last + 1)}))
+    return FlowShape(net, sets[0] if sets else None, match.protocol, numbers)
+
+
+def _part(shape: FlowShape, set_source: Callable[[str], SetSource | None]) -> FlowPart | None:
+    addresses: AddressSource
+    if shape.net is not None:
+        addresses = NetsSource(frozenset({shape.net}))
+    else:
+        assert shape.address_set is not None
+        found = set_source(shape.address_set)
+        if not isinstance(found, SelectorSource | NetsSource):
+            return None
+        addresses = found
+    return FlowPart(addresses, _FLOW_PROTOCOLS[shape.protocol], shape.ports)
+
+
+def _parts_text(parts: tuple[FlowPart, ...]) -> str:
+    out = []
+    for part in parts:
+        addresses = part.addresses
+        what = (
+            addresses.selector.canonical
+            if isinstance(addresses, SelectorSource)
+            else ",".join(sorted(addresses.cidrs))
+        )
+        out.append(f"{what}|{part.protocol}|{','.join(map(str, part.ports))}")
+    return "\n".join(out)
+
+
+@dataclasses.dataclass
+class FastPath:
+    """The lifted rules of one raw hook, and the flow sets they use."""
+
+    family: Family
+    marks: MarkBits
+    chains: Mapping[str, Chain]
+    set_source: Callable[[str], SetSource | None]
+    """The source of a set named by a policy rule (to fold its members into a flow set)."""
+    sets: dict[str, NetPortSource] = dataclasses.field(default_factory=dict)
+
+    def rules(self, iface: str, endpoint_chain: str, ingress: bool) -> list[Rule]:
+        """The fast-path rules of one endpoint and direction: a flow-set rule for the
+        flow-shaped leading Allows, then the others as rules (each with the interface)."""
+        singles: list[Rule] = []
+        flows: list[tuple[Rule, FlowPart]] = []
+        for allow in leading_allows(endpoint_chain, self.chains, self.marks):
+            shape = flow_shape(allow.match, ingress)
+            part = _part(shape, self.set_source) if shape is not None else None
+            if part is None:
+                singles.append(allow)
+            else:
+                flows.append((allow, part))
+        out: list[Rule] = []
+        if len(flows) >= MIN_FLOW_SET_RULES:
+            parts = tuple(dict.fromkeys(part for _, part in flows))
+            name = names.net_port_set(self.family, _parts_text(parts))
+            self.sets[name] = NetPortSource(parts)
+            match = (
+                Match(src_net_dst_port_set=name) if ingress else Match(dst_net_src_port_set=name)
+            )
+            comment = f"Fast path of {len(flows)} untracked Allow rules"
+            out.append(self._lifted(match, iface, ingress, comment))
+        else:
+            singles = [allow for allow, _ in flows] + singles
+        for allow in singles[:MAX_LIFTED_RULES]:
+            # The policy rule's own comment: counters by rule sum over both paths.
+            out.append(self._lifted(allow.match, iface, ingress, allow.comment))
+        return out
+
+    @staticmethod
+    def _lifted(match: Match, iface: str, ingress: bool, comment: str) -> Rule:
+        where = (
+            dataclasses.replace(match, in_iface=iface)
+            if ingress
+            else dataclasses.replace(match, out_iface=iface)
+        )
+        return Rule(where, Jump(names.UNTRACKED_ACCEPT), safe_comment(comment))

@@ -7,16 +7,16 @@ docs/dataplane.md for every difference and why.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from felis.calc import names
 from felis.calc.config import CalcConfig
 from felis.calc.failsafe import failsafe_in_rules, failsafe_out_rules
-from felis.calc.fastpath import leading_allows
+from felis.calc.fastpath import FastPath
 from felis.calc.inputs import HepInfo, PolicyInfo
 from felis.calc.policies import EndpointPolicies, Groups
+from felis.calc.sources import NetPortSource, SetSource
 from felis.dataplane.spec import (
     Accept,
     Chain,
@@ -66,9 +66,12 @@ class _Tables:
         star: Endpoint | None,
         policy_chain: ChainLookup,
         policy_chains: Mapping[str, Chain],
+        set_source: Callable[[str], SetSource | None],
     ) -> None:
         self.family = family
         self.policy_chains = policy_chains
+        self.set_source = set_source
+        self.fast_sets: dict[str, NetPortSource] = {}
         self.config = config
         self.marks = config.marks
         self.endpoints = endpoints
@@ -240,18 +243,12 @@ class _Tables:
         known = {c.name: c for c in chains}
         known.update(self.group_chains)
         known.update(self.policy_chains)
+        fast = FastPath(self.family, self.marks, known, self.set_source)
         prefix = names.FROM_HOST_PREFIX if ingress else names.TO_HOST_PREFIX
         out: list[Rule] = []
         for ep in eps:
-            start = names.endpoint_chain(prefix, ep.iface)
-            for allow in leading_allows(start, known, self.marks):
-                match = (
-                    dataclasses.replace(allow.match, in_iface=ep.iface)
-                    if ingress
-                    else dataclasses.replace(allow.match, out_iface=ep.iface)
-                )
-                # The policy rule's own comment: counters by rule sum over both paths.
-                out.append(Rule(match, Jump(names.UNTRACKED_ACCEPT), allow.comment))
+            out += fast.rules(ep.iface, names.endpoint_chain(prefix, ep.iface), ingress)
+        self.fast_sets.update(fast.sets)
         return out
 
     def pre_dnat_chain(self, ep: Endpoint) -> Chain:
@@ -597,10 +594,14 @@ def build_tables(
     star: Endpoint | None,
     policy_chain: ChainLookup,
     policy_chains: Mapping[str, Chain],
+    set_source: Callable[[str], SetSource | None],
+    fast_sets: dict[str, NetPortSource],
 ) -> dict[Table, TableSpec]:
     """All tables of one family. `policy_chain` names the chain of a policy direction (and
-    renders it into `policy_chains` as a side effect) as the endpoint chains are built."""
-    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains)
+    renders it into `policy_chains` as a side effect) as the endpoint chains are built;
+    `set_source` tells what a set a policy rule uses stands for. The fast path's flow sets are
+    added to `fast_sets`."""
+    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains, set_source)
     tables: dict[Table, TableSpec] = {}
     for table, make in (
         (Table.RAW, builder.raw),
@@ -618,4 +619,5 @@ def build_tables(
                     pending.append(shared[target])
         roots = [h.rule.action.target for h in hooks if isinstance(h.rule.action, Jump)]
         tables[table] = TableSpec(table, reachable(candidates, roots), hooks)
+    fast_sets.update(builder.fast_sets)
     return tables

@@ -121,3 +121,8 @@ def nets_set(family: Family, cidrs: Iterable[str]) -> str:
     """A set standing for a literal list of CIDRs, named after a hash of the sorted list."""
     text = ",".join(sorted(set(cidrs)))
     return _set_name(family, "c", _b64(hashlib.sha224(text.encode()).digest()))
+
+
+def net_port_set(family: Family, parts_text: str) -> str:
+    """A fast-path flow set (`felis4-f-…`), named after a hash of what it stands for."""
+    return _set_name(family, "f", _b64(hashlib.sha224(parts_text.encode()).digest()))

@@ -325,3 +325,7 @@ def match_sets(match: Match) -> Iterable[str]:
         yield match.src_port_set
     if match.dst_port_set is not None:
         yield match.dst_port_set
+    if match.src_net_dst_port_set is not None:
+        yield match.src_net_dst_port_set
+    if match.dst_net_src_port_set is not None:
+        yield match.dst_net_src_port_set

@@ -27,7 +27,11 @@ SET_NAME_PREFIX = "felis"
 """Every kernel IP set whose name starts with this is felis' (calc names them `felis4-…`)."""
 MAXELEM = 1048576
 
-_TYPES: Mapping[SetKind, str] = {SetKind.NET: "hash:net", SetKind.IP_PORT: "hash:ip,port"}
+_TYPES: Mapping[SetKind, str] = {
+    SetKind.NET: "hash:net",
+    SetKind.IP_PORT: "hash:ip,port",
+    SetKind.NET_PORT: "hash:net,port",
+}
 _KINDS: Mapping[str, SetKind] = {text: kind for kind, text in _TYPES.items()}
 _FAMILIES: Mapping[Family, str] = {Family.V4: "inet", Family.V6: "inet6"}
 

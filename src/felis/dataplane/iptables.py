@@ -158,6 +158,12 @@ def _port_set(term: terms.PortSet, family: Family) -> str:
     return f"-m set {_BANG[term.negated]}--match-set {term.name} {side},{side}"
 
 
+def _net_port_set(term: terms.NetPortSet, family: Family) -> str:
+    # hash:net,port: the net from one side of the packet, the port from the other.
+    other = "dst" if term.side.value == "src" else "src"
+    return f"-m set --match-set {term.name} {term.side.value},{other}"
+
+
 def _icmp(term: terms.Icmp, family: Family) -> str:
     value = str(term.type) if term.code is None else f"{term.type}/{term.code}"
     if family is Family.V4:
@@ -166,7 +172,17 @@ def _icmp(term: terms.Icmp, family: Family) -> str:
 
 
 _TEXT = terms.TermText(
-    _iface, _mark, _ct_states, _ct_dnat, _protocol, _net, _addr_set, _ports, _port_set, _icmp
+    _iface,
+    _mark,
+    _ct_states,
+    _ct_dnat,
+    _protocol,
+    _net,
+    _addr_set,
+    _ports,
+    _port_set,
+    _net_port_set,
+    _icmp,
 )
 
 

@@ -193,6 +193,13 @@ def _port_set(term: terms.PortSet, family: Family) -> str:
     return f"{_ADDR_PORT[family, term.side]} {_NE[term.negated]}@{term.name}"
 
 
+def _net_port_set(term: terms.NetPortSet, family: Family) -> str:
+    # The address of one side, the port of the other: what the flow's remote end and local
+    # service are, for a request (source address) or a reply (destination address).
+    port = _PORT[Side.DST if term.side is Side.SRC else Side.SRC]
+    return f"{_ADDR[family, term.side]} . meta l4proto . th {port} @{term.name}"
+
+
 def _icmp(term: terms.Icmp, family: Family) -> str:
     proto = "icmp" if family is Family.V4 else "icmpv6"
     if term.code is None:
@@ -204,7 +211,17 @@ def _icmp(term: terms.Icmp, family: Family) -> str:
 
 
 _TEXT = terms.TermText(
-    _iface, _mark, _ct_states, _ct_dnat, _protocol, _net, _addr_set, _ports, _port_set, _icmp
+    _iface,
+    _mark,
+    _ct_states,
+    _ct_dnat,
+    _protocol,
+    _net,
+    _addr_set,
+    _ports,
+    _port_set,
+    _net_port_set,
+    _icmp,
 )
 
 
@@ -339,6 +356,8 @@ def _net_members(value: Any) -> list[str]:
 def _port_members(value: Any) -> list[str]:
     if isinstance(value, dict) and "concat" in value and len(value["concat"]) == 3:
         addr, proto, port = value["concat"]
+        if isinstance(addr, dict):
+            return [f"{net},{proto}:{port}" for net in _net_members(addr)]
         return [f"{addr},{proto}:{port}"]
     raise DataplaneRenderError(f"nft ip,port set element {value!r} not understood")
 
@@ -356,7 +375,7 @@ def _set_state(obj: Mapping[str, Any], family: Family) -> SetState | None:
             "inet_service",
         ]
     ):
-        kind = SetKind.IP_PORT
+        kind = SetKind.NET_PORT if "interval" in obj.get("flags", ()) else SetKind.IP_PORT
     else:
         return None
     members: list[str] = []
@@ -437,6 +456,8 @@ def _set_decl(ipset: IpSet, family: Family) -> str:
     addr = "ipv4_addr" if family is Family.V4 else "ipv6_addr"
     if ipset.kind is SetKind.NET:
         return f"{{ type {addr}; flags interval; }}"
+    if ipset.kind is SetKind.NET_PORT:
+        return f"{{ type {addr} . inet_proto . inet_service; flags interval; }}"
     return f"{{ type {addr} . inet_proto . inet_service; }}"
 
 
@@ -591,11 +612,14 @@ def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
             continue
         if have.members is want or have.members == want:
             continue
-        if ipset.kind is SetKind.NET and _interval_rewrite(have.members, want, family):
+        if ipset.kind is SetKind.NET_PORT or (
+            ipset.kind is SetKind.NET and _interval_rewrite(have.members, want, family)
+        ):
             # nft lists adjacent interval elements merged (.0/32 and .1/32 read back as .0/31),
             # so what we read need not be the elements the kernel holds: deleting a merged one
-            # fails ("does not exist") and adding one that touches another overlaps. Rewrite
-            # the set instead; inside the one transaction packets never see it empty.
+            # fails ("does not exist") and adding one that touches another overlaps (net,port
+            # sets: a new wider network over a surplus narrower one). Rewrite the set instead;
+            # inside the one transaction packets never see it empty.
             tx.sets.append(f"flush set {prefix} {name}")
             if want:
                 tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")

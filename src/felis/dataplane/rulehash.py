@@ -465,7 +465,12 @@ def _check_match(match: Match, family: Family) -> None:
         *match.not_dst_port_sets,
     ):
         check_set_name(name)
-    for opt in (match.src_port_set, match.dst_port_set):
+    for opt in (
+        match.src_port_set,
+        match.dst_port_set,
+        match.src_net_dst_port_set,
+        match.dst_net_src_port_set,
+    ):
         if opt is not None:
             check_set_name(opt)
     for iface in (match.in_iface, match.out_iface):
@@ -566,6 +571,9 @@ def _set_refs(match: Match) -> Iterator[tuple[str, SetKind]]:
             yield opt, SetKind.IP_PORT
     for name in (*match.not_src_port_sets, *match.not_dst_port_sets):
         yield name, SetKind.IP_PORT
+    for opt in (match.src_net_dst_port_set, match.dst_net_src_port_set):
+        if opt is not None:
+            yield opt, SetKind.NET_PORT
 
 
 def _check_set_ref(rule: Rule, name: str, kind: SetKind, sets: Mapping[str, IpSet]) -> None:
@@ -615,6 +623,33 @@ def check_ruleset(ruleset: Ruleset) -> None:
 # Set members, normalised so that desired and read-back sets compare equal.
 
 _SET_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
+
+
+def _split_port(member: str) -> tuple[str, str, str]:
+    """`addr,proto:port` → (addr, proto, port text), as written (no checks)."""
+    addr, _, rest = member.rpartition(",")
+    proto, _, port = rest.partition(":")
+    return addr, proto, port
+
+
+def _net_port_member(member: str, family: Family) -> str:
+    """`cidr,proto:port` with the CIDR normalised and always with its length."""
+    net, proto, port_text = _split_port(member)
+    proto = proto.lower()
+    if proto.isdigit() and int(proto) in PROTOCOL_NAMES:
+        proto = PROTOCOL_NAMES[int(proto)]
+    if (
+        not net
+        or proto not in _SET_PORT_PROTOCOLS
+        or _PORT_RE.fullmatch(port_text) is None
+        or int(port_text) > 65535
+    ):
+        raise DataplaneRenderError(f"invalid IPv{int(family)} net,port set member {member!r}")
+    fast = _fast_net(net, family)
+    normal = fast[2] if fast is not None else check_net(net, family)
+    if "/" not in normal:
+        normal += f"/{_BITS[family]}"
+    return f"{normal},{proto}:{port_text}"
 
 
 def _slow_member(kind: SetKind, member: str, family: Family) -> str:
@@ -757,10 +792,13 @@ def _fast_ip_port(member: str, family: Family) -> str | None:
 
 
 def normalise_member(kind: SetKind, member: str, family: Family) -> str:
-    """`net`: `addr/len` with host bits cleared; `ip,port`: `addr,proto:port`."""
+    """`net`: `addr/len` with host bits cleared; `ip,port`: `addr,proto:port`; `net,port`:
+    `addr/len,proto:port`."""
     if kind is SetKind.NET:
         net = _fast_net(member, family)
         return net[2] if net is not None else check_net(member, family)
+    if kind is SetKind.NET_PORT:
+        return _net_port_member(member, family)
     fast = _fast_ip_port(member, family)
     return fast if fast is not None else _slow_member(kind, member, family)
 
@@ -801,9 +839,25 @@ def _normalise_nets(members: Iterable[str], family: Family) -> tuple[frozenset[s
     return frozenset(ordered), ordered
 
 
+def _normalise_net_ports(members: Iterable[str], family: Family) -> frozenset[str]:
+    """Per (protocol, port), the networks collapsed: nft interval sets refuse overlaps."""
+    by_port: dict[str, list[str]] = {}
+    for member in members:
+        net, proto, port = _split_port(_net_port_member(member, family))
+        by_port.setdefault(f"{proto}:{port}", []).append(net)
+    out: list[str] = []
+    for port, nets in by_port.items():
+        collapsed, _ = _normalise_nets(nets, family)
+        out += [f"{net},{port}" for net in collapsed]
+    return frozenset(out)
+
+
 def _normalise(
     kind: SetKind, members: Iterable[str], family: Family
 ) -> tuple[frozenset[str], tuple[str, ...]]:
+    if kind is SetKind.NET_PORT:
+        normal = _normalise_net_ports(members, family)
+        return normal, tuple(sorted_members(kind, normal))
     if kind is SetKind.IP_PORT:
         normal = frozenset(normalise_member(kind, member, family) for member in members)
         return normal, tuple(sorted_members(kind, normal))

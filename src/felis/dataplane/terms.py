@@ -100,13 +100,33 @@ class PortSet(NamedTuple):
     name: str
 
 
+class NetPortSet(NamedTuple):
+    """(address of `side`, protocol, port of the other side) is in a `net,port` set: the remote
+    end and the local port of many flows in one lookup."""
+
+    side: Side
+    name: str
+
+
 class Icmp(NamedTuple):
     negated: bool
     type: int
     code: int | None
 
 
-Term = Iface | Mark | CtStates | CtDnat | Protocol | Net | AddrSet | Ports | PortSet | Icmp
+Term = (
+    Iface
+    | Mark
+    | CtStates
+    | CtDnat
+    | Protocol
+    | Net
+    | AddrSet
+    | Ports
+    | PortSet
+    | NetPortSet
+    | Icmp
+)
 
 
 def _side(
@@ -173,6 +193,10 @@ def match_terms(match: Match) -> tuple[Term, ...]:
         () if port_set is None else (port_set,),
         protocol,
     )
+    if match.src_net_dst_port_set is not None:
+        append(NetPortSet(_SRC, match.src_net_dst_port_set))
+    if match.dst_net_src_port_set is not None:
+        append(NetPortSet(_DST, match.dst_net_src_port_set))
     if match.icmp is not None:
         append(Icmp(False, match.icmp.type, match.icmp.code))
     if match.not_protocol is not None:
@@ -219,6 +243,7 @@ class TermText:
     addr_set: Callable[[AddrSet, Family], str]
     ports: Callable[[Ports, Family], str]
     port_set: Callable[[PortSet, Family], str]
+    net_port_set: Callable[[NetPortSet, Family], str]
     icmp: Callable[[Icmp, Family], str]
     _by_type: dict[type, Callable[[Any, Family], str]] = field(
         init=False, repr=False, compare=False
@@ -235,6 +260,7 @@ class TermText:
             AddrSet: self.addr_set,
             Ports: self.ports,
             PortSet: self.port_set,
+            NetPortSet: self.net_port_set,
             Icmp: self.icmp,
         }
         object.__setattr__(self, "_by_type", by_type)

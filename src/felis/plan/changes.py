@@ -326,7 +326,12 @@ def untracked_changes(
 def _set_refs(match: Match) -> Iterable[tuple[str, bool]]:
     for name in (*match.src_sets, *match.dst_sets):
         yield name, False
-    for port_set in (match.src_port_set, match.dst_port_set):
+    for port_set in (
+        match.src_port_set,
+        match.dst_port_set,
+        match.src_net_dst_port_set,
+        match.dst_net_src_port_set,
+    ):
         if port_set is not None:
             yield port_set, False
     for name in (

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from calc_helpers import ETH0, gnp, hep, run, tier
+from calc_helpers import ETH0, NODE, gnp, gns, hep, run, tier
 
-from felis.calc import HostInterface
+from felis.calc import Calculator, HostInterface, compute
 from felis.calc.fastpath import MAX_LIFTED_RULES
-from felis.dataplane.spec import Family, HookPosition, Jump, Rule, Table
+from felis.dataplane.spec import Family, HookPosition, Jump, Match, Rule, SetKind, Table
 from felis.model.resources import Resource
 
 ETH1 = HostInterface("eth1", ("10.0.1.1/24",))
@@ -101,3 +101,108 @@ def test_the_number_of_lifted_rules_is_bounded() -> None:
 def test_tracked_policy_is_never_lifted() -> None:
     resources = [hep("h", iface="eth0"), gnp("normal", ingress=[tcp("Allow", 1)])]
     assert lifted(resources) == []
+
+
+def flow_rules(count: int, first_port: int = 20000) -> list[Resource]:
+    """`count` untracked policies, each allowing one TCP port from the clients."""
+    return [
+        untracked(
+            f"svc-{i:04d}",
+            [tcp("Allow", first_port + i, source={"selector": "role == 'client'"})],
+            order=i + 1,
+        )
+        for i in range(count)
+    ]
+
+
+def client_set(nets: list[str]) -> Resource:
+    return gns("clients", nets, labels={"role": "client"})
+
+
+def test_many_flow_shaped_allows_become_one_set_lookup() -> None:
+    resources = [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(100)]
+    ruleset = run(resources).spec.ruleset(Family.V4)
+    hooks = ruleset.table(Table.RAW).hooks_for("PREROUTING", HookPosition.INSERT)
+    assert len(hooks) == 2
+    lookup = hooks[0]
+    name = lookup.match.src_net_dst_port_set
+    assert name is not None and name.startswith("felis4-f-")
+    assert lookup.match == Match(in_iface="eth0", src_net_dst_port_set=name)
+    assert lookup.comment == "Fast path of 100 untracked Allow rules"
+    members = ruleset.sets[name].members
+    assert ruleset.sets[name].kind is SetKind.NET_PORT
+    assert members == {f"10.1.0.0/24,tcp:{20000 + i}" for i in range(100)}
+
+
+def test_fewer_than_four_flow_shaped_allows_stay_rules() -> None:
+    resources = [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(3)]
+    assert [c for _, c in lifted(resources)] == [
+        f"gnp/svc-{i:04d} ingress rule 0" for i in range(3)
+    ]
+
+
+def test_other_allows_stay_rules_next_to_the_set() -> None:
+    odd = untracked("odd", [{"action": "Allow", "protocol": "UDP"}], order=0)
+    resources = [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), odd, *flow_rules(5)]
+    assert [c for _, c in lifted(resources)] == [
+        "Fast path of 5 untracked Allow rules",
+        "gnp/odd ingress rule 0",
+    ]
+
+
+def test_egress_replies_use_the_destination_address_and_source_port() -> None:
+    policies = [
+        gnp(
+            f"svc-{i}",
+            doNotTrack=True,
+            applyOnForward=True,
+            egress=[
+                {
+                    "action": "Allow",
+                    "protocol": "UDP",
+                    "source": {"ports": [5000 + i]},
+                    "destination": {"nets": ["10.9.0.0/16"]},
+                }
+            ],
+            order=i + 1,
+        )
+        for i in range(4)
+    ]
+    ruleset = run([hep("h", iface="eth0"), *policies]).spec.ruleset(Family.V4)
+    lookup = ruleset.table(Table.RAW).hooks_for("OUTPUT", HookPosition.INSERT)[0]
+    name = lookup.match.dst_net_src_port_set
+    assert name is not None and lookup.match.out_iface == "eth0"
+    assert ruleset.sets[name].members == {f"10.9.0.0/16,udp:{5000 + i}" for i in range(4)}
+
+
+def test_set_members_follow_the_selector() -> None:
+    calc = Calculator(NODE)
+    calc.set_interfaces([ETH0])
+    for resource in [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(4)]:
+        calc.upsert(resource)
+
+    def members() -> frozenset[str]:
+        ruleset = calc.result().spec.ruleset(Family.V4)
+        (name,) = [n for n in ruleset.sets if n.startswith("felis4-f-")]
+        return ruleset.sets[name].members
+
+    assert "10.1.0.0/24,tcp:20000" in members()
+    calc.upsert(gns("more-clients", ["10.2.0.0/24"], labels={"role": "client"}))
+    assert "10.2.0.0/24,tcp:20003" in members()
+    calc.remove("GlobalNetworkSet", "clients")
+    assert not any(m.startswith("10.1.0.0/24") for m in members())
+    assert compute_spec_equal(calc)
+
+
+def compute_spec_equal(calc: Calculator) -> bool:
+    """The incremental result equals a from-scratch compute of the same final state."""
+    fresh = compute(
+        [
+            hep("h", iface="eth0"),
+            gns("more-clients", ["10.2.0.0/24"], labels={"role": "client"}),
+            *flow_rules(4),
+        ],
+        NODE,
+        [ETH0],
+    )
+    return fresh.spec == calc.result().spec

@@ -19,6 +19,7 @@ from felis.dataplane.terms import (
     Iface,
     Mark,
     Net,
+    NetPortSet,
     Ports,
     PortSet,
     Protocol,
@@ -56,6 +57,8 @@ SAMPLES: dict[str, object] = {
     "mark_clear": PASS,
     "ct_states": frozenset({CtState.NEW, CtState.INVALID}),
     "ct_dnat": True,
+    "src_net_dst_port_set": "f1",
+    "dst_net_src_port_set": "f2",
 }
 
 
@@ -91,7 +94,8 @@ def test_order_of_the_terms() -> None:
         (Net(SRC, pos, "10.0.0.0/8"), AddrSet(SRC, pos, "s1"), AddrSet(SRC, pos, "s2")),
         (Ports(SRC, pos, ports(1), TCP), PortSet(SRC, pos, "p1")),
         (Net(DST, pos, "10.2.0.0/16"), AddrSet(DST, pos, "s4")),
-        (Ports(DST, pos, (PortRange(3, 4),), TCP), PortSet(DST, pos, "p2"), Icmp(pos, 8, None)),
+        (Ports(DST, pos, (PortRange(3, 4),), TCP), PortSet(DST, pos, "p2")),
+        (NetPortSet(SRC, "f1"), NetPortSet(DST, "f2"), Icmp(pos, 8, None)),
         (Protocol(neg, UDP), Net(SRC, neg, "10.1.0.0/16"), AddrSet(SRC, neg, "s3")),
         (Ports(SRC, neg, ports(2), TCP), PortSet(SRC, neg, "p3")),
         (Net(DST, neg, "10.3.0.0/16"), AddrSet(DST, neg, "s5"), AddrSet(DST, neg, "s6")),

@@ -16,7 +16,8 @@ time:
    load generator alone (the box is shared with other jobs; the load average is recorded).
 
 Run (root): .venv/bin/python bench/bench_lab.py [--rounds 5] [--rotate] [--seconds 6] [--out FILE]
-(default output lab-results/bench-lab.json, git-ignored; about 8 minutes with the defaults)
+[--client-ports LOW-HIGH] (default output lab-results/bench-lab.json, git-ignored; about 8 minutes
+with the defaults; the client port range defaults to the lab's, 1024-65535)
 Results go into docs/benchmarks-lab.md by hand (with the command and date).
 """
 
@@ -38,9 +39,17 @@ from typing import Any
 from felis.conntrack import kernel as ct
 from felis.lab import loadgen
 from felis.lab import netns as ns
+from felis.lab.cpu import CLK_TCK, cpu_times
+from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.signals import cleanup_on_signals
-from felis.lab.topology import LabConfig, Topology
+from felis.lab.topology import (
+    DEFAULT_CLIENT_PORTS,
+    LabConfig,
+    Topology,
+    format_port_range,
+    parse_port_range,
+)
 
 SCENARIOS = ("none", "stateful", "dnt-ipt", "dnt-nft")
 # Diagnostic, not in the default set: doNotTrack without the failsafe rules, to see what the
@@ -58,7 +67,6 @@ NO_FAILSAFES = {
     "FELIS_FAILSAFE_INBOUND_HOST_PORTS": "none",
     "FELIS_FAILSAFE_OUTBOUND_HOST_PORTS": "none",
 }
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 RATIOS = (
     "stateful/none",
     "dnt-ipt/none",
@@ -67,15 +75,6 @@ RATIOS = (
     "dnt-nft/stateful",
     "dnt-nft-nofs/none",
 )
-
-
-def cpu_times() -> tuple[float, float, float]:
-    """(busy, total, softirq) seconds of the whole box since boot, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    # user nice system idle iowait irq softirq steal (guest is already inside user)
-    total = sum(fields[:8])
-    idle = fields[3] + fields[4]
-    return (total - idle) / CLK_TCK, total / CLK_TCK, fields[6] / CLK_TCK
 
 
 def proc_cpu(pid: int) -> float:
@@ -281,14 +280,24 @@ def main() -> None:
         help="start each round one scenario later (a b c d, b c d a, ...) against position bias",
     )
     ap.add_argument("--out", type=Path, default=Path("lab-results/bench-lab.json"))
+    ap.add_argument(
+        "--client-ports",
+        default=format_port_range(DEFAULT_CLIENT_PORTS),
+        help="the client's ephemeral port range, LOW-HIGH (the lab's default)",
+    )
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench_lab: needs root (network namespaces)")
     parts = set(args.parts.split(","))
+    try:
+        client_ports = parse_port_range(args.client_ports)
+    except LabError as exc:
+        sys.exit(f"bench_lab: {exc}")
     cfg = LabConfig(
         server_netns="felis-bench-s",
         client_netns="felis-bench-c",
         node_name="memcached-node-1",
+        client_ports=client_ports,
         run_dir=Path("/run/felis-lab-bench"),
     )
     doc: dict[str, Any] = {
@@ -300,6 +309,7 @@ def main() -> None:
             "python": platform.python_version(),
             "conntrack_max": ct.read_max(),
         },
+        "client_ports": format_port_range(client_ports),
         "loadavg_start": loadavg(),
     }
     saturating: list[Run] = []

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from felis.lab.errors import LabError
+from felis.lab.firewall import Firewall
 from felis.lab.results import verdict
 from felis.lab.run import RunOptions, run_lab
 from felis.lab.sysctl import RECORD_NAME, read_conntrack_max
@@ -129,3 +130,86 @@ def test_short_lab_run_with_felis(tmp_path: Path, backend: str) -> None:
     assert restored["namespaces_left"] == []
     ok, _, marks = verdict(doc)
     assert ok, marks
+
+
+REFERENCE_PHASES = ["handwritten", "donottrack", "baseline"]
+RATIOS = {"donottrack/handwritten", "donottrack/baseline", "handwritten/baseline"}
+
+
+def root_ruleset() -> str:
+    """The root namespace's ruleset, read only: the lab must never have written to it."""
+    return subprocess.run(["nft", "list", "ruleset"], capture_output=True, text=True,
+                          check=False).stdout  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_rounds_against_the_handwritten_reference(tmp_path: Path, backend: str) -> None:
+    if not agent_available():
+        pytest.skip(
+            "felis agent not available yet (`python -m felis agent --help` or its import fails)"
+        )
+    original = read_conntrack_max()
+    cfg = config(tmp_path)
+    # A small table: anything the hand-written rules failed to keep untracked would fill it.
+    # No chart: the unit tests draw it, and matplotlib would add seconds to each run.
+    opts = RunOptions(phase_seconds=3, rounds=2, conntrack_max=4096, results=tmp_path / "res",
+                      backend=backend, phases=REFERENCE_PHASES, config=cfg,
+                      chart=False)  # fmt: skip
+    run_lab(opts)
+    assert read_conntrack_max() == original
+    assert not ({cfg.server_netns, cfg.client_netns} & netns_names())
+    assert not cfg.state_file.exists()
+    assert "felis-handwritten" not in root_ruleset() and "hand-INPUT" not in root_ruleset()
+    doc = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert doc["meta"]["client_ports"] == "1024-65535" and doc["meta"]["rounds"] == 2
+    assert doc["meta"]["restored"]["namespaces_left"] == []
+    rounds = doc["rounds"]
+    assert rounds["count"] == 2
+    assert [r["order"] for r in rounds["per_round"]] == [
+        REFERENCE_PHASES,
+        ["donottrack", "baseline", "handwritten"],
+    ]
+    for r in rounds["per_round"]:
+        hand = r["phases"]["handwritten"]
+        assert hand["backend"] == backend
+        assert hand["connections_ok"] > 0
+        assert hand["connections_failed"] == 0
+        assert hand["entries_12211_end"] == 0 and hand["conntrack_peak"] == 0
+        # Each phase starts from an empty ruleset: every removal, hand-written too, was complete.
+        assert all(p["leftover_rules"] == 0 for p in r["phases"].values())
+        assert all(p["cpu_us_per_conn"] > 0 for p in r["phases"].values())
+        assert set(r["ratios"]) == RATIOS
+        conn = {name: p["conn_per_s"] for name, p in r["phases"].items()}
+        assert r["ratios"]["donottrack/handwritten"] == round(
+            conn["donottrack"] / conn["handwritten"], 3
+        )
+    medians = rounds["median"]["ratios"]
+    assert set(medians) == RATIOS
+    for key in RATIOS:
+        values = [r["ratios"][key] for r in rounds["per_round"]]
+        assert medians[key] == pytest.approx(sum(values) / 2, abs=1e-3)
+    assert doc["handwritten"]["connections_failed"] == 0
+
+
+@pytest.mark.parametrize("backend", ["nftables", "iptables"])
+def test_handwritten_leftovers_are_caught(tmp_path: Path, backend: str) -> None:
+    """A hand-written ruleset whose removal never ran is counted and flushed before the next
+    phase (and `felis lab down` deletes the namespace with whatever is in it)."""
+    cfg = config(tmp_path)
+    subprocess.run(["ip", "netns", "add", cfg.server_netns], check=True)
+    try:
+        fw = Firewall(cfg, backend, cfg.run_dir)
+        fw.program("handwritten")
+        assert fw.leftovers() == (9 if backend == "nftables" else 13)
+        fw.handwritten.programmed = False  # as after a crash: nothing will remove it
+        fw.cleanup()
+        assert fw.flush_leftovers() > 0
+        listed = subprocess.run(
+            ["ip", "netns", "exec", cfg.server_netns, "nft", "list", "ruleset"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        assert listed.strip() == ""
+        assert fw.flush_leftovers() == 0
+    finally:
+        subprocess.run(["ip", "netns", "delete", cfg.server_netns], check=False)
+    assert cfg.server_netns not in netns_names()

@@ -1,4 +1,8 @@
-"""The lab chart: conn/s, failures/s and conntrack occupancy over time, one line per phase."""
+"""The lab chart: conn/s, failures/s and conntrack occupancy over time, one line per phase.
+
+With several rounds, a fourth panel shows the within-round ratios of conn/s and their medians;
+the time panels then show each phase's first round (every run starts from an empty table).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from felis.lab.results import phase_names
+from felis.lab.results import phase_names, round_count
 
 CHART_NAME = "chart.png"
 MIN_INTERVAL_S = 0.5
-COLORS = {"stateful": "#d62728", "donottrack": "#2ca02c", "baseline": "#7f7f7f"}
+COLORS = {
+    "stateful": "#d62728",
+    "donottrack": "#2ca02c",
+    "handwritten": "#1f77b4",
+    "baseline": "#7f7f7f",
+}
+# How the title names each phase.
+TITLES = {
+    "stateful": "stateful firewall",
+    "donottrack": "felis doNotTrack",
+    "handwritten": "hand-written rules",
+    "baseline": "no rules",
+}
+RATIO_COLORS = {
+    "donottrack/handwritten": "#2ca02c",
+    "donottrack/baseline": "#9467bd",
+    "handwritten/baseline": "#1f77b4",
+}
+# Phases whose conntrack line stays at 0 (nothing on 12211 is tracked).
+UNTRACKED = ("donottrack", "handwritten", "baseline")
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,44 @@ def _legend_label(name: str, phase: Mapping[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class RatioSeries:
+    name: str  # "donottrack/handwritten"
+    rounds: list[int]
+    values: list[float]
+    median: float | None
+
+
+def ratio_series(doc: Mapping[str, Any]) -> list[RatioSeries]:
+    """Per ratio, its value in each round (rounds where it is undefined are left out)."""
+    rounds = doc.get("rounds", {})
+    out = []
+    for name, med in rounds.get("median", {}).get("ratios", {}).items():
+        found = [
+            (r["round"], float(r["ratios"][name]))
+            for r in rounds.get("per_round", [])
+            if r["ratios"].get(name) is not None
+        ]
+        out.append(RatioSeries(name, [n for n, _ in found], [v for _, v in found], med))
+    return out
+
+
+def _plot_ratios(ax: Any, doc: Mapping[str, Any]) -> None:
+    for rs in ratio_series(doc):
+        color = RATIO_COLORS.get(rs.name)
+        label = rs.name + (f" (median {rs.median:.3f})" if rs.median is not None else "")
+        ax.plot(rs.rounds, rs.values, color=color, marker="o", lw=1.8, label=label)
+        if rs.median is not None:
+            ax.axhline(rs.median, color=color, ls="--", lw=1.0)
+    ax.axhline(1.0, color="black", ls=":", lw=1.0)
+    ax.set_xticks(range(1, round_count(doc) + 1))
+    ax.set_xlabel("round (phases interleaved, each round starting one phase later)")
+    ax.set_ylabel("conn/s ratio")
+    ax.set_title("Ratios of conn/s within each round; dashed: the median over rounds")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+
+
 def render_chart(doc: Mapping[str, Any], path: Path) -> Path:
     import matplotlib
 
@@ -72,7 +133,18 @@ def render_chart(doc: Mapping[str, Any], path: Path) -> Path:
 
     series = chart_series(doc)
     meta = doc.get("meta", {})
-    fig, axes = plt.subplots(3, 1, figsize=(11, 10.5), sharex=True, constrained_layout=True)
+    rounds = round_count(doc)
+    if rounds > 1:
+        fig, all_axes = plt.subplots(4, 1, figsize=(11, 14), constrained_layout=True)
+        axes, ax_ratio = all_axes[:3], all_axes[3]
+        # The three time panels share their axis; the ratio panel counts rounds.
+        for ax in axes[1:]:
+            ax.sharex(axes[0])
+        for ax in axes[:2]:
+            ax.tick_params(labelbottom=False)
+        _plot_ratios(ax_ratio, doc)
+    else:
+        fig, axes = plt.subplots(3, 1, figsize=(11, 10.5), sharex=True, constrained_layout=True)
     ax_conn, ax_fail, ax_ct = axes
     handles = []
     for s in series:
@@ -128,8 +200,14 @@ def render_chart(doc: Mapping[str, Any], path: Path) -> Path:
     ax_fail.set_ylabel("failed (running total)")
     ax_fail.set_title("Failed connections so far (error, or not done within 3 s)")
     ax_ct.set_ylabel("entries")
-    ax_ct.set_title("Conntrack table in the server namespace (donottrack and baseline stay at 0)")
-    ax_ct.set_xlabel("seconds since the phase's load started (each phase ran on its own)")
+    at_zero = [s.phase for s in series if s.phase in UNTRACKED]
+    names = " and ".join([", ".join(at_zero[:-1]), at_zero[-1]] if len(at_zero) > 2 else at_zero)
+    stay = f" ({names} stay{'s' if len(at_zero) == 1 else ''} at 0)"
+    ax_ct.set_title("Conntrack table in the server namespace" + (stay if at_zero else ""))
+    ax_ct.set_xlabel(
+        "seconds since the phase's load started (each phase ran on its own)"
+        + (f"; round 1 of {rounds}" if rounds > 1 else "")
+    )
     top = max([*(max(s.conntrack, default=0) for s in series), *maxes, 1])
     fail_top = max([*(max(s.failures_total, default=0) for s in series), 1])
     conn_top = max([*(max(s.conn_per_s, default=0) for s in series), 1])
@@ -142,10 +220,12 @@ def render_chart(doc: Mapping[str, Any], path: Path) -> Path:
         ax.set_xlim(left=0)
     setting = meta.get("conntrack_max_setting")
     table = f"table lowered to {setting:,} entries" if setting else "the machine's own table size"
+    compared = " vs ".join(TITLES.get(s.phase, s.phase) for s in series)
     fig.suptitle(
-        "felis lab: stateful firewall vs felis doNotTrack vs no rules, same memcached load\n"
-        f"backend {meta.get('backend', '?')}, {meta.get('phase_seconds', '?'):g} s per phase, "
-        f"{table}, load generator: {meta.get('loadgen', '?')}",
+        f"felis lab: {compared}, same memcached load\n"
+        f"backend {meta.get('backend', '?')}, {meta.get('phase_seconds', '?'):g} s per phase"
+        + (f" × {rounds} rounds" if rounds > 1 else "")
+        + f", {table}, load generator: {meta.get('loadgen', '?')}",
         fontsize=12,
     )
     fig.legend(handles=handles, loc="outside lower center", ncols=1, fontsize=10, frameon=False)

@@ -18,12 +18,21 @@ from felis.lab.run import (
     ProgressView,
     RunOptions,
     intro,
+    label_width,
     parse_phases,
     print_report,
     run_lab,
 )
 from felis.lab.signals import Terminated, cleanup_on_signals
-from felis.lab.topology import DEFAULT_RUN_DIR, LabConfig, Topology
+from felis.lab.topology import (
+    DEFAULT_CLIENT_PORTS,
+    DEFAULT_RUN_DIR,
+    PORT_RANGE_FLAG,
+    LabConfig,
+    Topology,
+    format_port_range,
+    parse_port_range,
+)
 
 app = typer.Typer(
     name="lab",
@@ -36,6 +45,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 RunDirOpt = Annotated[Path, typer.Option("--run-dir", help="Where the lab keeps its state.")]
+ClientPortsOpt = Annotated[
+    str,
+    typer.Option(
+        PORT_RANGE_FLAG,
+        help="The client's ephemeral port range, LOW-HIGH (net.ipv4.ip_local_port_range).",
+    ),
+]
+DEFAULT_CLIENT_PORTS_TEXT = format_port_range(DEFAULT_CLIENT_PORTS)
 
 
 def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -63,6 +80,7 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
 @one_line_errors
 def up(
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
+    client_ports: ClientPortsOpt = DEFAULT_CLIENT_PORTS_TEXT,
     hold: Annotated[
         bool,
         typer.Option(
@@ -73,7 +91,7 @@ def up(
     ] = False,
 ) -> None:
     """Build the lab (idempotent): namespaces, veth pair, addresses, memcached on :12211."""
-    topo = Topology(LabConfig(run_dir=run_dir))
+    topo = Topology(LabConfig(run_dir=run_dir, client_ports=parse_port_range(client_ports)))
     cfg = topo.config
     console = Console()
     if hold:
@@ -141,8 +159,22 @@ def run(
         str, typer.Option("--backend", help="Dataplane backend: iptables or nftables.")
     ] = "nftables",
     phases: Annotated[
-        str, typer.Option("--phases", help="Comma-separated phases, run in this order.")
+        str,
+        typer.Option(
+            "--phases",
+            help="Comma-separated phases, run in this order: stateful, donottrack, "
+            "handwritten (the lab's own minimal ruleset, the reference), baseline.",
+        ),
     ] = "stateful,donottrack,baseline",
+    rounds: Annotated[
+        int,
+        typer.Option(
+            "--rounds",
+            help="Run the phases this many times, interleaved, each round starting one phase "
+            "later; reports within-round ratios and their medians.",
+        ),
+    ] = 1,
+    client_ports: ClientPortsOpt = DEFAULT_CLIENT_PORTS_TEXT,
     concurrency: Annotated[int, typer.Option(help="Connections in flight.")] = 64,
     threads: Annotated[int, typer.Option(help="Load-generator threads.")] = 2,
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
@@ -155,20 +187,25 @@ def run(
         ),
     ] = False,
 ) -> None:
-    """Run the demo: stateful vs doNotTrack vs no rules, same load; writes results and chart."""
+    """Run the demo: stateful vs doNotTrack vs no rules, same load; writes results and chart.
+
+    `--phases handwritten,donottrack,baseline --rounds 6` measures felis' doNotTrack rules
+    against a hand-written ruleset for the same policy.
+    """
     opts = RunOptions(
         phase_seconds=phase_seconds,
         conntrack_max=conntrack_max,
         results=results,
         backend=backend,
         phases=parse_phases(phases),
+        rounds=rounds,
         threads=threads,
         concurrency=concurrency,
-        config=LabConfig(run_dir=run_dir),
+        config=LabConfig(run_dir=run_dir, client_ports=parse_port_range(client_ports)),
     )
     console = Console()
     console.print(intro(opts), highlight=False, markup=False)
-    with ProgressView(console) as view:
+    with ProgressView(console, label_width(opts)) as view:
         doc = run_lab(opts, on_sample=view)
     if not print_report(doc, console, results) and check:
         raise typer.Exit(1)

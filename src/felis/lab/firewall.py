@@ -1,9 +1,10 @@
-"""Programming the lab's firewall: only ever through felis itself.
+"""Programming the lab's firewall: through felis itself, except for the hand-written reference.
 
-For each phase the manifests go into a fresh SQLite datastore with `felis apply`, then the agent,
-run inside the server namespace, programs them once (`felis agent --once`) and removes them again
-(`felis agent --cleanup`). This module is the only place the lab touches rules; the one thing it
-does by hand is to check, between phases, that nothing was left behind.
+For each felis phase the manifests go into a fresh SQLite datastore with `felis apply`, then the
+agent, run inside the server namespace, programs them once (`felis agent --once`) and removes
+them again (`felis agent --cleanup`). The `handwritten` phase is the one ruleset the lab writes
+itself (`felis.lab.handwritten`), as a yardstick for felis' rules. This module is the only place
+the lab touches rules; between phases it also checks that nothing was left behind.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from felis.lab import netns as ns
 from felis.lab.errors import LabError
+from felis.lab.handwritten import HANDWRITTEN, Handwritten
 from felis.lab.manifests import phase_documents, to_yaml
 from felis.lab.topology import LabConfig
 
@@ -26,25 +28,32 @@ def felis_command() -> list[str]:
     return [sys.executable, "-m", "felis"]
 
 
+def ruleset_items(ruleset_json: str) -> list[dict[str, Any]]:
+    """The objects of `nft -j list ruleset` output (tables, chains, rules, sets...)."""
+    data: Any = json.loads(ruleset_json or '{"nftables": []}')
+    return [item for item in data.get("nftables", []) if isinstance(item, dict)]
+
+
 def count_leftovers(ruleset_json: str) -> int:
     """Rules, plus base chains whose policy is drop, in `nft -j list ruleset` output.
 
-    Empty tables and accept-policy chains change nothing for traffic; anything else would leak
-    one phase's firewall into the next.
+    Empty tables and accept-policy chains change no verdict; anything else would leak one
+    phase's firewall into the next.
     """
-    data: Any = json.loads(ruleset_json or '{"nftables": []}')
     n = 0
-    for item in data.get("nftables", []):
-        if not isinstance(item, dict):
-            continue
+    for item in ruleset_items(ruleset_json):
         is_drop_chain = "chain" in item and item["chain"].get("policy") == "drop"
         if "rule" in item or is_drop_chain:
             n += 1
     return n
 
 
+def has_tables(ruleset_json: str) -> bool:
+    return any("table" in item for item in ruleset_items(ruleset_json))
+
+
 class Firewall:
-    """felis apply + felis agent for one lab, one backend."""
+    """felis apply + felis agent (or the hand-written reference) for one lab, one backend."""
 
     def __init__(
         self,
@@ -60,6 +69,7 @@ class Firewall:
         self.run_dir = run_dir
         self.felis = list(felis or felis_command())
         self.datastore: str | None = None
+        self.handwritten = Handwritten(cfg, backend)
 
     def _agent(self, *flags: str) -> list[str]:
         assert self.datastore is not None
@@ -71,8 +81,12 @@ class Firewall:
     def program(self, phase: str) -> Path | None:
         """Store the phase's manifests in a fresh datastore and have the agent program them.
 
-        Returns the manifest file (None for a phase without rules).
+        Returns the manifest file (None for a phase without felis rules).
         """
+        if phase == HANDWRITTEN:
+            self.datastore = None
+            self.handwritten.program()
+            return None
         docs = phase_documents(phase, self.cfg)
         if not docs:
             self.datastore = None
@@ -90,7 +104,8 @@ class Firewall:
         return manifest
 
     def cleanup(self) -> None:
-        """Have the agent remove what it programmed (no-op after a phase without rules)."""
+        """Remove what the phase programmed (no-op after a phase without rules)."""
+        self.handwritten.cleanup()
         if self.datastore is None:
             return
         try:
@@ -98,20 +113,26 @@ class Firewall:
         finally:
             self.datastore = None
 
-    def leftovers(self) -> int:
+    def _ruleset(self) -> str:
         proc = ns.run(["nft", "-j", "list", "ruleset"], netns=self.cfg.server_netns)
         try:
-            return count_leftovers(proc.stdout)
+            ruleset_items(proc.stdout)
         except ValueError as exc:
             raise LabError(f"nft -j list ruleset printed unreadable JSON: {exc}") from exc
+        return proc.stdout
+
+    def leftovers(self) -> int:
+        return count_leftovers(self._ruleset())
 
     def flush_leftovers(self) -> int:
-        """Remove anything left in the lab's own server namespace; returns how much there was.
+        """Empty the lab's own server namespace's ruleset; returns how many leftovers it held.
 
-        Only used when felis' cleanup left rules behind (reported in the results), so the next
-        phase still starts from an empty firewall.
+        Leftovers are rules a cleanup left behind (reported in the results). Empty tables and
+        base chains are removed too, though they are not counted: iptables-nft leaves its
+        built-in chains behind, and their hooks would still cost the next phase a little on
+        every packet. (nft sees iptables-nft's rules too; iptables-legacy's it cannot.)
         """
-        n = self.leftovers()
-        if n:
+        ruleset = self._ruleset()
+        if has_tables(ruleset):
             ns.run(["nft", "flush", "ruleset"], netns=self.cfg.server_netns)
-        return n
+        return count_leftovers(ruleset)

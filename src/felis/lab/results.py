@@ -1,12 +1,17 @@
 """Results of a lab run: per-second samples, per-phase totals, results.json (pure).
 
-results.json has one object per phase name (`stateful`, `donottrack`, `baseline`) plus `meta`:
+results.json has one object per phase name (`stateful`, `donottrack`, `handwritten`,
+`baseline`), `meta` and `rounds`:
 ```
-{"meta": {"phases": [...], "backend": ..., "phase_seconds": ..., ...},
+{"meta": {"phases": [...], "backend": ..., "phase_seconds": ..., "rounds": ..., ...},
  "stateful": {"conn_per_s": ..., "connections_ok": ..., "connections_failed": ...,
-              "conntrack_peak": ..., "conntrack_max": ..., "kernel_drops": ..., "series": [...]},
- ...}
+              "conntrack_peak": ..., "conntrack_max": ..., "kernel_drops": ...,
+              "cpu_us_per_conn": ..., "series": [...]},
+ ...,
+ "rounds": {"count": ..., "per_round": [...], "median": {...}, "connections_failed": {...}}}
 ```
+With several rounds a phase object sums its runs (see `combine_runs`); each run is kept whole in
+`rounds.per_round`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from felis.lab.cpu import us_per_conn
+from felis.lab.rounds import median, rounds_section
 
 RESULTS_NAME = "results.json"
 
@@ -53,6 +61,8 @@ class PhaseResult:
     insert_failed: int = 0
     entries_port_end: int = 0
     leftover_rules: int = 0
+    cpu_busy_s: float = 0.0  # whole box, /proc/stat, while the load ran
+    round: int = 1
     samples: list[Sample] = field(default_factory=list)
 
     @property
@@ -113,6 +123,8 @@ class PhaseResult:
             "conn_per_s_before_full": _round(self.conn_per_s_before_full),
             "leftover_rules": self.leftover_rules,
             "duration_s": round(self.duration_s, 3),
+            "cpu_busy_s": round(self.cpu_busy_s, 3),
+            "cpu_us_per_conn": _round(us_per_conn(self.cpu_busy_s, self.connections_ok)),
             "backend": self.backend,
             "series": [asdict(s) for s in self.samples],
         }
@@ -122,10 +134,48 @@ def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 1)
 
 
-def results_document(phases: Sequence[PhaseResult], meta: Mapping[str, Any]) -> dict[str, Any]:
-    doc: dict[str, Any] = {"meta": {**meta, "phases": [p.name for p in phases]}}
-    for p in phases:
-        doc[p.name] = p.to_dict()
+# How a phase's runs add up over rounds: counts are summed, and for these the worst run stands.
+SUMMED = (
+    "connections_ok", "connections_failed", "failed", "timed_out", "syn_retransmits",
+    "kernel_drops", "early_drop", "insert_failed", "leftover_rules",
+)  # fmt: skip
+WORST = ("p50_us", "p99_us", "conntrack_peak", "conntrack_max", "entries_12211_end")
+
+
+def combine_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One phase object for all of a phase's runs (a single run is returned as it is).
+
+    Rates are recomputed from the sums. Each run starts from an empty conntrack table, so the
+    runs cannot be joined into one time line: `series` is the first run's, and
+    `table_full_after_s` the earliest fill of any run.
+    """
+    out = dict(runs[0])
+    if len(runs) == 1:
+        return out
+    for key in SUMMED:
+        out[key] = sum(r[key] for r in runs)
+    for key in WORST:
+        out[key] = max(r[key] for r in runs)
+    duration = sum(r["duration_s"] for r in runs)
+    busy = sum(r["cpu_busy_s"] for r in runs)
+    out["duration_s"] = round(duration, 3)
+    out["conn_per_s"] = round(out["connections_ok"] / duration, 1) if duration > 0 else 0.0
+    out["cpu_busy_s"] = round(busy, 3)
+    out["cpu_us_per_conn"] = _round(us_per_conn(busy, out["connections_ok"]))
+    fills = [r["table_full_after_s"] for r in runs if r["table_full_after_s"] is not None]
+    out["table_full_after_s"] = min(fills, default=None)
+    out["conn_per_s_before_full"] = _round(median(r["conn_per_s_before_full"] for r in runs))
+    return out
+
+
+def results_document(runs: Sequence[PhaseResult], meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The results document from every run, in the order they ran (rounds one after another)."""
+    names = list(dict.fromkeys(r.name for r in runs))
+    dicts = [(r.round, r.name, r.to_dict()) for r in runs]
+    doc: dict[str, Any] = {"meta": {**meta, "phases": names}}
+    for name in names:
+        doc[name] = combine_runs([d for _, n, d in dicts if n == name])
+    doc["rounds"] = rounds_section(dicts)
     return doc
 
 
@@ -142,7 +192,11 @@ def phase_names(doc: Mapping[str, Any]) -> list[str]:
     names = doc.get("meta", {}).get("phases")
     if isinstance(names, list):
         return [str(n) for n in names if n in doc]
-    return [k for k in doc if k != "meta"]
+    return [k for k in doc if k not in {"meta", "rounds"}]
+
+
+def round_count(doc: Mapping[str, Any]) -> int:
+    return int(doc.get("rounds", {}).get("count", 1))
 
 
 def _n(x: Any) -> str:
@@ -172,13 +226,69 @@ MEASURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
 )
 
 
+def _opt(fmt: Callable[[Any], str]) -> Callable[[Any], str]:
+    return lambda x: "–" if x is None else fmt(x)
+
+
+# With several rounds, the medians over rounds (the per-round figures are in their own table).
+ROUND_MEASURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
+    ("conn/s (median round)", "conn_per_s", _opt(_n)),
+    ("CPU µs/conn (median)", "cpu_us_per_conn", _opt(_n)),
+)
+
+
 def comparison_rows(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The comparison table as text: the header (phase names) and one row per measure."""
     names = phase_names(doc)
     rows = []
     for label, key, fmt in MEASURES:
         rows.append([label, *(fmt(doc[name].get(key, 0)) for name in names)])
+    if round_count(doc) > 1:
+        medians = doc["rounds"]["median"]
+        for label, key, fmt in ROUND_MEASURES:
+            rows.append([label, *(fmt(medians[key].get(name)) for name in names)])
     return ["", *names], rows
+
+
+_ratio = _opt(lambda x: f"{float(x):.3f}")
+
+
+def rounds_rows(doc: Mapping[str, Any]) -> dict[str, tuple[list[str], list[list[str]]]]:
+    """The per-round tables as text, by title: conn/s and CPU per phase, and the ratios.
+
+    Each has one row per round and a last row of medians; split in two so each fits an
+    80-column terminal.
+    """
+    rounds = doc["rounds"]
+    names = phase_names(doc)
+    per_round = rounds["per_round"]
+
+    def cell(conn: Any, cpu: Any) -> str:
+        return f"{_opt(_n)(conn)} · {_opt(_n)(cpu)}"
+
+    values = [
+        [str(r["round"]), *(
+            cell(r["phases"][n]["conn_per_s"], r["phases"][n]["cpu_us_per_conn"])
+            if n in r["phases"] else "–"
+            for n in names
+        )]
+        for r in per_round
+    ]  # fmt: skip
+    med = rounds["median"]
+    values.append(
+        ["median", *(cell(med["conn_per_s"].get(n), med["cpu_us_per_conn"].get(n)) for n in names)]
+    )
+    keys = list(med["ratios"])
+    ratios = [[str(r["round"]), *(_ratio(r["ratios"].get(k)) for k in keys)] for r in per_round]
+    ratios.append(["median", *(_ratio(med["ratios"][k]) for k in keys)])
+    return {
+        "rounds: conn/s · CPU µs/conn (whole box)": (["round", *names], values),
+        # Wrapped after the slash: the full names, without widening the table.
+        "rounds: conn/s ratios": (
+            ["round", *(k.replace("/", "/\n") for k in keys)],
+            ratios,
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -225,6 +335,15 @@ def checks(doc: Mapping[str, Any]) -> list[Check]:
                 f"(table peak {_n(dnt['conntrack_peak'])}).",
             )
         )
+    hand = doc.get("handwritten")
+    if hand:
+        out.append(
+            Check(
+                hand["connections_failed"] == 0 and hand["entries_12211_end"] == 0,
+                f"handwritten (the reference ruleset): {_n(hand['connections_failed'])} failed "
+                f"connections, {_n(hand['entries_12211_end'])} conntrack entries for port 12211.",
+            )
+        )
     if st and dnt:
         before = st.get("conn_per_s_before_full")
         note = f"; stateful ran at {_k(before)} only until its table filled" if before else ""
@@ -237,10 +356,16 @@ def checks(doc: Mapping[str, Any]) -> list[Check]:
             )
         )
     if base:
-        others = [doc[n] for n in ("donottrack", "stateful") if n in doc]
+        others = [doc[n] for n in ("donottrack", "stateful", "handwritten") if n in doc]
         top = max((p["conn_per_s"] for p in others), default=0.0)
         text = f"baseline (no rules): {_k(base['conn_per_s'])} conn/s, the machine's ceiling"
-        if dnt and base["conn_per_s"] > 0:
+        within = doc.get("rounds", {}).get("median", {}).get("ratios", {})
+        if round_count(doc) > 1 and within.get("donottrack/baseline") is not None:
+            text += (
+                f"; donottrack reached {within['donottrack/baseline']:.2f} of it "
+                f"(median of {round_count(doc)} rounds)"
+            )
+        elif dnt and base["conn_per_s"] > 0:
             text += f"; donottrack reached {dnt['conn_per_s'] / base['conn_per_s']:.2f} of it"
         if top > base["conn_per_s"]:
             # One short run per phase on a machine that swings ±15%: not a real inversion.

@@ -1,12 +1,15 @@
-"""`felis lab run`: the demo. Three phases against the same memcached, same load, same duration.
+"""`felis lab run`: the demo. Phases against the same memcached, same load, same duration.
 
 * `stateful`: felis programs a normal (tracked) allow for TCP 12211; every closed connection
   sits in conntrack as TIME_WAIT for 120 s, the table fills, new connections fail.
 * `donottrack`: felis programs the seed's doNotTrack policy; 12211 never enters conntrack.
+* `handwritten` (not in the default set): the minimal ruleset a person would write for the same
+  policy, programmed by the lab itself: the reference felis' doNotTrack rules are measured by.
 * `baseline`: no rules at all: the machine's ceiling.
 
-Between phases the agent removes its rules, the lab checks that nothing is left and flushes the
-server namespace's conntrack table, so no phase inherits the previous one's entries.
+Between phases the rules are removed, the lab checks that nothing is left and flushes the
+server namespace's conntrack table, so no phase inherits the previous one's entries. With
+`--rounds N` the phases run N times, interleaved (see `felis.lab.rounds`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from felis.conntrack import kernel as ct
 from felis.lab import loadgen
 from felis.lab import netns as ns
 from felis.lab.chart import CHART_NAME, render_chart
+from felis.lab.cpu import cpu_times
 from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
+from felis.lab.handwritten import HANDWRITTEN
 from felis.lab.manifests import PHASES
 from felis.lab.results import (
     RESULTS_NAME,
@@ -36,15 +41,20 @@ from felis.lab.results import (
     Sample,
     comparison_rows,
     results_document,
+    round_count,
+    rounds_rows,
     scale_note,
     verdict,
     write_results,
 )
+from felis.lab.rounds import round_order
 from felis.lab.signals import cleanup_on_signals
 from felis.lab.sysctl import ConntrackMaxGuard, read_conntrack_max
-from felis.lab.topology import LabConfig, Topology
+from felis.lab.topology import LabConfig, Topology, format_port_range
 
 DEFAULT_PHASE_SECONDS = 30.0
+# Every phase `--phases` accepts; the default set is manifests.PHASES (the demo's three).
+ALL_PHASES = (*PHASES[:2], HANDWRITTEN, *PHASES[2:])
 MARK_STYLES = {"ok": "green", "FAIL": "bold red", "note": "yellow"}
 
 
@@ -55,6 +65,7 @@ class RunOptions:
     results: Path = Path("lab-results")
     backend: str = "nftables"
     phases: Sequence[str] = PHASES
+    rounds: int = 1
     threads: int = 2
     concurrency: int = 64
     config: LabConfig = field(default_factory=LabConfig)
@@ -62,13 +73,21 @@ class RunOptions:
     # The felis command line; tests substitute a stand-in to exercise the orchestration.
     felis: Sequence[str] | None = None
 
+    def __post_init__(self) -> None:
+        # Checked here, so a bad value is refused before anything is printed or built.
+        if self.phase_seconds <= 0:
+            raise LabError("--phase-seconds must be positive")
+        if self.rounds < 1:
+            raise LabError(f"--rounds must be at least 1, not {self.rounds}")
+
 
 def parse_phases(text: str) -> list[str]:
     phases = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in phases if p not in PHASES]
+    bad = [p for p in phases if p not in ALL_PHASES]
     if bad or not phases:
         raise LabError(
-            f"--phases: unknown phase {bad[0] if bad else text!r}; use {','.join(PHASES)}"
+            f"--phases: unknown phase {bad[0] if bad else text!r}; "
+            f"use some of {','.join(ALL_PHASES)}"
         )
     if len(set(phases)) != len(phases):
         raise LabError("--phases: each phase may appear once")
@@ -76,6 +95,17 @@ def parse_phases(text: str) -> list[str]:
 
 
 OnSample = Callable[[str, Sample, int], None]
+
+
+def phase_label(phase: str, rnd: int, rounds: int) -> str:
+    """How the progress view names one run of a phase."""
+    return phase if rounds == 1 else f"{phase} {rnd}"
+
+
+def label_width(opts: RunOptions) -> int:
+    """Width of the progress view's first column: fits every label of the run (at least 10)."""
+    labels = [phase_label(p, opts.rounds, opts.rounds) for p in opts.phases]
+    return max([PROGRESS_COLUMNS[0][1], *(len(label) for label in labels)])
 
 
 # (title, width) of the progress columns: narrow enough for an 80-column terminal.
@@ -93,8 +123,9 @@ PROGRESS_COLUMNS = (
 class ProgressView:
     """Live per-second view while a phase runs; aligned plain lines when not on a terminal."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, phase_width: int = PROGRESS_COLUMNS[0][1]) -> None:
         self.console = console
+        self.columns = (("phase", phase_width), *PROGRESS_COLUMNS[1:])
         self.live: Live | None = None
         self.rows: dict[str, tuple[str, ...]] = {}
         # per phase: completed total, failed total, time of the last sample, last rates
@@ -102,7 +133,7 @@ class ProgressView:
 
     def _table(self) -> Table:
         table = Table(title="felis lab run (live)", min_width=0)
-        for col, _ in PROGRESS_COLUMNS:
+        for col, _ in self.columns:
             table.add_column(col, justify="left" if col == "phase" else "right", no_wrap=True)
         for row in self.rows.values():
             table.add_row(*row)
@@ -113,18 +144,17 @@ class ProgressView:
             self.live = Live(self._table(), console=self.console, refresh_per_second=4)
             self.live.__enter__()
         else:
-            self.console.print(self._line([c for c, _ in PROGRESS_COLUMNS]), highlight=False)
+            self.console.print(self._line([c for c, _ in self.columns]), highlight=False)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.__exit__(None, None, None)
 
-    @staticmethod
-    def _line(cells: Sequence[str]) -> str:
+    def _line(self, cells: Sequence[str]) -> str:
         return " ".join(
             c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, (_, w)) in enumerate(zip(cells, PROGRESS_COLUMNS, strict=True))
+            for i, (c, (_, w)) in enumerate(zip(cells, self.columns, strict=True))
         )
 
     def __call__(self, phase: str, s: Sample, table_max: int) -> None:
@@ -153,6 +183,7 @@ class ProgressView:
 
 def run_phase(
     phase: str,
+    rnd: int,
     opts: RunOptions,
     fw: Firewall,
     binary: Path | None,
@@ -166,7 +197,9 @@ def run_phase(
     try:
         table_max = ct.read_max(server)
         result = PhaseResult(name=phase, backend=fw.backend if phase != "baseline" else None,
-                             conntrack_max=table_max, leftover_rules=leftovers)  # fmt: skip
+                             conntrack_max=table_max, leftover_rules=leftovers,
+                             round=rnd)  # fmt: skip
+        label = phase_label(phase, rnd, opts.rounds)
         before = ct.read_stats(server)
         spec = loadgen.LoadSpec(
             dst=cfg.server_ip,
@@ -177,6 +210,7 @@ def run_phase(
             concurrency=opts.concurrency,
             duration=opts.phase_seconds,
         )
+        cpu_before = cpu_times()
         with loadgen.LoadProcess(spec, cfg.client_netns, binary) as proc:
             for report in proc.reports():
                 stats = ct.read_stats(server)
@@ -193,8 +227,9 @@ def run_phase(
                 )
                 result.samples.append(sample)
                 if on_sample is not None:
-                    on_sample(phase, sample, table_max)
+                    on_sample(label, sample, table_max)
             summary = proc.summary
+        result.cpu_busy_s = cpu_times().busy - cpu_before.busy
         if summary is None:
             raise LabError(f"phase {phase}: the load generator gave no summary")
         after = ct.read_stats(server)
@@ -221,8 +256,6 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
     exception, Ctrl-C and SIGTERM (see `cleanup_on_signals`).
     """
     phases = list(opts.phases)
-    if opts.phase_seconds <= 0:
-        raise LabError("--phase-seconds must be positive")
     fw = Firewall(opts.config, opts.backend, opts.config.run_dir, felis=opts.felis)
     binary = loadgen.build()
     results: list[PhaseResult] = []
@@ -235,13 +268,18 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
     topo = Topology(opts.config)
     with cleanup_on_signals(), guard, topo:
         original = guard.original if isinstance(guard, ConntrackMaxGuard) else read_conntrack_max()
-        for phase in phases:
-            results.append(run_phase(phase, opts, fw, binary, on_sample))
+        # Read back, so the results say what the clients really used.
+        client_ports = format_port_range(topo.client_port_range())
+        for rnd in range(1, opts.rounds + 1):
+            for phase in round_order(phases, rnd):
+                results.append(run_phase(phase, rnd, opts, fw, binary, on_sample))
     cfg = opts.config
     meta = {
         "started": started,
         "backend": opts.backend,
         "phase_seconds": opts.phase_seconds,
+        "rounds": opts.rounds,
+        "client_ports": client_ports,
         "conntrack_max_setting": opts.conntrack_max,
         "conntrack_max_original": original,
         "loadgen": "c" if binary is not None else "python",
@@ -281,8 +319,21 @@ def restored_line(doc: dict[str, Any]) -> str:
         parts.append(f"namespaces STILL PRESENT: {', '.join(left)} (run `felis lab down`)")
     else:
         parts.append(f"namespaces {' and '.join(names)} removed, with the veth pair and memcached")
-    parts.append("felis' rules removed after each phase (`felis agent --cleanup`)")
+    removal = "felis' rules removed after each phase (`felis agent --cleanup`)"
+    if HANDWRITTEN in meta.get("phases", []):
+        removal += ", the hand-written ones by the lab"
+    parts.append(removal)
     return "Restored: " + "; ".join(parts) + "."
+
+
+def print_table(console: Console, title: str, header: Sequence[str], rows: list[list[str]]) -> None:
+    """One column per header, the first left-aligned (labels), the rest right (figures)."""
+    table = Table(title=title, min_width=0)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def print_report(doc: dict[str, Any], console: Console, results: Path) -> bool:
@@ -291,12 +342,11 @@ def print_report(doc: dict[str, Any], console: Console, results: Path) -> bool:
     Returns whether every required outcome showed.
     """
     header, rows = comparison_rows(doc)
-    table = Table(title="felis lab: comparison", min_width=0)
-    for i, title in enumerate(header):
-        table.add_column(title, justify="left" if i == 0 else "right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, "felis lab: comparison", header, rows)
+    if round_count(doc) > 1:
+        for title, (header, rows) in rounds_rows(doc).items():
+            if len(header) > 1:
+                print_table(console, title, header, rows)
     ok, head, marks = verdict(doc)
     console.print(head, highlight=False, markup=False, style="bold")
     # A grid keeps wrapped sentences indented under their own text, not under the mark.
@@ -317,20 +367,30 @@ def print_report(doc: dict[str, Any], console: Console, results: Path) -> bool:
     return ok
 
 
-def elapsed_hint(phases: int, seconds: float) -> float:
-    """Rough wall time of a run: load + 3 s drain + ~4 s of setup per phase."""
-    return phases * (seconds + 7.0) + 3.0
+def elapsed_hint(phases: int, seconds: float, rounds: int = 1) -> float:
+    """Rough wall time of a run: load + 3 s drain + ~4 s of setup per phase and round."""
+    return rounds * phases * (seconds + 7.0) + 3.0
 
 
 def intro(opts: RunOptions) -> str:
     """What is about to happen, in one paragraph."""
     phases = list(opts.phases)
-    minutes = elapsed_hint(len(phases), opts.phase_seconds) / 60
-    text = (
-        f"felis lab run: {len(phases)} phases ({', '.join(phases)}) of {opts.phase_seconds:g} s "
-        f"saturating memcached load each, about {minutes:.1f} min; felis programs the server "
-        f"namespace with the {opts.backend} backend."
+    minutes = elapsed_hint(len(phases), opts.phase_seconds, opts.rounds) / 60
+    rounds = (
+        f" × {opts.rounds} rounds (interleaved, each round starting one phase later)"
+        if opts.rounds > 1
+        else ""
     )
+    text = (
+        f"felis lab run: {len(phases)} phases ({', '.join(phases)}){rounds} of "
+        f"{opts.phase_seconds:g} s saturating memcached load each, about {minutes:.1f} min; "
+        f"felis programs the server namespace with the {opts.backend} backend."
+    )
+    if HANDWRITTEN in phases:
+        text += (
+            f" The {HANDWRITTEN} phase is the lab's own minimal ruleset for the same policy, "
+            f"on the same backend: the reference."
+        )
     if opts.conntrack_max is not None:
         text += (
             f" nf_conntrack_max is set to {opts.conntrack_max:,} for the run "
@@ -339,4 +399,13 @@ def intro(opts: RunOptions) -> str:
     return text
 
 
-__all__ = ["RunOptions", "elapsed_hint", "intro", "parse_phases", "print_report", "run_lab"]
+__all__ = [
+    "ALL_PHASES",
+    "RunOptions",
+    "elapsed_hint",
+    "intro",
+    "label_width",
+    "parse_phases",
+    "print_report",
+    "run_lab",
+]

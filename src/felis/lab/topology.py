@@ -38,13 +38,30 @@ SERVER_SYSCTLS = {
     "net.core.somaxconn": "65535",
     "net.ipv4.tcp_max_syn_backlog": "65535",
 }
-CLIENT_SYSCTLS = {
-    # Above every default failsafe port (22 … 6667): raw failsafe rules match replies by source
-    # port, as Calico's do, so a client whose ephemeral port happened to be 2379 or 6443 would
-    # have its connection taken out of the untracked path and dropped as a new tracked flow.
-    "net.ipv4.ip_local_port_range": "10000 65000",
-    "net.ipv4.tcp_tw_reuse": "1",
-}
+# The widest range by default: high-connection clients widen theirs on purpose, and a range
+# that skipped the failsafe ports (22 … 6667) would hide connections a firewall loses when an
+# ephemeral port collides with one of them.
+DEFAULT_CLIENT_PORTS = (1024, 65535)
+PORT_RANGE_FLAG = "--client-ports"
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """`LOW-HIGH` as the client's ephemeral port range; LabError (one line) when invalid."""
+    low, sep, high = text.strip().partition("-")
+    if not (sep and low.strip().isdigit() and high.strip().isdigit()):
+        raise LabError(f"{PORT_RANGE_FLAG}: expected LOW-HIGH (e.g. 1024-65535), not {text!r}")
+    return check_port_range((int(low), int(high)))
+
+
+def check_port_range(ports: tuple[int, int]) -> tuple[int, int]:
+    low, high = ports
+    if not 1 <= low <= high <= 65535:
+        raise LabError(f"{PORT_RANGE_FLAG}: need 1 <= LOW <= HIGH <= 65535, not {low}-{high}")
+    return ports
+
+
+def format_port_range(ports: tuple[int, int]) -> str:
+    return f"{ports[0]}-{ports[1]}"
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,7 @@ class LabConfig:
     port: int = MEMCACHED_PORT
     memcached_threads: int = 2
     memcached_max_conns: int = 16384
+    client_ports: tuple[int, int] = DEFAULT_CLIENT_PORTS
     run_dir: Path = field(default=DEFAULT_RUN_DIR)
 
     def __post_init__(self) -> None:
@@ -79,6 +97,7 @@ class LabConfig:
             require_lab_address(addr, what)
         if not 1 <= self.source_count <= 200:
             raise LabError(f"source_count must be 1..200, not {self.source_count}")
+        check_port_range(self.client_ports)
 
     def source_address(self, index: int) -> str:
         return str(ipaddress.IPv4Address(self.source_base) + index)
@@ -90,6 +109,10 @@ class LabConfig:
     @property
     def state_file(self) -> Path:
         return self.run_dir / STATE_NAME
+
+    def client_sysctls(self) -> dict[str, str]:
+        low, high = self.client_ports
+        return {"net.ipv4.ip_local_port_range": f"{low} {high}", "net.ipv4.tcp_tw_reuse": "1"}
 
 
 @dataclass
@@ -226,6 +249,12 @@ class Topology:
             "conntrack_max_pending_restore": (cfg.run_dir / "conntrack_max.orig").exists(),
         }
 
+    def client_port_range(self) -> tuple[int, int]:
+        """The ephemeral port range the client namespace really has."""
+        text = ns.read_proc("/proc/sys/net/ipv4/ip_local_port_range", self.config.client_netns)
+        low, high = text.split()
+        return int(low), int(high)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     def up(self, *, detach: bool = False) -> bool:
@@ -235,6 +264,8 @@ class Topology:
         `felis lab up`); otherwise it stays our child and dies with `down`.
         """
         if self.is_up():
+            # A lab left up by `felis lab up` may have been built with another port range.
+            set_sysctls(self.config.client_netns, self.config.client_sysctls())
             return False
         # Leftovers of a crashed or half-built run. The conntrack_max record is left alone: a
         # guard around this lab may have just written it.
@@ -277,7 +308,7 @@ class Topology:
         ns.run(["ip", "-n", cfg.server_netns, "-batch", "-"], input_text="\n".join(server_cmds))
         ns.run(["ip", "-n", cfg.client_netns, "-batch", "-"], input_text="\n".join(client_cmds))
         set_sysctls(cfg.server_netns, SERVER_SYSCTLS)
-        set_sysctls(cfg.client_netns, CLIENT_SYSCTLS)
+        set_sysctls(cfg.client_netns, cfg.client_sysctls())
         self._start_memcached(detach=detach)
 
     def _start_memcached(self, *, detach: bool) -> None:

@@ -1,21 +1,25 @@
 """The `felis` command line.
 
-Every failure a user can cause ends here as one line on stderr and exit code 1; an unexpected
-exception is reported on one line too (with FELIS_DEBUG=1 for the traceback), because a
-traceback is never an answer to bad input.
+Every failure a user can cause ends here as one line on stderr and exit code 1 (2 for a
+mistake in the command line itself, see felis.cli.exits); an unexpected exception is reported
+on one line too (with FELIS_DEBUG=1 for the traceback), because a traceback is never an
+answer to bad input.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import importlib.util
 import os
 import sys
+from typing import Annotated
 
 import typer
 
 from felis import __version__
 from felis.cli import resources
+from felis.cli.exits import FAILURE, USAGE, BadUsage
 from felis.errors import FelisError
 
 app = typer.Typer(
@@ -24,8 +28,42 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's help panels cut long words (a default URL, an environment
+    # variable) with an ellipsis to fit their columns, and the help must be read in full.
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def package_version() -> str:
+    """The installed distribution's version; the source tree's when run uninstalled."""
+    try:
+        return importlib.metadata.version("felis")
+    except importlib.metadata.PackageNotFoundError:
+        return __version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(package_version())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the felis version and exit",
+        ),
+    ] = False,
+) -> None:
+    # Only here to hold --version; the group's help is the Typer's `help`.
+    pass
+
 
 for command in (
     resources.validate,
@@ -59,7 +97,14 @@ _mount("felis.conntrack.cli", "conntrack", "Conntrack pressure: status, top, adv
 @app.command()
 def version() -> None:
     """Print the felis version."""
-    typer.echo(__version__)
+    typer.echo(package_version())
+
+
+def _help_command(argv: list[str] | None) -> str:
+    """`felis COMMAND -h` for the command that was run (options come after it)."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return f"felis {command} -h" if command else "felis -h"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,10 +113,13 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except resources.CommandFailed:
-        sys.exit(1)
+        sys.exit(FAILURE)
+    except BadUsage as err:
+        typer.echo(f"{err} (see '{_help_command(argv)}')", err=True)
+        sys.exit(USAGE)
     except FelisError as err:
         typer.echo(str(err), err=True)
-        sys.exit(1)
+        sys.exit(FAILURE)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
@@ -79,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(done.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
-        sys.exit(1)
+        sys.exit(FAILURE)
     except typer.TyperException as err:
         # Usage errors: click's own message and usage line, exit code 2 as click does.
         show = getattr(err, "show", None)
@@ -87,11 +135,11 @@ def main(argv: list[str] | None = None) -> None:
             show()
         else:
             typer.echo(str(err), err=True)
-        sys.exit(int(getattr(err, "exit_code", 2) or 2))
+        sys.exit(int(getattr(err, "exit_code", USAGE) or USAGE))
     except Exception as err:
         if os.environ.get("FELIS_DEBUG"):
             raise
         typer.echo(
             f"internal error: {type(err).__name__}: {err} (FELIS_DEBUG=1 shows more)", err=True
         )
-        sys.exit(1)
+        sys.exit(FAILURE)

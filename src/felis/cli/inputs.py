@@ -6,6 +6,7 @@ after reading at most limit+1 bytes, so it costs nothing and fails in millisecon
 
 from __future__ import annotations
 
+import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,12 @@ def read_sources(
 
 
 def _read_file(path: Path, limit: int) -> Source:
+    info = path.stat()
+    # A FIFO or a device would block or never end; stdin is `-f -`.
+    if not stat.S_ISREG(info.st_mode):
+        raise FelisError(f"{path}: not a regular file (use -f - to read standard input)")
     # Check the size first so a huge file is refused without being read.
-    size = path.stat().st_size
+    size = info.st_size
     if size > limit:
         raise FelisError(
             f"{path}: file is {size} bytes, larger than the {limit // (1024 * 1024)} MiB limit"

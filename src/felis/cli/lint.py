@@ -1,6 +1,6 @@
 """`felis lint`: doNotTrack pitfalls in manifests, the datastore, or both.
 
-Exit codes: 0 clean (notes allowed), 2 at least one warning, 1 an error.
+Exit codes: 0 clean (notes allowed), 3 at least one warning, 1 an error (2: usage, as everywhere).
 """
 
 from __future__ import annotations
@@ -11,12 +11,17 @@ from typing import Annotated
 import typer
 
 from felis.cli.dataplane import FailsafeInOption, FailsafeOutOption, calc_config
-from felis.cli.plan import check_like_apply, read_datastore
-from felis.cli.resources import DatastoreOption, RecursiveOption, load_resources
-from felis.errors import FelisError
+from felis.cli.exits import FOUND
+from felis.cli.output import ReportFormat
+from felis.cli.plan import check_like_apply
+from felis.cli.resources import (
+    DatastoreOption,
+    RecursiveOption,
+    load_resources,
+    read_datastore,
+    read_manifests,
+)
 from felis.model import Resource
-
-WARNINGS_EXIT = 2
 
 
 def lint(
@@ -28,22 +33,24 @@ def lint(
     ] = None,
     recursive: RecursiveOption = False,
     datastore: DatastoreOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="text or json")] = "text",
+    output: Annotated[ReportFormat, typer.Option("--output", "-o", help="Output format")] = (
+        ReportFormat.text
+    ),
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
 ) -> None:
-    """Warn about doNotTrack pitfalls, each with a stable code and a suggested fix.
+    """Warn about doNotTrack pitfalls, with suggested fixes.
+
+    Each finding has a stable code (docs/lint.md).
 
     -f alone lints the manifest by itself; --datastore alone (or neither) lints the datastore;
     both lint the manifest as `felis apply` would leave the datastore. Exit code 0 when there
-    is no warning (notes are advice), 2 with warnings, 1 on error.
+    is no warning (notes are advice), 3 with warnings, 1 on error.
     """
     from felis.lint import WARNING
     from felis.lint import lint as run_lint
     from felis.plan import overlay
 
-    if output not in ("text", "json"):
-        raise FelisError(f"unrecognized output format '{output}' (text or json)")
     config = calc_config(failsafe_inbound, failsafe_outbound)
     resources: list[Resource]
     if filename is not None and datastore is None:
@@ -51,10 +58,10 @@ def lint(
         complete = False
         scope = filename
     elif filename is not None:
-        incoming = load_resources(filename, recursive)
+        incoming = read_manifests(filename, recursive)
         current = read_datastore(datastore)
         check_like_apply(current, incoming)
-        resources = overlay(current, incoming)
+        resources = overlay(current, [item.resource for item in incoming])
         complete = True
         scope = f"{filename} applied on the datastore"
     else:
@@ -64,7 +71,7 @@ def lint(
     findings = run_lint(resources, config, complete=complete)
     warnings = sum(1 for f in findings if f.severity == WARNING)
     notes = len(findings) - warnings
-    if output == "json":
+    if output is ReportFormat.json:
         typer.echo(
             json.dumps(
                 {
@@ -81,7 +88,7 @@ def lint(
             typer.echo(finding.text())
         typer.echo(f"{scope}: {warnings} warning(s), {notes} note(s)")
     if warnings:
-        raise typer.Exit(WARNINGS_EXIT)
+        raise typer.Exit(FOUND)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,16 +1,38 @@
-"""`felis get -o …` output, shaped like calicoctl's (reference §9.3)."""
+"""Command output: `felis get -o …` shaped like calicoctl's (reference §9.3), and the rich
+console every other human-facing report prints through."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 import yaml
+from rich.console import Console
 
-from felis.errors import FelisError
 
-OUTPUT_FORMATS = ("ps", "wide", "yaml", "yml", "json", "name")
+class GetFormat(StrEnum):
+    ps = "ps"
+    wide = "wide"
+    yaml = "yaml"
+    yml = "yml"
+    json = "json"
+    name = "name"
+
+
+class ReportFormat(StrEnum):
+    """`-o` of the commands that print a report (render aside): words or JSON."""
+
+    text = "text"
+    json = "json"
+
+
+def console() -> Console:
+    """Rich output that never wraps: piped into `tail -1` or grep, each line must stay the
+    line it was (rich would otherwise fold at 80 columns when stdout is not a terminal)."""
+    return Console(highlight=False, soft_wrap=True)
+
 
 Obj = dict[str, Any]
 
@@ -98,16 +120,14 @@ def _as_document(kind: str, objects: Sequence[Obj], revision: int | None, listin
 
 
 def render(
-    kind: str, objects: Sequence[Obj], output: str, *, revision: int | None, listing: bool
+    kind: str, objects: Sequence[Obj], output: GetFormat, *, revision: int | None, listing: bool
 ) -> str:
-    if output in ("ps", "wide"):
-        return render_table(kind, objects, wide=output == "wide")
-    if output == "name":
+    if output in (GetFormat.ps, GetFormat.wide):
+        return render_table(kind, objects, wide=output is GetFormat.wide)
+    if output is GetFormat.name:
         return "".join(f"{_name(obj)}\n" for obj in objects)
     document = _as_document(kind, objects, revision, listing)
-    if output in ("yaml", "yml"):
+    if output in (GetFormat.yaml, GetFormat.yml):
         # Kubernetes-style YAML: keys sorted, block style.
         return yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
-    if output == "json":
-        return json.dumps(document, indent=2) + "\n"
-    raise FelisError(f"unrecognized output format '{output}'")
+    return json.dumps(document, indent=2) + "\n"

@@ -2,24 +2,36 @@
 
 Where felis deliberately differs from calicoctl (docs/cli.md says so too): a multi-document
 write is all-or-nothing. calicoctl processes documents one by one and may leave a partial
-success behind; felis validates every document first and then writes them in one datastore
-transaction, so a bad or conflicting document means nothing was written.
+success behind; felis checks every document first, against the datastore too, reports every
+problem, and then writes them in one datastore transaction, so a bad or conflicting document
+means nothing was written. The summary line counts what happened, not what was asked for.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from typing import Annotated, Any
 
 import typer
 
+from felis.cli.exits import BadUsage
 from felis.cli.inputs import read_sources
-from felis.cli.output import OUTPUT_FORMATS, render
-from felis.datastore import Datastore, open_datastore
+from felis.cli.output import GetFormat, render
+from felis.cli.preflight import (
+    DeleteTarget,
+    Key,
+    WriteVerb,
+    delete_problems,
+    kinds_to_read,
+    read_stored,
+    write_problems_against,
+)
+from felis.datastore import Datastore, Missing, open_datastore
+from felis.datastore.objects import apply_action
 from felis.errors import FelisError
-from felis.model import Resource, load_documents, resolve_kind, to_dict
+from felis.model import KindInfo, Located, Resource, from_dict, load_located, resolve_kind, to_dict
 
 DatastoreOption = Annotated[
     str | None,
@@ -42,30 +54,71 @@ class CommandFailed(FelisError):
     """Errors were already printed line by line; only the exit code is left to set."""
 
 
-def _echo_errors(lines: Sequence[str]) -> None:
-    for line in lines:
-        typer.echo(line, err=True)
+def fail_on(problems: Sequence[str], what: str = "nothing was done") -> None:
+    """Print every problem on its own line and stop, when there is any."""
+    if problems:
+        for line in problems:
+            typer.echo(line, err=True)
+        raise CommandFailed(f"{len(problems)} problem(s); {what}")
 
 
-def load_resources(filename: str, recursive: bool) -> list[Resource]:
-    """Every resource of every source, or CommandFailed after printing each problem on its line.
+def read_manifests(filename: str, recursive: bool) -> list[Located]:
+    """Every resource of every source with its document, or CommandFailed after printing each
+    problem on its line.
 
-    Parsing is all-or-nothing across sources, as in calicoctl.
+    All-or-nothing across sources, as in calicoctl. A resource given twice is an error: the
+    second would silently win over the first.
     """
-    resources: list[Resource] = []
+    items: list[Located] = []
     problems: list[str] = []
     for source in read_sources(filename, recursive=recursive):
         try:
-            resources.extend(load_documents(source.data, source.name))
+            items.extend(load_located(source.data, source.name))
         except FelisError as err:
-            lines = err.lines() if hasattr(err, "lines") else [str(err)]
-            problems.extend(lines)
-    if problems:
-        _echo_errors(problems)
-        raise CommandFailed(f"{len(problems)} problem(s) in the input; nothing was done")
-    if not resources:
+            problems.extend(err.lines() if hasattr(err, "lines") else [str(err)])
+    fail_on(problems or _duplicates(items))
+    if not items:
         raise FelisError(f"no resources specified in {filename}")
-    return resources
+    return items
+
+
+def _duplicates(items: Iterable[Located]) -> list[str]:
+    first: dict[Key, Located] = {}
+    problems = []
+    for item in items:
+        key = (item.resource.kind, item.resource.metadata.name)
+        earlier = first.setdefault(key, item)
+        if earlier is not item:
+            where = f"document {earlier.index}"
+            if earlier.source != item.source:
+                where = f"{earlier.source} {where}"
+            reason = f"also given in {where}; each resource may appear only once"
+            problems.append(str(item.error(None, reason)))
+    return problems
+
+
+def load_resources(filename: str, recursive: bool) -> list[Resource]:
+    return [item.resource for item in read_manifests(filename, recursive)]
+
+
+def read_datastore(url: str | None) -> list[Resource]:
+    """Every stored resource, for the commands that only read: the datastore is opened
+    read-only, so a mistyped path is an error instead of a new empty datastore."""
+    with closing(open_datastore(url, read_only=True)) as store:
+        objects = store.list().items
+    return [from_dict(obj, source="datastore") for obj in objects]
+
+
+def kind_argument(kind: str) -> KindInfo:
+    try:
+        return resolve_kind(kind)
+    except FelisError as err:
+        kinds = "hostendpoint, globalnetworkpolicy, globalnetworkset, tier"
+        raise BadUsage(f"{err} (kinds: {kinds})") from None
+
+
+def _key(item: Located) -> Key:
+    return (item.resource.kind, item.resource.metadata.name)
 
 
 def _kind_phrase(kinds: Sequence[str]) -> str:
@@ -73,69 +126,98 @@ def _kind_phrase(kinds: Sequence[str]) -> str:
     return f" '{kinds[0]}'" if len(unique) == 1 else ""
 
 
-def _success(verb: str, kinds: Sequence[str]) -> None:
-    typer.echo(f"Successfully {verb} {len(kinds)}{_kind_phrase(kinds)} resource(s)")
+def _report(
+    verb: str,
+    kinds: Sequence[str],
+    actions: Counter[str] | None = None,
+    skipped: int = 0,
+    why_skipped: str = "",
+) -> None:
+    line = f"Successfully {verb} {len(kinds)}{_kind_phrase(kinds)} resource(s)"
+    if actions:
+        line += ": " + _action_counts(actions)
+    if skipped:
+        line += f"; {skipped} skipped ({why_skipped})"
+    typer.echo(line)
 
 
-def _check_tiers(store: Datastore, resources: Sequence[Resource]) -> None:
-    """Calico refuses a policy whose tier does not exist (rule G12), unless the same input
-    creates that tier."""
-    incoming = {r.metadata.name for r in resources if r.kind == "Tier"}
-    for resource in resources:
-        if resource.kind != "GlobalNetworkPolicy":
-            continue
-        tier = getattr(resource.spec, "tier", None) or "default"
-        if tier in incoming:
-            continue
-        if not _exists(store, "Tier", tier):
-            raise FelisError(
-                f"GlobalNetworkPolicy {resource.metadata.name}: spec.tier: "
-                f"resource does not exist: Tier({tier})"
-            )
-
-
-def _exists(store: Datastore, kind: str, name: str) -> bool:
-    try:
-        store.get(kind, name)
-    except FelisError:
-        return False
-    return True
+def _action_counts(actions: Counter[str]) -> str:
+    return ", ".join(f"{actions[a]} {a}" for a in ("created", "updated", "unchanged") if actions[a])
 
 
 @contextmanager
 def _writing(
-    datastore: str | None, resources: Sequence[Resource]
-) -> Iterator[tuple[Datastore, list[dict[str, Any]]]]:
-    """The datastore, initialised and checked for the policies' tiers, and the resources'
-    objects to write to it; closed afterwards."""
+    datastore: str | None, items: Sequence[Located], verb: WriteVerb, *, skip_existing: bool = False
+) -> Iterator[tuple[Datastore, list[Located]]]:
+    """The datastore, initialised, and the items to write once every check against what it
+    stores has passed (with `skip_existing`, those that exist are left out); closed afterwards."""
     with closing(open_datastore(datastore)) as store:
         store.ensure_initialized()
-        _check_tiers(store, resources)
-        yield store, [to_dict(resource) for resource in resources]
+        stored = read_stored(store, kinds_to_read(r.resource.kind for r in items))
+        if skip_existing:
+            items = [item for item in items if _key(item) not in stored]
+        fail_on(write_problems_against(items, stored, verb))
+        yield store, list(items)
+
+
+def _objects(items: Sequence[Located]) -> list[dict[str, Any]]:
+    return [to_dict(item.resource) for item in items]
 
 
 def validate(
     filename: FilenameOption,
     recursive: RecursiveOption = False,
 ) -> None:
-    """Validate manifests offline (no datastore): exit 0 only when every document is valid."""
-    resources = load_resources(filename, recursive)
-    _success("validated", [r.kind for r in resources])
+    """Validate manifests offline, without a datastore.
+
+    Exit code 0 only when every document is valid.
+    """
+    items = read_manifests(filename, recursive)
+    _report("validated", [item.resource.kind for item in items])
 
 
 def apply(
     filename: FilenameOption,
     recursive: RecursiveOption = False,
     datastore: DatastoreOption = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check everything and show what would change; write nothing"
+        ),
+    ] = False,
 ) -> None:
-    """Create or update resources (all-or-nothing)."""
-    resources = load_resources(filename, recursive)
-    with _writing(datastore, resources) as (store, objects):
-        results = store.apply(objects)
-    counts = Counter(result.action for result in results)
-    _success("applied", [r.kind for r in resources])
-    if counts["unchanged"]:
-        typer.echo(f"({counts['unchanged']} unchanged)", err=True)
+    """Create or update resources (all-or-nothing).
+
+    --dry-run makes every check apply makes, against the datastore too, and prints what
+    would be created, updated or left unchanged, writing nothing.
+    """
+    items = read_manifests(filename, recursive)
+    kinds = [item.resource.kind for item in items]
+    if dry_run:
+        _dry_run(datastore, items)
+        return
+    with _writing(datastore, items, "apply") as (store, todo):
+        results = store.apply(_objects(todo))
+    _report("applied", kinds, Counter(result.action for result in results))
+
+
+def _dry_run(datastore: str | None, items: Sequence[Located]) -> None:
+    try:
+        with closing(open_datastore(datastore, read_only=True)) as store:
+            stored = read_stored(store, kinds_to_read(item.resource.kind for item in items))
+    except Missing:
+        stored = {}  # what apply would start from: it creates the datastore
+    fail_on(write_problems_against(items, stored, "apply"), "nothing would be written")
+    actions: Counter[str] = Counter()
+    for item, obj in zip(items, _objects(items), strict=True):
+        action = apply_action(obj, stored.get(_key(item)))
+        actions[action] += 1
+        typer.echo(f"{item.resource.kind} {item.resource.metadata.name}: would be {action}")
+    typer.echo(
+        f"Dry run: {len(items)} resource(s) would be applied: {_action_counts(actions)}; "
+        "nothing was written"
+    )
 
 
 def create(
@@ -146,21 +228,16 @@ def create(
     ] = False,
     datastore: DatastoreOption = None,
 ) -> None:
-    """Create resources; fails (and writes nothing) if any already exists."""
-    resources = load_resources(filename, recursive)
-    for resource in resources:
-        if resource.metadata.resource_version:
-            raise FelisError(
-                f"{resource.kind} {resource.metadata.name}: metadata.resourceVersion: "
-                "must not be set on create (use apply or replace)"
-            )
-    with _writing(datastore, resources) as (store, objects):
-        store.create_all(
-            [o for o in objects if not _exists(store, o["kind"], o["metadata"]["name"])]
-            if skip_exists
-            else objects
-        )
-    _success("created", [r.kind for r in resources])
+    """Create resources (all-or-nothing).
+
+    Fails, writing nothing, if any already exists (unless --skip-exists).
+    """
+    items = read_manifests(filename, recursive)
+    with _writing(datastore, items, "create", skip_existing=skip_exists) as (store, todo):
+        if todo:
+            store.create_all(_objects(todo))
+    skipped = len(items) - len(todo)
+    _report("created", [i.resource.kind for i in todo], None, skipped, "already exist")
 
 
 def replace(
@@ -168,16 +245,15 @@ def replace(
     recursive: RecursiveOption = False,
     datastore: DatastoreOption = None,
 ) -> None:
-    """Update existing resources (all-or-nothing); fails if any does not exist."""
-    resources = load_resources(filename, recursive)
-    with _writing(datastore, resources) as (store, objects):
-        for obj in objects:
-            store.get(obj["kind"], obj["metadata"]["name"])  # NotFound names the resource
-        store.apply(objects)
-    _success("replaced", [r.kind for r in resources])
+    """Update existing resources (all-or-nothing).
 
-
-BUILTIN_TIERS = frozenset({"default", "kube-admin", "kube-baseline"})
+    Fails, writing nothing, if any does not exist.
+    """
+    items = read_manifests(filename, recursive)
+    with _writing(datastore, items, "replace") as (store, todo):
+        results = store.apply(_objects(todo))
+    counts: Counter[str] = Counter(result.action for result in results)
+    _report("replaced", [item.resource.kind for item in items], counts)
 
 
 def delete(
@@ -192,63 +268,57 @@ def delete(
     ] = False,
     datastore: DatastoreOption = None,
 ) -> None:
-    """Delete resources by KIND NAME... or by -f FILE (all-or-nothing)."""
-    keys: list[tuple[str, str, str | None]] = []
+    """Delete resources by kind and name, or those of a manifest.
+
+    All-or-nothing: give KIND NAME... or -f FILE.
+    """
+    targets = _delete_targets(kind, names, filename, recursive)
+    # Read first, read-only: deleting from a datastore that does not exist must not create it.
+    with closing(open_datastore(datastore, read_only=True)) as reader:
+        stored = read_stored(reader, kinds_to_read(t.kind for t in targets))
+    present = [t for t in targets if (t.kind, t.name) in stored]
+    todo = present if skip_not_exists else targets
+    fail_on(delete_problems(todo, stored))
+    if todo:
+        with closing(open_datastore(datastore)) as store:
+            store.delete_all([(t.kind, t.name, t.resource_version) for t in todo])
+    skipped = len(targets) - len(todo)
+    _report("deleted", [t.kind for t in todo], None, skipped, "did not exist")
+
+
+def _delete_targets(
+    kind: str | None, names: list[str] | None, filename: str | None, recursive: bool
+) -> list[DeleteTarget]:
     if filename is not None:
         if kind is not None:
-            raise FelisError("give either KIND NAME... or -f FILE, not both")
-        for resource in load_resources(filename, recursive):
-            keys.append(
-                (resource.kind, resource.metadata.name, resource.metadata.resource_version or None)
-            )
-    else:
-        if kind is None or not names:
-            raise FelisError("delete needs KIND NAME... or -f FILE")
-        info = resolve_kind(kind)
-        for name in names:
-            if not name:
-                raise FelisError("resource name may not be empty")
-            keys.append((info.kind, name, None))
-    for key_kind, name, _ in keys:
-        if key_kind == "Tier" and name in BUILTIN_TIERS:
-            raise FelisError(f"Cannot delete {name} tier")
-    with closing(open_datastore(datastore)) as store:
-        if skip_not_exists:
-            keys = [k for k in keys if _exists(store, k[0], k[1])]
-        _check_tier_empty(store, keys)
-        if keys:
-            store.delete_all(keys)
-    _success("deleted", [k[0] for k in keys])
-
-
-def _check_tier_empty(store: Datastore, keys: Sequence[tuple[str, str, str | None]]) -> None:
-    doomed = {(k[0], k[1]) for k in keys}
-    tiers = {name for kind, name in doomed if kind == "Tier"}
-    if not tiers:
-        return
-    for policy in store.list("GlobalNetworkPolicy").items:
-        tier = policy.get("spec", {}).get("tier") or "default"
-        if tier in tiers and ("GlobalNetworkPolicy", policy["metadata"]["name"]) not in doomed:
-            raise FelisError(f"Cannot delete a non-empty tier: Tier({tier})")
+            raise BadUsage("delete: give either KIND NAME... or -f FILE, not both")
+        return [DeleteTarget.of(item) for item in read_manifests(filename, recursive)]
+    if kind is None:
+        raise BadUsage("delete: give KIND NAME... or -f FILE")
+    info = kind_argument(kind)
+    if not names:
+        raise BadUsage(f"delete {kind}: give at least one NAME")
+    if not all(names):
+        raise BadUsage("delete: a resource name may not be empty")
+    # Naming a resource twice deletes it once (the second deletion would find it gone).
+    return [DeleteTarget(info.kind, name) for name in dict.fromkeys(names)]
 
 
 def get(
     kind: Annotated[str, typer.Argument(help="Resource kind, e.g. gnp, hep, gns, tier")],
     names: Annotated[list[str] | None, typer.Argument(help="Names (all when omitted)")] = None,
-    output: Annotated[
-        str, typer.Option("--output", "-o", help="ps, wide, yaml, json or name")
-    ] = "ps",
+    output: Annotated[GetFormat, typer.Option("--output", "-o", help="Output format")] = (
+        GetFormat.ps
+    ),
     datastore: DatastoreOption = None,
 ) -> None:
     """Show resources."""
-    if output not in OUTPUT_FORMATS:
-        raise FelisError(f"unrecognized output format '{output}'")
-    info = resolve_kind(kind)
+    info = kind_argument(kind)
     missing: list[str] = []
-    with closing(open_datastore(datastore)) as store:
+    with closing(open_datastore(datastore, read_only=True)) as store:
         if names:
             objects = []
-            for name in names:
+            for name in dict.fromkeys(names):
                 try:
                     objects.append(store.get(info.kind, name))
                 except FelisError as err:
@@ -261,6 +331,4 @@ def get(
         typer.echo(
             render(info.kind, objects, output, revision=revision, listing=not names), nl=False
         )
-    if missing:
-        _echo_errors(missing)
-        raise CommandFailed("some resources were not found")
+    fail_on(missing, "some resources were not found")

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from enum import StrEnum
 from typing import Annotated
 
 import typer
 
 from felis.cli.dataplane import (
+    AllowEmptyOption,
     Backend,
     BackendOption,
     FailsafeInOption,
     FailsafeOutOption,
     NodeOption,
     calc_config,
+    node_warning,
 )
-from felis.cli.resources import DatastoreOption
+from felis.cli.exits import BadUsage
+from felis.cli.output import ReportFormat, console
+from felis.cli.resources import DatastoreOption, read_datastore
 from felis.dataplane.spec import PORT_PROTOCOLS, CtState, Table
 from felis.errors import FelisError
 from felis.trace.assume import PacketRequest, setup
@@ -33,11 +36,6 @@ class State(StrEnum):
     established = "established"
     related = "related"
     invalid = "invalid"
-
-
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 def trace(
@@ -74,49 +72,58 @@ def trace(
         bool, typer.Option("--dnat", help="The packet's connection was DNAT'd")
     ] = False,
     icmp_type: Annotated[
-        int | None, typer.Option("--icmp-type", help="ICMP type (default: echo request)")
+        int | None,
+        typer.Option("--icmp-type", min=0, max=255, help="ICMP type (default: echo request)"),
     ] = None,
-    icmp_code: Annotated[int | None, typer.Option("--icmp-code", help="ICMP code")] = None,
+    icmp_code: Annotated[
+        int | None, typer.Option("--icmp-code", min=0, max=255, help="ICMP code")
+    ] = None,
     backend: BackendOption = Backend.nftables,
     datastore: DatastoreOption = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="text or json")] = (
-        OutputFormat.text
+    output: Annotated[ReportFormat, typer.Option("--output", "-o", help="Output format")] = (
+        ReportFormat.text
     ),
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Walk a packet through the rules felis computes for NODE and show what decides it.
+    """Show which rule decides a packet's fate on NODE.
+
+    The packet walks through the rules felis computes for NODE, as the kernel would walk it.
 
     Interfaces are not read: see docs/trace.md for what is assumed. Exit code 0 whatever the
-    verdict; read it from the last line (or `verdict` in JSON).
+    verdict; read it from the last line (or `verdict` in JSON). A NODE no HostEndpoint is on
+    is an error unless --allow-empty: every packet would meet no rule at all.
     """
     from felis.calc import compute
-    from felis.datastore import open_datastore
-    from felis.model import from_dict
     from felis.trace.walk import trace as walk
 
-    request = _request(
-        src, dst, proto, iface, out_iface, direction, state, dnat, icmp_type, icmp_code
-    )
-    with closing(open_datastore(datastore)) as store:
-        objects = store.list().items
-    resources = [from_dict(obj, source="datastore") for obj in objects]
+    try:
+        request = _request(
+            src, dst, proto, iface, out_iface, direction, state, dnat, icmp_type, icmp_code
+        )
+    except TraceError as err:
+        # Every check in _request is about how the options were written.
+        raise BadUsage(str(err)) from None
+    resources = read_datastore(datastore)
+    empty = node_warning(resources, node, allow_empty=allow_empty)
     prepared = setup(resources, node, request)
     result = compute(
         resources, node, prepared.interfaces, calc_config(failsafe_inbound, failsafe_outbound)
     )
     outcome = walk(result.spec, prepared.packet)
-    if output is OutputFormat.json:
+    warnings = ([empty] if empty else []) + list(result.warnings)
+    if output is ReportFormat.json:
         report = outcome.to_dict()
         report["node"] = node
         report["backend"] = backend.value
         report["assumptions"] = prepared.notes
-        report["warnings"] = list(result.warnings)
+        report["warnings"] = warnings
         for step in report["steps"]:
             step["kernel_chain"] = kernel_chain_name(backend, step["table"], step["chain"])
         typer.echo(json.dumps(report, indent=2))
         return
-    _print(outcome, node, backend, prepared.notes, list(result.warnings))
+    _print(outcome, node, backend, prepared.notes, warnings)
 
 
 def _request(
@@ -195,28 +202,27 @@ def _step_text(step: Step, backend: Backend) -> str:
 def _print(
     outcome: TraceResult, node: str, backend: Backend, notes: list[str], warnings: list[str]
 ) -> None:
-    from rich.console import Console
     from rich.markup import escape
 
-    console = Console(highlight=False)
-    console.print(f"[bold]{escape(outcome.packet.describe())}[/] on node {escape(node)}")
+    out = console()
+    out.print(f"[bold]{escape(outcome.packet.describe())}[/] on node {escape(node)}")
     for note in notes:
-        console.print(f"[dim]assumed: {escape(note)}[/]")
+        out.print(f"[dim]assumed: {escape(note)}[/]")
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
+        out.print(f"[yellow]warning:[/] {escape(warning)}")
     stage = None
     for step in outcome.steps:
         current = step.table if step.table == CONNTRACK else f"{step.table} {step.hook}"
         if current != stage:
             stage = current
             if step.table != CONNTRACK:
-                console.print(f"[cyan]{escape(current)}[/]")
+                out.print(f"[cyan]{escape(current)}[/]")
         indent = "  " * (step.depth + 1)
-        console.print(f"{indent}{escape(_step_text(step, backend))}")
+        out.print(f"{indent}{escape(_step_text(step, backend))}")
     for prefix in outcome.logs:
-        console.print(f"[dim]logged with prefix {escape(prefix)!r}[/]")
+        out.print(f"[dim]logged with prefix {escape(prefix)!r}[/]")
     colour = "green" if outcome.verdict is Verdict.ACCEPT else "red"
-    console.print(f"[bold {colour}]{escape(outcome.summary())}[/]")
+    out.print(f"[bold {colour}]{escape(outcome.summary())}[/]")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,6 +7,7 @@ from felis.datastore.errors import (
     Conflict,
     DatastoreError,
     InvalidObject,
+    Missing,
     NotFound,
     Unavailable,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "EtcdConfig",
     "InvalidObject",
     "Listing",
+    "Missing",
     "NotFound",
     "SqliteConfig",
     "SqliteDatastore",

@@ -77,3 +77,8 @@ def compaction_beyond_latest(keep_revision: int, latest: int) -> DatastoreError:
 
 class Unavailable(DatastoreError):
     """The store cannot be opened, read or written (path or endpoint, and the reason)."""
+
+
+class Missing(Unavailable):
+    """The store does not exist and was opened read-only, so it was not created: reading
+    commands must not leave an empty datastore behind (a mistyped path would look valid)."""

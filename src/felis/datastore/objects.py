@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from felis.datastore.errors import InvalidObject
 
 if TYPE_CHECKING:
-    from felis.datastore.base import DeleteKey
+    from felis.datastore.base import ApplyAction, DeleteKey
 
 JSONObject = dict[str, Any]
 
@@ -126,6 +126,16 @@ def updated_stored_form(obj: JSONObject, current: JSONObject) -> JSONObject:
     """Stored form of an update: identity (uid, creationTimestamp) kept from `current`."""
     meta = current["metadata"]
     return stored_form(obj, str(meta.get("uid", "")), str(meta.get("creationTimestamp", "")))
+
+
+def apply_action(obj: JSONObject, current: JSONObject | None) -> ApplyAction:
+    """What `apply` would do with `obj` given `current`, the object as read from the store
+    (None when absent): for a dry run, which must not write to find out."""
+    if current is None:
+        return "created"
+    as_stored = {**current, "metadata": dict(current["metadata"])}
+    as_stored["metadata"].pop("resourceVersion", None)
+    return "unchanged" if updated_stored_form(obj, current) == as_stored else "updated"
 
 
 def encode(obj: JSONObject) -> str:

@@ -33,6 +33,7 @@ from felis.datastore.errors import (
     AlreadyExists,
     Compacted,
     Conflict,
+    Missing,
     NotFound,
     Unavailable,
     compaction_beyond_latest,
@@ -54,6 +55,7 @@ from felis.datastore.objects import (
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 30.0
 _WATCH_BATCH = 1000
+_FELIS_TABLES = frozenset({"meta", "resources", "events"})
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
@@ -145,6 +147,10 @@ class SqliteDatastore:
     def _connect(self) -> sqlite3.Connection:
         if os.path.isdir(self.path):
             raise Unavailable(f"sqlite datastore {self.path}: cannot open: is a directory")
+        if self.read_only and not os.path.exists(self.path):
+            raise Missing(
+                f"sqlite datastore {self.path}: does not exist (the first write creates it)"
+            )
         parent = os.path.dirname(self.path)
         if not self.read_only:
             try:
@@ -166,6 +172,8 @@ class SqliteDatastore:
         except sqlite3.Error as exc:
             raise self._unavailable("open", exc) from None
         try:
+            # Before anything is changed: switching to WAL is itself a write to the file.
+            self._refuse_foreign(conn)
             if not self.read_only:
                 mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
@@ -183,6 +191,22 @@ class SqliteDatastore:
             raise
         return conn
 
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Unavailable for a SQLite database of some other program: felis must not add its
+        tables to it (a wrong --datastore path would silently extend someone's file)."""
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        if tables and not tables >= _FELIS_TABLES:
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise Unavailable(
+                f"sqlite datastore {self.path}: cannot open: not a felis datastore "
+                f"(it holds other tables: {_one_line(shown)})"
+            )
+
     def _init_schema(self) -> None:
         conn = self._conn
         try:
@@ -194,6 +218,14 @@ class SqliteDatastore:
                     )
                 conn.execute("BEGIN IMMEDIATE")
                 try:
+                    # Under the write lock (another process may have created the schema
+                    # meanwhile): felis' tables without felis' schema row are someone else's.
+                    empty = conn.execute("SELECT 1 FROM sqlite_master").fetchone() is None
+                    if self._schema_version(conn) is None and not empty:
+                        raise Unavailable(
+                            f"sqlite datastore {self.path}: cannot open: not a felis datastore "
+                            "(no felis schema version)"
+                        )
                     for statement in _SCHEMA:
                         conn.execute(statement)
                     conn.execute("COMMIT")

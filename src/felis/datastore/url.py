@@ -4,14 +4,15 @@ Accepted URLs:
 * `sqlite:///abs/path/felis.db` — absolute path (three slashes: empty host, then the path).
 * `sqlite://rel/path/felis.db` — anything after `sqlite://` that does not start with `/` is a
   path relative to the current directory.
-* either form with `?mode=ro`: open read-only (reads work, writes raise Unavailable).
+* either form with `?mode=ro`: open read-only (reads work, writes raise Unavailable); a
+  file that does not exist is then Missing instead of being created.
 * `etcd://host:port[,host:port…]` — plain-HTTP etcd v3 endpoints; `etcd+https://…` for TLS.
   Credentials and TLS files come from the calicoctl environment variables below.
 
-Precedence: the explicit URL (`--datastore`), else `FELIS_DATASTORE`, else calicoctl's
-environment (`DATASTORE_TYPE=etcdv3` with `ETCD_ENDPOINTS`; each variable also read with a
-`CALICO_` prefix, which wins; endpoints alone imply etcdv3 as in calicoctl), else
-`sqlite:///var/lib/felis/felis.db`.
+Precedence: the explicit URL (`--datastore`; an empty one is an error, not "unset"), else
+`FELIS_DATASTORE`, else calicoctl's environment (`DATASTORE_TYPE=etcdv3` with `ETCD_ENDPOINTS`;
+each variable also read with a `CALICO_` prefix, which wins; endpoints alone imply etcdv3 as in
+calicoctl), else `sqlite:///var/lib/felis/felis.db`.
 
 The etcd backend lives in `felis.datastore.etcd`, which must provide
 `open_etcd(config: EtcdConfig) -> Datastore`; without that module an etcd selection raises
@@ -20,6 +21,7 @@ Unavailable.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -86,6 +88,8 @@ def _etcd_config(endpoints: list[str], env: Mapping[str, str]) -> EtcdConfig:
 def parse_url(url: str, env: Mapping[str, str] | None = None) -> DatastoreConfig:
     """A datastore URL → its configuration, or a one-line Unavailable naming the URL."""
     env = os.environ if env is None else env
+    if not url.strip():
+        raise Unavailable(f"empty datastore URL: {_EXPECTED}")
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise Unavailable(f"unsupported datastore URL {url!r}: {_EXPECTED}")
@@ -114,7 +118,8 @@ def parse_url(url: str, env: Mapping[str, str] | None = None) -> DatastoreConfig
 def resolve_config(url: str | None = None, env: Mapping[str, str] | None = None) -> DatastoreConfig:
     """Apply the precedence in the module docstring."""
     env = os.environ if env is None else env
-    if url:
+    if url is not None:
+        # `--datastore ''` (an unset shell variable, usually) must not quietly mean the default.
         return parse_url(url, env)
     from_env = env.get(ENV_URL, "").strip()
     if from_env:
@@ -144,6 +149,13 @@ def open_config(config: DatastoreConfig) -> Datastore:
     return cast(Datastore, module.open_etcd(config))
 
 
-def open_datastore(url: str | None = None) -> Datastore:
-    """Open the datastore chosen by `url` / the environment (see the module docstring)."""
-    return open_config(resolve_config(url))
+def open_datastore(url: str | None = None, *, read_only: bool = False) -> Datastore:
+    """Open the datastore chosen by `url` / the environment (see the module docstring).
+
+    `read_only` is for callers that only read: a SQLite file is then opened read-only and
+    never created (Missing when absent). etcd has nothing to create, so it is unaffected.
+    """
+    config = resolve_config(url)
+    if read_only and isinstance(config, SqliteConfig):
+        config = dataclasses.replace(config, read_only=True)
+    return open_config(config)

@@ -7,7 +7,15 @@ same = from_dict(obj)
 
 from felis.model.errors import DocumentError, ManifestError
 from felis.model.kinds import KINDS, LIST_KINDS, KindInfo, resolve_kind
-from felis.model.loader import from_dict, load_documents, load_file, read_bounded, to_dict
+from felis.model.loader import (
+    Located,
+    from_dict,
+    load_documents,
+    load_file,
+    load_located,
+    read_bounded,
+    to_dict,
+)
 from felis.model.resources import (
     API_VERSION,
     EndpointPort,
@@ -55,6 +63,7 @@ __all__ = [
     "ICMPFields",
     "KindInfo",
     "Limits",
+    "Located",
     "ManifestError",
     "ObjectMeta",
     "Port",
@@ -70,6 +79,7 @@ __all__ = [
     "from_dict",
     "load_documents",
     "load_file",
+    "load_located",
     "read_bounded",
     "resolve_kind",
     "to_dict",

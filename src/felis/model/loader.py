@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import IO, Any
 
 from pydantic import ValidationError
@@ -21,6 +22,21 @@ from felis.model.yamlsafe import DEFAULT_MAX_BYTES, DecodeProblem, Limits, parse
 _LIST_META_FIELDS = frozenset({"resourceVersion", "continue", "selfLink", "remainingItemCount"})
 
 
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A loaded resource and the document it came from, so that a later stage (the datastore
+    checks of a write) can name the document as loading does."""
+
+    resource: Resource
+    source: str
+    index: int
+
+    def error(self, path: str | None, reason: str) -> DocumentError:
+        return DocumentError(
+            self.source, self.index, self.resource.kind, self.resource.metadata.name, path, reason
+        )
+
+
 def load_documents(
     data: bytes,
     source: str,
@@ -29,6 +45,18 @@ def load_documents(
     limits: Limits | None = None,
 ) -> list[Resource]:
     """Every resource in a YAML/JSON stream, defaulted and validated, in document order."""
+    located = load_located(data, source, max_bytes=max_bytes, limits=limits)
+    return [item.resource for item in located]
+
+
+def load_located(
+    data: bytes,
+    source: str,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    limits: Limits | None = None,
+) -> list[Located]:
+    """`load_documents`, each resource with its document number."""
     limits = limits or Limits(max_bytes=max_bytes)
     errors: list[DocumentError] = []
     try:
@@ -37,12 +65,12 @@ def load_documents(
         raise ManifestError(
             [DocumentError(source, problem.index, None, None, None, problem.reason)]
         ) from None
-    resources: list[Resource] = []
+    resources: list[Located] = []
     for index, document in documents:
         for prefix, obj in _expand(document, source, index, errors):
             resource = _from_dict(obj, source, index, prefix, errors)
             if resource is not None:
-                resources.append(resource)
+                resources.append(Located(resource, source, index))
     if errors:
         raise ManifestError(errors)
     if not resources:

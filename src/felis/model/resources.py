@@ -97,7 +97,9 @@ class _Model(BaseModel):
 
 
 class ObjectMeta(_Model):
-    name: Str = ""
+    # Strict, unlike the other strings: a name is an identity, and the Go-style string form
+    # of a YAML scalar (`0x10` -> "16", `yes` -> "true") would store a name nobody wrote.
+    name: str = ""
     generate_name: Str = Field("", alias="generateName")
     namespace: Str = ""
     self_link: Str = Field("", alias="selfLink")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -11,57 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from felis.cli import main
-
-ROOT = Path(__file__).resolve().parents[3]
-SEED = ROOT / "examples" / "memcached-seed.yaml"
-
-
-class Result:
-    def __init__(self, code: int, out: str, err: str) -> None:
-        self.code, self.out, self.err = code, out, err
-
-    @property
-    def err_lines(self) -> list[str]:
-        return [line for line in self.err.splitlines() if line.strip()]
-
-
-@pytest.fixture
-def felis(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("FELIS_DATASTORE", f"sqlite:///{tmp_path}/felis.db")
-    for name in ("DATASTORE_TYPE", "ETCD_ENDPOINTS", "CALICO_DATASTORE_TYPE"):
-        monkeypatch.delenv(name, raising=False)
-
-    def run(*args: str, stdin: bytes | None = None) -> Result:
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
-        code = 0
-        try:
-            main(list(args))
-        except SystemExit as done:
-            code = int(done.code or 0)
-        captured = capsys.readouterr()
-        assert "Traceback" not in captured.err
-        return Result(code, captured.out, captured.err)
-
-    return run
-
-
-def write(tmp_path: Path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
-GNS = """apiVersion: projectcalico.org/v3
-kind: GlobalNetworkSet
-metadata:
-  name: clients
-  labels: {memcached: client}
-spec:
-  nets: [198.18.0.0/24]
-"""
+from cli_helpers import GNS, SEED, write
 
 
 def test_validate_seed(felis) -> None:  # type: ignore[no-untyped-def]
@@ -94,8 +43,7 @@ def test_multi_document_apply_is_all_or_nothing(felis, tmp_path: Path) -> None: 
     line = result.err_lines[0]
     assert "bad.yaml" in line and "document 3" in line and "GlobalNetworkSet clients" in line
     assert "spec.nets[0]" in line
-    assert felis("get", "hep").out.strip() == "NAME   NODE"  # nothing written
-    assert felis("get", "gnp", "memcached-server").code == 1
+    assert not (tmp_path / "felis.db").exists(), "nothing written, not even an empty datastore"
 
 
 def test_conflicting_document_writes_nothing(felis, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -173,9 +121,9 @@ def test_get_output_formats(felis) -> None:  # type: ignore[no-untyped-def]
     single = json.loads(felis("get", "gnp", "memcached-server", "-o", "json").out)
     assert single["kind"] == "GlobalNetworkPolicy"
     bad = felis("get", "gnp", "-o", "xml")
-    assert bad.code == 1 and bad.err_lines == ["unrecognized output format 'xml'"]
+    assert bad.code == 2 and "'xml' is not one of" in bad.err
     unknown = felis("get", "widgets")
-    assert unknown.code == 1 and "resource type 'widgets' is not supported" in unknown.err
+    assert unknown.code == 2 and "resource type 'widgets' is not supported" in unknown.err
 
 
 def test_get_missing_name_fails(felis) -> None:  # type: ignore[no-untyped-def]

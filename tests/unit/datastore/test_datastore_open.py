@@ -13,6 +13,7 @@ from dstest_helpers import GNP, gnp
 from felis.datastore import (
     DEFAULT_URL,
     EtcdConfig,
+    Missing,
     SqliteConfig,
     SqliteDatastore,
     Unavailable,
@@ -213,5 +214,77 @@ def test_read_only(tmp_path: Path) -> None:
 
 
 def test_read_only_missing_file(tmp_path: Path) -> None:
-    assert_unavailable(f"sqlite://{tmp_path}/missing.db?mode=ro", "cannot open")
+    assert_unavailable(f"sqlite://{tmp_path}/missing.db?mode=ro", "missing.db", "does not exist")
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_reading_callers_never_create_a_datastore(tmp_path: Path) -> None:
+    path = tmp_path / "x" / "nope" / "felis.db"
+    with pytest.raises(Missing) as err:
+        open_datastore(f"sqlite://{path}", read_only=True)
+    assert str(err.value) == f"sqlite datastore {path}: does not exist (the first write creates it)"
+    assert not (tmp_path / "x").exists(), "not even the directory"
+    with SqliteDatastore(path) as writer:
+        created = writer.create(gnp("foo"))
+    reader = open_datastore(f"sqlite://{path}", read_only=True)
+    try:
+        assert reader.get(GNP, "foo") == created
+        with pytest.raises(Unavailable, match="readonly"):
+            reader.create(gnp("bar"))
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("url", ["", "  "])
+def test_an_empty_url_is_an_error_not_the_default(url: str) -> None:
+    with pytest.raises(Unavailable, match=r"^empty datastore URL: expected sqlite:///path"):
+        resolve_config(url, {"FELIS_DATASTORE": "sqlite:///from/env.db"})
+    with pytest.raises(Unavailable, match="empty datastore URL"):
+        open_datastore(url)
+
+
+def _foreign(path: Path, *statements: str) -> None:
+    conn = sqlite3.connect(path)
+    for statement in statements:
+        conn.execute(statement)
+    conn.commit()
+    conn.close()
+
+
+def _tables_and_mode(path: Path) -> tuple[list[str], str]:
+    conn = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master ORDER BY name")]
+        return tables, conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _foreign(
+        path, "CREATE TABLE users (id INTEGER, name TEXT)", "INSERT INTO users VALUES (1, 'a')"
+    )
+    before = _tables_and_mode(path)
+    assert_unavailable(f"sqlite://{path}", str(path), "not a felis datastore", "users")
+    assert_unavailable(f"sqlite://{path}?mode=ro", "not a felis datastore")
+    assert _tables_and_mode(path) == before == (["users"], "delete")
+
+
+def test_felis_table_names_without_the_schema_row_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "lookalike.db"
+    _foreign(
+        path,
+        "CREATE TABLE meta (key TEXT, value INTEGER)",
+        "CREATE TABLE resources (x)",
+        "CREATE TABLE events (y)",
+    )
+    assert_unavailable(f"sqlite://{path}", "not a felis datastore (no felis schema version)")
+
+
+def test_an_empty_sqlite_file_becomes_a_datastore(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    with SqliteDatastore(path) as store:
+        assert store.revision() == 0
+    assert _tables_and_mode(path)[0] == ["events", "meta", "resources"]

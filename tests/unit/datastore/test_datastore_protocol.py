@@ -30,6 +30,7 @@ from felis.datastore import (
     NotFound,
     SqliteDatastore,
 )
+from felis.datastore.objects import apply_action
 from felis.errors import FelisError
 
 TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -619,3 +620,13 @@ def test_watch_ends_when_store_is_closed(store: Datastore) -> None:
     assert next(iterator).name == "a"
     store.close()
     assert list(iterator) == []
+
+
+def test_apply_action_predicts_apply(store: Datastore) -> None:
+    """What a dry run reports (felis.datastore.objects.apply_action) is what apply then does."""
+    store.apply([gnp("same"), gnp("changed")])
+    stored = {o["metadata"]["name"]: o for o in store.list(GNP).items}
+    wanted = [gnp("same"), gnp("changed", order=5), gnp("new")]
+    predicted = [apply_action(obj, stored.get(obj["metadata"]["name"])) for obj in wanted]
+    assert predicted == ["unchanged", "updated", "created"]
+    assert [result.action for result in store.apply(wanted)] == predicted

@@ -1,4 +1,4 @@
-"""`felis lint` on the command line: scopes (file, datastore, both) and exit codes 0/2/1."""
+"""`felis lint` on the command line: scopes (file, datastore, both) and exit codes 0/3/1/2."""
 
 from __future__ import annotations
 
@@ -29,11 +29,11 @@ def test_seed_file_is_clean_apart_from_notes(capsys: pytest.CaptureFixture[str])
     assert out.startswith("note FL003 hep/memcached-node-1-eth0: ")
 
 
-def test_warnings_exit_2_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_warnings_exit_3_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text(SEED.read_text().split("  egress:")[0])
     code, out, _ = run(["lint", "-f", str(broken), "-o", "json"], capsys)
-    assert code == 2
+    assert code == 3
     report = json.loads(out)
     assert report["warnings"] == 1
     [warning] = [f for f in report["findings"] if f["severity"] == "warning"]
@@ -49,7 +49,7 @@ def test_datastore_and_overlay(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert run(["apply", "-f", str(SEED), "--datastore", store], capsys)[0] == 0
     # Stored: nothing carries memcached=client, and a datastore is the whole truth: warnings.
     code, out, _ = run(["lint", "--datastore", store], capsys)
-    assert code == 2
+    assert code == 3
     assert "the datastore: 2 warning(s)" in out
     client = tmp_path / "client.yaml"
     client.write_text(
@@ -62,8 +62,8 @@ def test_datastore_and_overlay(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out.splitlines()[-1].endswith("applied on the datastore: 0 warning(s), 2 note(s)")
 
 
-def test_errors_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_exit_1_usage_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(["lint", "-f", str(tmp_path / "missing.yaml")], capsys)
     assert code == 1 and "missing.yaml: cannot read" in err
     code, _, err = run(["lint", "-f", str(SEED), "-o", "xml"], capsys)
-    assert code == 1 and "unrecognized output format 'xml'" in err
+    assert code == 2 and "'xml' is not one of 'text', 'json'" in err

@@ -1,4 +1,4 @@
-"""`felis plan` on the command line: exit codes 0/2/1, text and JSON, apply's checks."""
+"""`felis plan` on the command line: exit codes 0/3/1/2, text and JSON, apply's checks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from felis.cli import main
+from felis.datastore import SqliteDatastore
 
 NODE = "memcached-node-1"
 SEED = Path(__file__).parents[3] / "examples" / "memcached-seed.yaml"
@@ -25,6 +26,8 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 @pytest.fixture
 def store(tmp_path: Path) -> str:
+    # plan only reads: the datastore must exist (empty here).
+    SqliteDatastore(tmp_path / "felis.db").close()
     return f"sqlite:///{tmp_path}/felis.db"
 
 
@@ -32,9 +35,9 @@ def plan(store: str, path: Path | str, *extra: str) -> list[str]:
     return ["plan", "-f", str(path), "--node", NODE, "--datastore", store, *extra]
 
 
-def test_exit_2_then_0_after_apply(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_3_then_0_after_apply(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(plan(store, SEED), capsys)
-    assert code == 2
+    assert code == 3
     assert "becomes untracked" in out and "kernel delta:" in out
     assert run(["apply", "-f", str(SEED), "--datastore", store], capsys)[0] == 0
     code, out, _ = run(plan(store, SEED), capsys)
@@ -44,7 +47,7 @@ def test_exit_2_then_0_after_apply(store: str, capsys: pytest.CaptureFixture[str
 
 def test_json_output(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(plan(store, SEED, "-o", "json", "--backend", "iptables"), capsys)
-    assert code == 2
+    assert code == 3
     report = json.loads(out)
     assert report["changes"] is True and report["backend"] == "iptables"
     assert "# iptables-restore --noflush" in report["delta"]["ipv4"]
@@ -80,8 +83,8 @@ def test_missing_tier_is_refused_like_apply(
     code, _, err = run(plan(store, tiered), capsys)
     assert code == 1
     assert err == (
-        "GlobalNetworkPolicy security.memcached-server: spec.tier: resource does not exist: "
-        "Tier(security)\n"
+        f"{tiered}: document 2 (GlobalNetworkPolicy security.memcached-server): spec.tier: "
+        "resource does not exist: Tier(security)\n"
     )
 
 
@@ -103,4 +106,4 @@ def test_stale_resource_version_is_a_conflict(
 
 def test_bad_output_format(store: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(plan(store, SEED, "-o", "yaml"), capsys)
-    assert code == 1 and "unrecognized output format 'yaml'" in err
+    assert code == 2 and "'yaml' is not one of 'text', 'json'" in err

@@ -328,15 +328,24 @@ MANY_FLOWS = [
     *(
         _flow_policy(i, proto, port)
         for i, (proto, port) in enumerate(
-            [("TCP", 8080), ("UDP", 9090), ("TCP", 12211), ("TCP", 20001), ("UDP", 20002)]
+            [
+                ("TCP", 8080),
+                ("UDP", 9090),
+                ("TCP", 12211),
+                ("TCP", 20001),
+                ("UDP", 20002),
+                ("TCP", 20003),
+                ("UDP", 20004),
+                ("UDP", 20005),
+            ]
         )
     ),
     _gnp(
         "deny-after", doNotTrack=True, applyOnForward=True, order=100, ingress=[{"action": "Deny"}]
     ),
 ]
-"""Enough flow-shaped untracked Allows in front for the fast path to fold them into net,port
-sets (one per direction), then an untracked Deny of everything else."""
+"""Enough flow-shaped untracked Allows from the clients in front for the fast path to fold each
+protocol's ports into one port set (per direction), then an untracked Deny of everything else."""
 
 
 # ---------------------------------------------------------------------------------- prediction

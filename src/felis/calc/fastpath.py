@@ -17,29 +17,24 @@ only ever lift fewer rules than it might, never one that would change a verdict.
 Any order of lifted rules gives the same result: each one is an Allow ending in the same
 action, so a packet matching several of them is accepted, untracked, whichever matches first
 (the walk too accepts it at the first it meets). That is what lets any subset of the run be
-lifted, and the flow-shaped ones be merged into one `net,port` set: remote address × protocol ×
-local port, looked up once (`flow_shape`).
+lifted, and the flow-shaped ones (`flow_shape`: a protocol, one remote address condition, local
+ports) that share a protocol and a remote address condition be merged into one rule whose local
+ports are one port-set lookup (nft `inet_service` hash set, ipset `bitmap:port`).
 
-With hundreds of policies in front of the one a flow needs, the flow still meets one lookup
-(a policy count that does not cost the fast flows anything), as long as those policies' leading
-rules are flow-shaped Allows.
+With hundreds of services allowed to the same clients in front of the one a flow needs, the
+flow still meets one rule. (A set of remote address × port pairs would serve different clients
+per service too, but nft looks such a concatenated interval set up in time that grows with its
+size: 1,000 elements cost more than the walk, docs/benchmarks-lab.md.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from felis.calc import names
-from felis.calc.sources import (
-    AddressSource,
-    FlowPart,
-    NetPortSource,
-    NetsSource,
-    SelectorSource,
-    SetSource,
-)
+from felis.calc.sources import PortsSource
 from felis.dataplane.spec import (
     Chain,
     Family,
@@ -58,9 +53,9 @@ packet before the walk, so a policy with hundreds of leading Allows that do not 
 keeps most of them in the walk, where only the packets of that interface meet them."""
 MAX_WALKED_RULES = 4096
 """Leading Allows collected per endpoint and direction (most become one flow-set lookup)."""
-MIN_FLOW_SET_RULES = 4
-"""Fewer flow-shaped Allows stay rules: a set lookup costs about what a few rules cost, and a
-rule names its policy rule in `felis trace`."""
+MIN_PORT_SET_RULES = 4
+"""Fewer flow-shaped Allows with one protocol and remote address condition stay rules: a set
+lookup costs about what a few rules cost, and a rule names its policy rule in `felis trace`."""
 MAX_FLOW_PORTS = 64
 """A rule with more local ports (ranges counted port by port) stays a rule."""
 
@@ -175,71 +170,47 @@ def flow_shape(match: Match, ingress: bool) -> FlowShape | None:
     return FlowShape(net, sets[0] if sets else None, match.protocol, numbers)
 
 
-def _part(shape: FlowShape, set_source: Callable[[str], SetSource | None]) -> FlowPart | None:
-    addresses: AddressSource
-    if shape.net is not None:
-        addresses = NetsSource(frozenset({shape.net}))
-    else:
-        assert shape.address_set is not None
-        found = set_source(shape.address_set)
-        if not isinstance(found, SelectorSource | NetsSource):
-            return None
-        addresses = found
-    return FlowPart(addresses, _FLOW_PROTOCOLS[shape.protocol], shape.ports)
-
-
-def _parts_text(parts: tuple[FlowPart, ...]) -> str:
-    out = []
-    for part in parts:
-        addresses = part.addresses
-        what = (
-            addresses.selector.canonical
-            if isinstance(addresses, SelectorSource)
-            else ",".join(sorted(addresses.cidrs))
-        )
-        out.append(f"{what}|{part.protocol}|{','.join(map(str, part.ports))}")
-    return "\n".join(out)
-
-
 @dataclasses.dataclass
 class FastPath:
-    """The lifted rules of one raw hook, and the flow sets they use."""
+    """The lifted rules of one raw hook, and the port sets they use."""
 
     family: Family
     marks: MarkBits
     chains: Mapping[str, Chain]
-    set_source: Callable[[str], SetSource | None]
-    """The source of a set named by a policy rule (to fold its members into a flow set)."""
-    sets: dict[str, NetPortSource] = dataclasses.field(default_factory=dict)
+    sets: dict[str, PortsSource] = dataclasses.field(default_factory=dict)
 
     def rules(self, iface: str, endpoint_chain: str, ingress: bool) -> list[Rule]:
-        """The fast-path rules of one endpoint and direction: a flow-set rule for the
-        flow-shaped leading Allows, then the others as rules (each with the interface)."""
+        """The fast-path rules of one endpoint and direction (each with the interface): one
+        rule per protocol and remote address condition shared by enough flow-shaped Allows,
+        with their local ports in one port set, then the other Allows as they are."""
         singles: list[Rule] = []
-        flows: list[tuple[Rule, FlowPart]] = []
+        groups: dict[tuple[int, str | None, str | None], list[tuple[Rule, FlowShape]]] = {}
         for allow in leading_allows(endpoint_chain, self.chains, self.marks):
             shape = flow_shape(allow.match, ingress)
-            part = _part(shape, self.set_source) if shape is not None else None
-            if part is None:
+            if shape is None:
                 singles.append(allow)
             else:
-                flows.append((allow, part))
+                key = (shape.protocol, shape.net, shape.address_set)
+                groups.setdefault(key, []).append((allow, shape))
         out: list[Rule] = []
-        if len(flows) >= MIN_FLOW_SET_RULES:
-            parts = tuple(dict.fromkeys(part for _, part in flows))
-            name = names.net_port_set(self.family, _parts_text(parts))
-            self.sets[name] = NetPortSource(parts)
+        for (protocol, net, address_set), members in groups.items():
+            if len(members) < MIN_PORT_SET_RULES:
+                singles += [allow for allow, _ in members]
+                continue
+            ports = tuple(sorted({port for _, shape in members for port in shape.ports}))
+            name = names.port_set(self.family, ports)
+            self.sets[name] = PortsSource(ports)
+            remote = (address_set,) if address_set is not None else ()
             match = (
-                Match(src_net_dst_port_set=name) if ingress else Match(dst_net_src_port_set=name)
+                Match(protocol=protocol, src_net=net, src_sets=remote, dst_port_in_set=name)
+                if ingress
+                else Match(protocol=protocol, dst_net=net, dst_sets=remote, src_port_in_set=name)
             )
-            comment = f"Fast path of {len(flows)} untracked Allow rules"
+            comment = f"Fast path of {len(members)} untracked Allow rules"
             out.append(self._lifted(match, iface, ingress, comment))
-        else:
-            singles = [allow for allow, _ in flows] + singles
-        for allow in singles[:MAX_LIFTED_RULES]:
-            # The policy rule's own comment: counters by rule sum over both paths.
-            out.append(self._lifted(allow.match, iface, ingress, allow.comment))
-        return out
+        # The policy rule's own comment: counters by rule sum over both paths.
+        out += [self._lifted(allow.match, iface, ingress, allow.comment) for allow in singles]
+        return out[:MAX_LIFTED_RULES]
 
     @staticmethod
     def _lifted(match: Match, iface: str, ingress: bool, comment: str) -> Rule:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from felis.calc.inputs import NamedPort, family_of
 from felis.calc.sources import (
     NamedPortSource,
-    NetPortSource,
     NetsSource,
+    PortsSource,
     SelectorSource,
     SetSource,
 )
@@ -94,10 +94,7 @@ class Membership:
 
     def acquire(self, source: SetSource) -> None:
         """Start (or keep) tracking a set's members; paired with `release`."""
-        if isinstance(source, NetPortSource):
-            for part in source.parts:
-                self.acquire(part.addresses)
-        elif isinstance(source, SelectorSource):
+        if isinstance(source, SelectorSource):
             self._acquire_selector(source.selector)
         elif isinstance(source, NamedPortSource):
             self._acquire_selector(source.selector)
@@ -115,10 +112,7 @@ class Membership:
                     )
 
     def release(self, source: SetSource) -> None:
-        if isinstance(source, NetPortSource):
-            for part in source.parts:
-                self.release(part.addresses)
-        elif isinstance(source, SelectorSource):
+        if isinstance(source, SelectorSource):
             self._release_selector(source.selector)
         elif isinstance(source, NamedPortSource):
             set_id = source.set_id
@@ -184,10 +178,7 @@ class Membership:
 
     # ------------------------------------------------------------------ answers
 
-    def version(self, source: SetSource) -> Hashable:
-        """Changes whenever the set's members may have changed."""
-        if isinstance(source, NetPortSource):
-            return tuple(self.version(part.addresses) for part in source.parts)
+    def version(self, source: SetSource) -> int:
         if isinstance(source, SelectorSource):
             return self._selector_members[source.selector.unique_id].version
         if isinstance(source, NamedPortSource):
@@ -195,13 +186,8 @@ class Membership:
         return 0
 
     def members(self, source: SetSource, family: Family) -> frozenset[str]:
-        if isinstance(source, NetPortSource):
-            return frozenset(
-                f"{net},{part.protocol}:{port}"
-                for part in source.parts
-                for net in self.members(part.addresses, family)
-                for port in part.ports
-            )
+        if isinstance(source, PortsSource):
+            return frozenset(map(str, source.ports))
         if isinstance(source, SelectorSource):
             return self._selector_members[source.selector.unique_id].frozen(family)
         if isinstance(source, NamedPortSource):

@@ -123,6 +123,7 @@ def nets_set(family: Family, cidrs: Iterable[str]) -> str:
     return _set_name(family, "c", _b64(hashlib.sha224(text.encode()).digest()))
 
 
-def net_port_set(family: Family, parts_text: str) -> str:
-    """A fast-path flow set (`felis4-f-…`), named after a hash of what it stands for."""
-    return _set_name(family, "f", _b64(hashlib.sha224(parts_text.encode()).digest()))
+def port_set(family: Family, ports: Iterable[int]) -> str:
+    """A fast-path port set (`felis4-p-…`), named after a hash of its sorted ports."""
+    text = ",".join(map(str, sorted(set(ports))))
+    return _set_name(family, "p", _b64(hashlib.sha224(text.encode()).digest()))

@@ -58,33 +58,20 @@ class NetsSource:
         return ("nets " + ",".join(sorted(self.cidrs)))[:200]
 
 
-AddressSource = SelectorSource | NetsSource
-
-
 @dataclass(frozen=True, slots=True)
-class FlowPart:
-    """One lifted Allow rule as flows: remote addresses × protocol × local ports."""
+class PortsSource:
+    """A literal list of port numbers: the local ports of a run of untracked Allows that share a
+    protocol and a remote address condition (the fast path, felis.calc.fastpath)."""
 
-    addresses: AddressSource
-    protocol: str
-    """`tcp`, `udp` or `sctp`."""
     ports: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class NetPortSource:
-    """`net,proto:port` for every (remote network, local port) pair of a run of untracked Allow
-    rules: the fast path checks them all with one lookup (felis.calc.fastpath)."""
-
-    parts: tuple[FlowPart, ...]
 
     @property
     def kind(self) -> SetKind:
-        return SetKind.NET_PORT
+        return SetKind.PORT
 
     @property
     def comment(self) -> str:
-        return f"fast path of {len(self.parts)} untracked Allow rules"
+        return ("ports " + ",".join(map(str, self.ports)))[:200]
 
 
-SetSource = SelectorSource | NamedPortSource | NetsSource | NetPortSource
+SetSource = SelectorSource | NamedPortSource | NetsSource | PortsSource

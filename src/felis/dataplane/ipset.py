@@ -30,14 +30,20 @@ MAXELEM = 1048576
 _TYPES: Mapping[SetKind, str] = {
     SetKind.NET: "hash:net",
     SetKind.IP_PORT: "hash:ip,port",
-    SetKind.NET_PORT: "hash:net,port",
+    SetKind.PORT: "bitmap:port",
 }
 _KINDS: Mapping[str, SetKind] = {text: kind for kind, text in _TYPES.items()}
 _FAMILIES: Mapping[Family, str] = {Family.V4: "inet", Family.V6: "inet6"}
 
 
 def _create_line(ipset: IpSet, family: Family, exist: bool) -> str:
-    line = f"create {ipset.name} {_TYPES[ipset.kind]} family {_FAMILIES[family]} maxelem {MAXELEM}"
+    if ipset.kind is SetKind.PORT:
+        # Ports only: no address family, and a bitmap over every port instead of a size limit.
+        line = f"create {ipset.name} {_TYPES[ipset.kind]} range 0-65535"
+    else:
+        line = (
+            f"create {ipset.name} {_TYPES[ipset.kind]} family {_FAMILIES[family]} maxelem {MAXELEM}"
+        )
     return line + " -exist" if exist else line
 
 
@@ -114,7 +120,10 @@ def parse_ipset_save(text: str) -> dict[str, SetState]:
         try:
             if words[0] == "create":
                 name, settype = words[1], words[2]
-                fam = words[words.index("family") + 1] if "family" in words else "inet"
+                # A bitmap:port set has no family: felis' own names say which family's rules
+                # use it (felis4-/felis6-).
+                default = "inet6" if name.startswith(f"{SET_NAME_PREFIX}6-") else "inet"
+                fam = words[words.index("family") + 1] if "family" in words else default
                 if settype in _KINDS and fam in ("inet", "inet6"):
                     kinds[name] = (_KINDS[settype], Family.V4 if fam == "inet" else Family.V6)
                     members[name] = []

@@ -110,7 +110,8 @@ _BANG = ("", "! ")
 """Indexed by a term's `negated`."""
 _IFACE_FLAG = {Side.SRC: "-i", Side.DST: "-o"}
 _NET_FLAG = {Side.SRC: "-s", Side.DST: "-d"}
-_PORTS_OPTION = {Side.SRC: "--source-ports", Side.DST: "--destination-ports"}
+_PORTS_OPTION = {Side.SRC: "--sports", Side.DST: "--dports"}
+"""iptables-save's spelling (so that a rendered rule reads back as the same text)."""
 
 
 def _iface(term: terms.Iface, family: Family) -> str:
@@ -158,10 +159,9 @@ def _port_set(term: terms.PortSet, family: Family) -> str:
     return f"-m set {_BANG[term.negated]}--match-set {term.name} {side},{side}"
 
 
-def _net_port_set(term: terms.NetPortSet, family: Family) -> str:
-    # hash:net,port: the net from one side of the packet, the port from the other.
-    other = "dst" if term.side.value == "src" else "src"
-    return f"-m set --match-set {term.name} {term.side.value},{other}"
+def _port_number_set(term: terms.PortNumberSet, family: Family) -> str:
+    # bitmap:port: the flag names the side whose port is looked up.
+    return f"-m set --match-set {term.name} {term.side.value}"
 
 
 def _icmp(term: terms.Icmp, family: Family) -> str:
@@ -181,20 +181,36 @@ _TEXT = terms.TermText(
     _addr_set,
     _ports,
     _port_set,
-    _net_port_set,
+    _port_number_set,
     _icmp,
 )
 
 
+_IP_PART = (terms.Net, terms.Iface, terms.Protocol)
+"""Terms iptables keeps in the rule's fixed header and prints first, in this order (`-s`, `-d`,
+`-i`, `-o`, `-p`), before every `-m` match whatever order they were given in."""
+
+
 def render_match(match: Match, family: Family) -> list[str]:
-    """Match text in Calico's order (reference §5.9 step 3), after interface, mark and ct."""
-    return list(_render_match(match, family))
+    """Match text as iptables-save prints it: the fixed header (addresses, interfaces,
+    protocol), then the `-m` matches in Calico's order (reference §5.9 step 3)."""
+    header, matches = _render_match(match, family)
+    return [*header, *matches]
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _render_match(match: Match, family: Family) -> tuple[str, ...]:
-    # Memoised by value: a ruleset has far fewer distinct matches than rules.
-    return _TEXT.render(match, family)
+def _render_match(match: Match, family: Family) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    # Memoised by value: a ruleset has far fewer distinct matches than rules. Rendered in
+    # iptables-save's order, the text of a hook rule is the text read back, which is what a
+    # `-D` of it (and `felis plan`'s prediction of that `-D`) is written with.
+    found = terms.match_terms(match)
+    texts = _TEXT.render(match, family)
+    header = sorted(
+        (i for i, term in enumerate(found) if isinstance(term, _IP_PART)),
+        key=lambda i: (_IP_PART.index(type(found[i])), i),
+    )
+    rest = [i for i in range(len(found)) if i not in set(header)]
+    return tuple(texts[i] for i in header), tuple(texts[i] for i in rest)
 
 
 register_memo(_render_match.cache_clear)
@@ -226,13 +242,8 @@ def render_action(rule: Rule) -> list[str]:
 def render_rule(rule: Rule, rule_hash: str, family: Family) -> str:
     """The rule text after `-A <chain> ` (an already expanded, checked kernel rule)."""
     comment = rule_comment(rule_hash, rule.comment)
-    return " ".join(
-        [
-            f'-m comment --comment "{comment}"',
-            *_render_match(rule.match, family),
-            *render_action(rule),
-        ]
-    )
+    header, matches = _render_match(rule.match, family)
+    return " ".join([*header, f'-m comment --comment "{comment}"', *matches, *render_action(rule)])
 
 
 # ---------------------------------------------------------------------------------------------

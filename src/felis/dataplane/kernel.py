@@ -26,7 +26,7 @@ from typing import Protocol
 
 from felis.dataplane import iptables, nftables
 from felis.dataplane.ipset import parse_ipset_save
-from felis.dataplane.rulehash import chain_hashes, expand_rules
+from felis.dataplane.rulehash import chain_hashes, desired_hooks, expand_rules, hook_hashes
 from felis.dataplane.spec import NFT_TABLE, DataplaneSpec, Family, Ruleset, Table
 from felis.errors import FelisError
 from felis.sysexec import CommandError, run
@@ -111,6 +111,13 @@ def _counters_from(
                 rules = expand_rules(chain.rules)
                 for rule, rule_hash in zip(rules, chain_hashes(chain.name, rules), strict=True):
                     comments[(table, chain.name, rule_hash)] = rule.comment
+            # Hook rules count too: the untracked fast path decides in them.
+            for kernel_chain, (inserts, appends) in desired_hooks(table_spec).items():
+                ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+                for rule, rule_hash in zip(
+                    (*inserts, *appends), (*ins_hashes, *app_hashes), strict=True
+                ):
+                    comments[(table, kernel_chain, rule_hash)] = rule.comment
     return [
         RuleCounter(
             family=family,

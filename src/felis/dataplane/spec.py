@@ -67,9 +67,9 @@ class SetKind(StrEnum):
     """Members are CIDRs (hash:net / ipv4_addr interval)."""
     IP_PORT = "ip,port"
     """Members are `ip,proto:port` (hash:ip,port / addr . inet_proto . inet_service)."""
-    NET_PORT = "net,port"
-    """Members are `cidr,proto:port` (hash:net,port / addr . inet_proto . inet_service with
-    intervals): the remote address and the local port of many flows, in one lookup."""
+    PORT = "port"
+    """Members are port numbers (bitmap:port / inet_service): the local ports of many untracked
+    Allows that share a protocol and a remote address condition, in one lookup."""
 
 
 PROTOCOL_NUMBERS: Mapping[str, int] = {
@@ -149,10 +149,10 @@ class Match:
     """The packet's conntrack state is one of these."""
     ct_dnat: bool | None = None
     """True: the packet's connection was DNAT'd. False: it was not (untracked packets included)."""
-    src_net_dst_port_set: str | None = None
-    """(source address, protocol, destination port) is in this net,port set."""
-    dst_net_src_port_set: str | None = None
-    """(destination address, protocol, source port) is in this net,port set."""
+    src_port_in_set: str | None = None
+    """Source port is in this port set (only with protocol TCP, UDP or SCTP)."""
+    dst_port_in_set: str | None = None
+    """Destination port is in this port set (only with protocol TCP, UDP or SCTP)."""
 
     def is_empty(self) -> bool:
         return self == _EMPTY_MATCH

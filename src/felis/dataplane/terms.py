@@ -100,12 +100,13 @@ class PortSet(NamedTuple):
     name: str
 
 
-class NetPortSet(NamedTuple):
-    """(address of `side`, protocol, port of the other side) is in a `net,port` set: the remote
-    end and the local port of many flows in one lookup."""
+class PortNumberSet(NamedTuple):
+    """The port of `side` is in a `port` set (the ports of many rules in one lookup)."""
 
     side: Side
     name: str
+    protocol: int | None
+    """The match's protocol: nft names the port by it (`tcp dport`)."""
 
 
 class Icmp(NamedTuple):
@@ -124,7 +125,7 @@ Term = (
     | AddrSet
     | Ports
     | PortSet
-    | NetPortSet
+    | PortNumberSet
     | Icmp
 )
 
@@ -193,10 +194,10 @@ def match_terms(match: Match) -> tuple[Term, ...]:
         () if port_set is None else (port_set,),
         protocol,
     )
-    if match.src_net_dst_port_set is not None:
-        append(NetPortSet(_SRC, match.src_net_dst_port_set))
-    if match.dst_net_src_port_set is not None:
-        append(NetPortSet(_DST, match.dst_net_src_port_set))
+    if match.src_port_in_set is not None:
+        append(PortNumberSet(_SRC, match.src_port_in_set, protocol))
+    if match.dst_port_in_set is not None:
+        append(PortNumberSet(_DST, match.dst_port_in_set, protocol))
     if match.icmp is not None:
         append(Icmp(False, match.icmp.type, match.icmp.code))
     if match.not_protocol is not None:
@@ -243,7 +244,7 @@ class TermText:
     addr_set: Callable[[AddrSet, Family], str]
     ports: Callable[[Ports, Family], str]
     port_set: Callable[[PortSet, Family], str]
-    net_port_set: Callable[[NetPortSet, Family], str]
+    port_number_set: Callable[[PortNumberSet, Family], str]
     icmp: Callable[[Icmp, Family], str]
     _by_type: dict[type, Callable[[Any, Family], str]] = field(
         init=False, repr=False, compare=False
@@ -260,7 +261,7 @@ class TermText:
             AddrSet: self.addr_set,
             Ports: self.ports,
             PortSet: self.port_set,
-            NetPortSet: self.net_port_set,
+            PortNumberSet: self.port_number_set,
             Icmp: self.icmp,
         }
         object.__setattr__(self, "_by_type", by_type)

@@ -87,11 +87,15 @@ class Firewall:
             self.datastore = None
             self.handwritten.program()
             return None
-        docs = phase_documents(phase, self.cfg)
+        return self.program_documents(phase, phase_documents(phase, self.cfg))
+
+    def program_documents(self, name: str, docs: list[dict[str, Any]]) -> Path | None:
+        """Store `docs` in a fresh datastore of their own (under `name`) and have the agent
+        program them; None when there are none."""
         if not docs:
             self.datastore = None
             return None
-        phase_dir = self.run_dir / phase
+        phase_dir = self.run_dir / name
         phase_dir.mkdir(parents=True, exist_ok=True)
         manifest = phase_dir / "manifests.yaml"
         manifest.write_text(to_yaml(docs))

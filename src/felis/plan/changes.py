@@ -329,8 +329,8 @@ def _set_refs(match: Match) -> Iterable[tuple[str, bool]]:
     for port_set in (
         match.src_port_set,
         match.dst_port_set,
-        match.src_net_dst_port_set,
-        match.dst_net_src_port_set,
+        match.src_port_in_set,
+        match.dst_port_in_set,
     ):
         if port_set is not None:
             yield port_set, False

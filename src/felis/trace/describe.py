@@ -88,10 +88,10 @@ def describe_match(match: Match) -> str:
         if port_set is not None:
             parts.append(f"addr,{side} @{port_set}")
         parts += [f"addr,{side} != @{name}" for name in not_port_sets]
-    if match.src_net_dst_port_set is not None:
-        parts.append(f"saddr,dport @{match.src_net_dst_port_set}")
-    if match.dst_net_src_port_set is not None:
-        parts.append(f"daddr,sport @{match.dst_net_src_port_set}")
+    if match.src_port_in_set is not None:
+        parts.append(f"sport @{match.src_port_in_set}")
+    if match.dst_port_in_set is not None:
+        parts.append(f"dport @{match.dst_port_in_set}")
     if match.icmp is not None:
         parts.append(f"icmp {_icmp(match.icmp)}")
     if match.not_icmp is not None:

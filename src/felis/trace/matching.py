@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from felis.dataplane.spec import (
     PROTOCOL_NUMBERS,
@@ -39,7 +38,7 @@ class SetIndex:
         self._sets = sets
         self._nets: dict[str, tuple[IpNetwork, ...]] = {}
         self._ports: dict[str, frozenset[tuple[IpAddress, int, int]]] = {}
-        self._net_port_sets: dict[str, dict[tuple[int, int], tuple[IpNetwork, ...]]] = {}
+        self._port_numbers: dict[str, frozenset[int]] = {}
 
     def _get(self, name: str) -> IpSet:
         try:
@@ -67,30 +66,24 @@ class SetIndex:
             self._ports[name] = members
         return (address, protocol, port) in members
 
-    def contains_net_port(self, name: str, address: IpAddress, protocol: int, port: int) -> bool:
-        by_port = self._net_port_sets.get(name)
-        if by_port is None:
+    def contains_port_number(self, name: str, port: int) -> bool:
+        numbers = self._port_numbers.get(name)
+        if numbers is None:
             ipset = self._get(name)
-            if ipset.kind is not SetKind.NET_PORT:
-                raise TraceError(f"IP set {name} is a {ipset.kind} set, used as a net,port set")
-            grouped: dict[tuple[int, int], list[IpNetwork]] = {}
-            for member in ipset.members:
-                net, number, member_port = _ip_port(name, member, network=True)
-                grouped.setdefault((number, member_port), []).append(net)
-            by_port = {key: tuple(nets) for key, nets in grouped.items()}
-            self._net_port_sets[name] = by_port
-        nets = by_port.get((protocol, port), ())
-        return any(address.version == net.version and address in net for net in nets)
+            if ipset.kind is not SetKind.PORT:
+                raise TraceError(f"IP set {name} is a {ipset.kind} set, used as a port set")
+            numbers = frozenset(int(member) for member in ipset.members)
+            self._port_numbers[name] = numbers
+        return port in numbers
 
 
-def _ip_port(set_name: str, member: str, network: bool = False) -> tuple[Any, int, int]:
+def _ip_port(set_name: str, member: str) -> tuple[IpAddress, int, int]:
     ip, _, rest = member.partition(",")
     proto, _, port = rest.partition(":")
     number = PROTOCOL_NUMBERS.get(proto)
     if number is None or not port.isdigit():
         raise TraceError(f"IP set {set_name}: member {member!r} is not ip,proto:port")
-    address = ipaddress.ip_network(ip, strict=False) if network else ipaddress.ip_address(ip)
-    return address, number, int(port)
+    return ipaddress.ip_address(ip), number, int(port)
 
 
 @dataclass(slots=True)
@@ -158,8 +151,8 @@ class PacketView:
             or match.dst_port_set is not None
             or match.not_src_port_sets
             or match.not_dst_port_sets
-            or match.src_net_dst_port_set is not None
-            or match.dst_net_src_port_set is not None
+            or match.src_port_in_set is not None
+            or match.dst_port_in_set is not None
         )
         if not uses_ports:
             return True
@@ -187,10 +180,10 @@ class PacketView:
             return False
         if any(sets.contains_port(n, self._src, proto, sport) for n in match.not_src_port_sets):
             return False
-        flow_in, flow_out = match.src_net_dst_port_set, match.dst_net_src_port_set
-        if flow_in is not None and not sets.contains_net_port(flow_in, self._src, proto, dport):
+        src_set, dst_set = match.src_port_in_set, match.dst_port_in_set
+        if src_set is not None and not sets.contains_port_number(src_set, sport):
             return False
-        if flow_out is not None and not sets.contains_net_port(flow_out, self._dst, proto, sport):
+        if dst_set is not None and not sets.contains_port_number(dst_set, dport):
             return False
         return not any(
             sets.contains_port(n, self._dst, proto, dport) for n in match.not_dst_port_sets

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from calc_helpers import ETH0, NODE, gnp, gns, hep, run, tier
+from calc_helpers import ETH0, gnp, gns, hep, run, tier
 
-from felis.calc import Calculator, HostInterface, compute
+from felis.calc import HostInterface
 from felis.calc.fastpath import MAX_LIFTED_RULES
 from felis.dataplane.spec import Family, HookPosition, Jump, Match, Rule, SetKind, Table
 from felis.model.resources import Resource
@@ -119,19 +119,25 @@ def client_set(nets: list[str]) -> Resource:
     return gns("clients", nets, labels={"role": "client"})
 
 
-def test_many_flow_shaped_allows_become_one_set_lookup() -> None:
+def fast_rules(resources: list[Resource], kernel_chain: str = "PREROUTING") -> list[Rule]:
+    raw = run(resources).spec.ruleset(Family.V4).table(Table.RAW)
+    return list(raw.hooks_for(kernel_chain, HookPosition.INSERT)[:-1])
+
+
+def test_many_flow_shaped_allows_become_one_port_set_lookup() -> None:
     resources = [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(100)]
     ruleset = run(resources).spec.ruleset(Family.V4)
-    hooks = ruleset.table(Table.RAW).hooks_for("PREROUTING", HookPosition.INSERT)
-    assert len(hooks) == 2
-    lookup = hooks[0]
-    name = lookup.match.src_net_dst_port_set
-    assert name is not None and name.startswith("felis4-f-")
-    assert lookup.match == Match(in_iface="eth0", src_net_dst_port_set=name)
+    (lookup,) = fast_rules(resources)
+    name = lookup.match.dst_port_in_set
+    assert name is not None and name.startswith("felis4-p-")
+    clients = "felis4-s-" + lookup.match.src_sets[0].removeprefix("felis4-s-")
+    assert lookup.match == Match(
+        in_iface="eth0", protocol=6, src_sets=(clients,), dst_port_in_set=name
+    )
     assert lookup.comment == "Fast path of 100 untracked Allow rules"
-    members = ruleset.sets[name].members
-    assert ruleset.sets[name].kind is SetKind.NET_PORT
-    assert members == {f"10.1.0.0/24,tcp:{20000 + i}" for i in range(100)}
+    assert ruleset.sets[name].kind is SetKind.PORT
+    assert ruleset.sets[name].members == {str(20000 + i) for i in range(100)}
+    assert ruleset.sets[clients].members == {"10.1.0.0/24"}
 
 
 def test_fewer_than_four_flow_shaped_allows_stay_rules() -> None:
@@ -147,6 +153,24 @@ def test_other_allows_stay_rules_next_to_the_set() -> None:
     assert [c for _, c in lifted(resources)] == [
         "Fast path of 5 untracked Allow rules",
         "gnp/odd ingress rule 0",
+    ]
+
+
+def test_one_rule_per_protocol_and_remote_address() -> None:
+    other = [
+        untracked(
+            f"udp-{i}",
+            [{"action": "Allow", "protocol": "UDP", "source": {"nets": ["10.7.0.0/16"]},
+              "destination": {"ports": [7000 + i]}}],
+            order=500 + i,
+        )
+        for i in range(4)
+    ]  # fmt: skip
+    resources = [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(4), *other]
+    rules = fast_rules(resources)
+    assert [(r.match.protocol, r.match.src_net, len(r.match.src_sets)) for r in rules] == [
+        (6, None, 1),
+        (17, "10.7.0.0/16", 0),
     ]
 
 
@@ -169,40 +193,10 @@ def test_egress_replies_use_the_destination_address_and_source_port() -> None:
         for i in range(4)
     ]
     ruleset = run([hep("h", iface="eth0"), *policies]).spec.ruleset(Family.V4)
-    lookup = ruleset.table(Table.RAW).hooks_for("OUTPUT", HookPosition.INSERT)[0]
-    name = lookup.match.dst_net_src_port_set
-    assert name is not None and lookup.match.out_iface == "eth0"
-    assert ruleset.sets[name].members == {f"10.9.0.0/16,udp:{5000 + i}" for i in range(4)}
-
-
-def test_set_members_follow_the_selector() -> None:
-    calc = Calculator(NODE)
-    calc.set_interfaces([ETH0])
-    for resource in [hep("h", iface="eth0"), client_set(["10.1.0.0/24"]), *flow_rules(4)]:
-        calc.upsert(resource)
-
-    def members() -> frozenset[str]:
-        ruleset = calc.result().spec.ruleset(Family.V4)
-        (name,) = [n for n in ruleset.sets if n.startswith("felis4-f-")]
-        return ruleset.sets[name].members
-
-    assert "10.1.0.0/24,tcp:20000" in members()
-    calc.upsert(gns("more-clients", ["10.2.0.0/24"], labels={"role": "client"}))
-    assert "10.2.0.0/24,tcp:20003" in members()
-    calc.remove("GlobalNetworkSet", "clients")
-    assert not any(m.startswith("10.1.0.0/24") for m in members())
-    assert compute_spec_equal(calc)
-
-
-def compute_spec_equal(calc: Calculator) -> bool:
-    """The incremental result equals a from-scratch compute of the same final state."""
-    fresh = compute(
-        [
-            hep("h", iface="eth0"),
-            gns("more-clients", ["10.2.0.0/24"], labels={"role": "client"}),
-            *flow_rules(4),
-        ],
-        NODE,
-        [ETH0],
+    (lookup,) = fast_rules([hep("h", iface="eth0"), *policies], "OUTPUT")
+    name = lookup.match.src_port_in_set
+    assert name is not None
+    assert lookup.match == Match(
+        out_iface="eth0", protocol=17, dst_net="10.9.0.0/16", src_port_in_set=name
     )
-    return fresh.spec == calc.result().spec
+    assert ruleset.sets[name].members == {str(5000 + i) for i in range(4)}

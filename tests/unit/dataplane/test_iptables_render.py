@@ -143,10 +143,10 @@ def test_seed_golden_shape() -> None:
     policy = [line for line in raw.splitlines() if line.startswith(f"-A {PI} ")]
     assert len(policy) == 1
     assert re.fullmatch(
-        rf'-A {re.escape(PI)} -m comment --comment "felis:[A-Za-z0-9_-]{{16}}; '
-        r'gnp/memcached-server ingress rule 0" -p tcp -m set --match-set '
+        rf'-A {re.escape(PI)} -p tcp -m comment --comment "felis:[A-Za-z0-9_-]{{16}}; '
+        r'gnp/memcached-server ingress rule 0" -m set --match-set '
         + client_set(Family.V4)
-        + r" src -m multiport --destination-ports 12211 -j MARK --set-xmark "
+        + r" src -m multiport --dports 12211 -j MARK --set-xmark "
         r"0x1000000/0x1000000",
         policy[0],
     )
@@ -174,7 +174,7 @@ def test_multiport_slots() -> None:
     # The 20-slot positive list became two rules; the negated one two matches in one rule.
     assert len(re.findall(r"gnp/all ingress rule 0", text)) == 2
     negated = [line for line in text.splitlines() if "gnp/all ingress rule 1" in line]
-    assert len(negated) == 1 and negated[0].count("! --destination-ports") == 2
+    assert len(negated) == 1 and negated[0].count("! --dports") == 2
 
 
 def test_comment_only_rule_is_just_the_comment() -> None:
@@ -227,7 +227,7 @@ def test_one_rule_changed_rewrites_only_that_chain() -> None:
     assert lines[1] == f":{PI} - -"
     body = lines[2:-1]
     assert len(body) == 1 and body[0].startswith(f"-A {PI} ")
-    assert "--destination-ports 12211:12212" in body[0]
+    assert "--dports 12211:12212" in body[0]
     apply(sim, plan)
     assert iptables.render_delta(after, sim.state()).tables == {}
 

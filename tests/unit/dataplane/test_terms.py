@@ -19,7 +19,7 @@ from felis.dataplane.terms import (
     Iface,
     Mark,
     Net,
-    NetPortSet,
+    PortNumberSet,
     Ports,
     PortSet,
     Protocol,
@@ -57,8 +57,8 @@ SAMPLES: dict[str, object] = {
     "mark_clear": PASS,
     "ct_states": frozenset({CtState.NEW, CtState.INVALID}),
     "ct_dnat": True,
-    "src_net_dst_port_set": "f1",
-    "dst_net_src_port_set": "f2",
+    "src_port_in_set": "q1",
+    "dst_port_in_set": "q2",
 }
 
 
@@ -95,7 +95,7 @@ def test_order_of_the_terms() -> None:
         (Ports(SRC, pos, ports(1), TCP), PortSet(SRC, pos, "p1")),
         (Net(DST, pos, "10.2.0.0/16"), AddrSet(DST, pos, "s4")),
         (Ports(DST, pos, (PortRange(3, 4),), TCP), PortSet(DST, pos, "p2")),
-        (NetPortSet(SRC, "f1"), NetPortSet(DST, "f2"), Icmp(pos, 8, None)),
+        (PortNumberSet(SRC, "q1", TCP), PortNumberSet(DST, "q2", TCP), Icmp(pos, 8, None)),
         (Protocol(neg, UDP), Net(SRC, neg, "10.1.0.0/16"), AddrSet(SRC, neg, "s3")),
         (Ports(SRC, neg, ports(2), TCP), PortSet(SRC, neg, "p3")),
         (Net(DST, neg, "10.3.0.0/16"), AddrSet(DST, neg, "s5"), AddrSet(DST, neg, "s6")),
@@ -138,7 +138,7 @@ def test_negated_ports_past_15_slots_are_two_multiport_matches_in_one_term() -> 
     many = ports(*range(1, 40, 2))  # 20 single ports
     text = iptables.render_match(Match(protocol=TCP, not_dst_ports=many), Family.V4)
     assert len(text) == 2
-    assert text[1].count("-m multiport ! --destination-ports") == 2
+    assert text[1].count("-m multiport ! --dports") == 2
     nft = nftables.render_match(Match(protocol=TCP, not_dst_ports=many), Family.V4, Table.FILTER)
     assert nft[1].startswith("tcp dport != { 1, 3, ") and nft[1].endswith(", 39 }")
 

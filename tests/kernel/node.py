@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness import Topology, topology, wait_until
 
@@ -163,6 +164,11 @@ class FelisNode:
         )
 
     def rule_counters(self) -> list[dict[str, object]]:
+        rules: list[dict[str, object]] = self.status()["rules"]
+        return rules
+
+    def status(self) -> dict[str, Any]:
+        """`felis status -o json` in the server namespace."""
         proc = self.topo.felis(
             self.server,
             [
@@ -177,8 +183,8 @@ class FelisNode:
                 "json",
             ],
         )
-        rules: list[dict[str, object]] = json.loads(proc.stdout)["rules"]
-        return rules
+        report: dict[str, Any] = json.loads(proc.stdout)
+        return report
 
     def reach(
         self,

@@ -6,11 +6,14 @@ Every test builds its own namespaces (node.py), programs the server namespace wi
 
 from __future__ import annotations
 
+import json
+
 from harness import wait_until
 from node import (
     CLIENT_HEP,
     CLIENT_IP,
     HEP,
+    NODE,
     REMOTE_IP,
     SEED_POLICY,
     SERVER_IP,
@@ -218,6 +221,175 @@ def test_apply_on_forward_polices_routed_traffic(node: FelisNode) -> None:
     node.delete("gnp", "forward-8080")
     node.converge()
     assert node.reach(node.client, 9090, dst=REMOTE_IP)
+
+
+def _forward_accepts(node: FelisNode) -> int:
+    """Packets felis itself accepted in FORWARD (its `Policy explicitly accepted packet.` rule)."""
+    comment = "Policy explicitly accepted packet."
+    if node.backend == "iptables":
+        saved = node.topo.exec(node.server, ["iptables-save", "-c", "-t", "filter"]).stdout
+        lines = [line for line in saved.splitlines() if "-A FORWARD" in line and comment in line]
+        return sum(int(line[1:].split(":", 1)[0]) for line in lines)
+    listed = node.topo.exec(node.server, ["nft", "-j", "list", "table", "ip", "felis"]).stdout
+    total = 0
+    for item in json.loads(listed)["nftables"]:
+        rule = item.get("rule")
+        if rule and rule["chain"] == "filter-FORWARD" and comment in rule.get("comment", ""):
+            total += sum(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+    return total
+
+
+def test_forward_policy_in_one_direction_leaves_the_other_to_the_forward_policy(
+    node: FelisNode,
+) -> None:
+    """Calico's forward default: the default allow exists only for an endpoint without any
+    forward policy, so forward policy on ingress leaves forwarded egress to FORWARD's policy."""
+    forward_in = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: forward-in-8080}
+        spec:
+          selector: memcached == 'server'
+          applyOnForward: true
+          types: [Ingress]
+          ingress:
+            - action: Allow
+              protocol: TCP
+              destination: {ports: [8080]}
+    """
+    node.apply(manifest(HEP, forward_in))
+    node.converge()
+    node.serve(8080, ns=node.remote)
+    node.serve(7070, ns=node.client)
+    before = _forward_accepts(node)
+    # In through eth0 (the covered direction): the forward policy accepts the connection.
+    assert node.reach(node.client, 8080, dst=REMOTE_IP)
+    accepted = _forward_accepts(node)
+    assert accepted > before
+    # Out through eth0 (uncovered): felis no longer accepts it; FORWARD's policy (ACCEPT) does.
+    assert node.reach(node.remote, 7070, dst=CLIENT_IP)
+    assert _forward_accepts(node) == accepted, "no default allow for the uncovered direction"
+    if node.backend == "iptables":
+        # On a host whose FORWARD policy is DROP (Docker, Kubernetes), that decides it. With
+        # nftables a DROP policy lives in another table, which felis' accept never overrides.
+        node.topo.exec(node.server, ["iptables", "-P", "FORWARD", "DROP"])
+        assert node.reach(node.client, 8080, dst=REMOTE_IP)
+        assert not node.reach(node.remote, 7070, dst=CLIENT_IP)
+
+
+def test_negated_namespace_selector_matches_host_endpoints(node: FelisNode) -> None:
+    """Calico ANDs namespace selectors in on pcns.-prefixed labels, which host endpoints and
+    network sets never have: a negated one matches them, in the policy and in its rules."""
+    node.apply(
+        manifest(
+            HEP,
+            CLIENT_HEP,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: not-namespaced}
+        spec:
+          namespaceSelector: "!has(team)"
+          order: 10
+          ingress:
+            - action: Deny
+              protocol: TCP
+              source: {namespaceSelector: "!has(team)"}
+              destination: {ports: [8080]}
+            - action: Deny
+              protocol: TCP
+              source: {namespaceSelector: "team == 'x'"}
+              destination: {ports: [9090]}
+        """,
+            _allow("allow-8080", 8080, order=20),
+            _allow("allow-9090", 9090, order=20),
+        )
+    )
+    node.converge()
+    node.serve(8080, 9090)
+    assert not node.reach(node.client, 8080), "the Deny Calico enforces is enforced"
+    assert node.reach(node.client, 9090), "a positive namespace selector matches no host"
+
+
+def test_catch_all_network_set_is_programmed(node: FelisNode) -> None:
+    """0.0.0.0/0 as a set member: ipset refuses a zero prefix length, so it is written as two
+    halves (which read back equal: a second run writes nothing)."""
+    node.apply(
+        manifest(
+            HEP,
+            CLIENT_HEP,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkSet
+        metadata: {name: everywhere, labels: {zone: internet}}
+        spec: {nets: [0.0.0.0/0, "::/0"]}
+        """,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: deny-internet}
+        spec:
+          selector: memcached == 'server'
+          order: 10
+          ingress:
+            - action: Deny
+              protocol: TCP
+              source: {selector: zone == 'internet'}
+              destination: {ports: [8080]}
+            - action: Deny
+              protocol: TCP
+              source: {nets: [0.0.0.0/0, 203.0.113.0/24]}
+              destination: {ports: [9091]}
+        """,
+            _allow("allow-rest", 9090, order=20).replace(
+                "ports: [9090]", "ports: [8080, 9090, 9091]"
+            ),
+        )
+    )
+    node.converge()
+    node.serve(8080, 9090, 9091)
+    assert not node.reach(node.client, 8080)
+    assert not node.reach(node.client, 9091)
+    assert node.reach(node.client, 9090)
+    halves = frozenset({"0.0.0.0/1", "128.0.0.0/1"})
+    members = node.set_members()
+    assert sum(1 for m in members.values() if m == halves) == 2, members
+    assert node.converge().endswith("in sync, nothing written")
+
+
+BAD_ICMP = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: icmp-bad}
+spec:
+  selector: memcached == 'server'
+  order: 10
+  ingress:
+    - action: Deny
+      notICMP: {type: 8}
+"""
+
+
+def test_one_unprogrammable_policy_never_stops_the_node(node: FelisNode) -> None:
+    """A valid policy no renderer can write (an ICMP type match needs the ICMP protocol) is left
+    out with an error naming it; everything else is programmed."""
+    node.apply(manifest(HEP, CLIENT_HEP, BAD_ICMP, _allow("allow-8080", 8080, order=20)))
+    once = node.topo.felis(
+        node.server,
+        ["agent", "--node", NODE, "--once", "--backend", node.backend,
+         "--datastore", node.datastore],
+    )  # fmt: skip
+    assert "GlobalNetworkPolicy icmp-bad skipped: IPv4 ingress: rule 'gnp/icmp-bad" in once.stderr
+    node.serve(8080, 9090)
+    assert node.reach(node.client, 8080)
+    assert not node.reach(node.client, 9090), "the rest of the node is programmed"
+    (skipped,) = node.status()["skipped"]
+    assert skipped.startswith("GlobalNetworkPolicy icmp-bad skipped: ")
+    # Corrected, it is programmed again.
+    node.apply(BAD_ICMP.replace("notICMP", "protocol: ICMP\n      notICMP"))
+    node.converge()
+    assert node.status()["skipped"] == []
+    assert node.reach(node.client, 8080)
 
 
 def test_label_and_network_set_changes_only_touch_set_members(node: FelisNode) -> None:
@@ -436,3 +608,51 @@ def test_untracked_deny_never_blocks_a_failsafe_port(node: FelisNode) -> None:
     assert not node.reach(node.client, 8080), "the untracked Deny drops other ports"
     assert node.reach(node.client, 22), "failsafe port 22 passes the untracked Deny"
     assert node.conntrack_for_port(22), "failsafe traffic goes through conntrack"
+
+
+def _service(index: int) -> str:
+    port = 20000 + index
+    return f"""
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {{name: service-{index}}}
+spec:
+  selector: memcached == 'server'
+  order: {index + 1}
+  doNotTrack: true
+  applyOnForward: true
+  ingress:
+    - action: Allow
+      protocol: TCP
+      source: {{selector: memcached == 'client'}}
+      destination: {{ports: [{port}]}}
+  egress:
+    - action: Allow
+      protocol: TCP
+      source: {{ports: [{port}]}}
+      destination: {{selector: memcached == 'client'}}
+"""
+
+
+def test_untracked_services_in_front_share_one_port_set(node: FelisNode) -> None:
+    """Services allowed to the same clients ahead of memcached become one fast-path rule with a
+    port set; adding one more rewrites that set, and every flow stays untracked."""
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY, *(_service(i) for i in range(6))))
+    node.converge()
+    node.serve(MEMCACHED, 20003, 20006)
+
+    def port_sets() -> dict[str, frozenset[str]]:
+        return {k: v for k, v in node.set_members().items() if k.startswith("felis4-p-")}
+
+    (before,) = port_sets().values()
+    assert before == {str(20000 + i) for i in range(6)} | {str(MEMCACHED)}
+    assert node.reach(node.client, MEMCACHED) and node.reach(node.client, 20003)
+    assert not node.reach(node.client, 20006), "no policy allows it yet"
+
+    node.apply(manifest(_service(6)))
+    node.converge()
+    (after,) = port_sets().values()
+    assert after == before | {"20006"}
+    for port in (MEMCACHED, 20003, 20006):
+        assert node.reach(node.client, port), port
+        assert node.conntrack_for_port(port) == [], f"port {port} must not be tracked"

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from felis.calc import CalcConfig, Calculator, HostInterface
+from felis.agent.nodes import no_endpoints_warning
+from felis.calc import CalcConfig, Calculator, HostInterface, Skipped
 from felis.dataplane.kernel import ApplyReport, Dataplane
 from felis.dataplane.spec import DataplaneSpec
 from felis.datastore import Datastore, WatchEvent
 from felis.datastore.errors import Compacted, DatastoreError
 from felis.errors import FelisError
-from felis.model import from_dict
+from felis.model import HostEndpoint, Resource, from_dict
 
 log = logging.getLogger("felis.agent")
 
@@ -58,6 +59,14 @@ class AgentState:
     last_error: str = ""
     endpoints: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    """Objects left out because they cannot be programmed (the rest of the node still is)."""
+    node_warning: str = ""
+    """Set while no HostEndpoint is on this node (a typo in --node, usually)."""
+
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        return ((self.node_warning,) if self.node_warning else ()) + self.warnings
 
 
 class _Stop(Exception):
@@ -82,6 +91,8 @@ class Agent:
         self.state = AgentState()
         self._calculator = Calculator(settings.node, settings.calc)
         self._interfaces: tuple[HostInterface, ...] = ()
+        self._hep_nodes: dict[str, str] = {}
+        """spec.node of every HostEndpoint, for the warning when none is on our node."""
         self._events: queue.Queue[WatchEvent | BaseException] = queue.Queue()
         self.current_spec: DataplaneSpec | None = None
 
@@ -126,6 +137,10 @@ class Agent:
                         self._apply(reason="interface change")
                 if now >= next_refresh:
                     next_refresh = self._next(self.settings.refresh_interval)
+                    if self.state.node_warning:
+                        # Every refresh, as Felix keeps running too: a log line once at
+                        # start-up is easily missed, and the agent would look healthy.
+                        log.warning("%s", self.state.node_warning)
                     self._repair_drift()
                 if not watcher.is_alive() and not stop.is_set():
                     watcher = self._start_watch(stop)
@@ -168,6 +183,8 @@ class Agent:
         self.state.revision = max(self.state.revision, event.revision)
         if event.type == "DELETED":
             self._calculator.remove(event.kind, event.name)
+            if event.kind == "HostEndpoint":
+                self._hep_nodes.pop(event.name, None)
             return True
         try:
             resource = from_dict(event.object, source="datastore")
@@ -177,6 +194,7 @@ class Agent:
             log.error("ignoring %s %s: %s", event.kind, event.name, err)
             return False
         self._calculator.upsert(resource)
+        self._note_node(resource, self._hep_nodes)
         return True
 
     def _start_watch(self, stop: threading.Event) -> threading.Thread:
@@ -217,15 +235,25 @@ class Agent:
         listing = self.store.list()
         self.state.datastore_ok = True
         calculator = Calculator(self.settings.node, self.settings.calc)
+        hep_nodes: dict[str, str] = {}
         for obj in listing.items:
             try:
-                calculator.upsert(from_dict(obj, source="datastore"))
+                resource = from_dict(obj, source="datastore")
             except FelisError as err:
                 log.error("ignoring stored %s: %s", _describe(obj), err)
+                continue
+            calculator.upsert(resource)
+            self._note_node(resource, hep_nodes)
         if self._interfaces:
             calculator.set_interfaces(self._interfaces)
         self._calculator = calculator
+        self._hep_nodes = hep_nodes
         self.state.revision = listing.revision
+
+    @staticmethod
+    def _note_node(resource: Resource, hep_nodes: dict[str, str]) -> None:
+        if isinstance(resource, HostEndpoint):
+            hep_nodes[resource.metadata.name] = resource.spec.node
 
     def _refresh_interfaces(self) -> bool:
         current = tuple(self.read_interfaces())
@@ -241,6 +269,14 @@ class Agent:
             if warning not in self.state.warnings:
                 log.warning("%s", warning)
         self.state.warnings = tuple(result.warnings)
+        for skipped in result.skipped:
+            if skipped not in self.state.skipped:
+                log.error("%s", skipped)
+        self.state.skipped = tuple(result.skipped)
+        node_warning = no_endpoints_warning(self.settings.node, self._hep_nodes.values()) or ""
+        if node_warning and node_warning != self.state.node_warning:
+            log.warning("%s", node_warning)
+        self.state.node_warning = node_warning
         started = time.monotonic()
         try:
             report = self.dataplane.apply(result.spec)

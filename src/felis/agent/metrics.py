@@ -89,6 +89,14 @@ class _StateCollector(Collector):
             "Host endpoints active on this node",
             len(state.endpoints),
         )
+        skipped = GaugeMetricFamily(
+            "felis_object_skipped",
+            "1 for each object left out because it cannot be programmed",
+            labels=["kind", "name"],
+        )
+        for item in state.skipped:
+            skipped.add_metric([item.kind, item.name], 1)
+        yield skipped
         if self.read_conntrack is not None:
             try:
                 figures = self.read_conntrack()
@@ -187,6 +195,9 @@ def serve_metrics(
                     "dataplane": "in sync" if state.in_sync else "not in sync",
                     "revision": state.revision,
                     "last_error": state.last_error,
+                    # Shown, not failed on: a node without HostEndpoints is a valid (if
+                    # suspicious) state, and a failing probe would only restart the agent.
+                    "warnings": list(state.all_warnings),
                 }
                 self._send(200 if healthy else 503, json.dumps(body).encode(), "application/json")
             else:

@@ -7,7 +7,7 @@
 The agent uses `Calculator`, the incremental form of the same computation.
 """
 
-from felis.calc.calculator import CalcResult, Calculator, compute
+from felis.calc.calculator import CalcResult, Calculator, Skipped, compute
 from felis.calc.config import CalcConfig, HostInterface
 from felis.calc.failsafe import (
     DEFAULT_FAILSAFE_INBOUND,
@@ -26,6 +26,7 @@ __all__ = [
     "FailsafeError",
     "FailsafePort",
     "HostInterface",
+    "Skipped",
     "compute",
     "parse_failsafe_ports",
 ]

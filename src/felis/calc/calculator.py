@@ -10,13 +10,14 @@ The agent feeds resource changes one at a time. Two kinds of change are told apa
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from felis.calc import names
 from felis.calc.config import CalcConfig, HostInterface
-from felis.calc.endpoints import resolve
+from felis.calc.endpoints import ActiveEndpoints, resolve
 from felis.calc.inputs import (
+    STAR_INTERFACE,
     GnsInfo,
     HepInfo,
     PolicyInfo,
@@ -30,7 +31,8 @@ from felis.calc.ipsets import Membership, ObjData
 from felis.calc.layout import Endpoint, build_tables
 from felis.calc.policies import EndpointPolicies, classify, sort_policies, untracked_ignored
 from felis.calc.rules import RenderedChain, render_policy_chain
-from felis.calc.sources import NetPortSource, SetSource
+from felis.calc.sources import NetsSource, PortsSource, SetSource
+from felis.dataplane.rulehash import check_chain_alone, check_iface, normalise_members
 from felis.dataplane.spec import (
     Chain,
     DataplaneSpec,
@@ -40,6 +42,7 @@ from felis.dataplane.spec import (
     Table,
     TableSpec,
 )
+from felis.errors import FelisError
 from felis.model.kinds import resolve_kind
 from felis.model.resources import (
     GlobalNetworkPolicy,
@@ -50,11 +53,25 @@ from felis.model.resources import (
 )
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Skipped:
+    """An object left out of the spec because it cannot be programmed; the rest still is."""
+
+    kind: str
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name} skipped: {self.reason}"
+
+
 @dataclass(frozen=True, slots=True)
 class CalcResult:
     spec: DataplaneSpec
     warnings: list[str] = field(default_factory=list)
     """Things the user should know (ignored doNotTrack on a `*` HEP, skipped rules, …)."""
+    skipped: list[Skipped] = field(default_factory=list)
+    """Objects left out whole: errors, where `warnings` are advice."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +85,8 @@ class _Rendered:
     policy: PolicyInfo
     chain: Chain
     rendered: RenderedChain
+    problem: str | None = None
+    """Why the renderers would refuse the chain (the policy is then left out)."""
 
 
 class Calculator:
@@ -86,15 +105,37 @@ class Calculator:
         self._layout: dict[Family, _FamilyLayout] = {}
         self._endpoints: tuple[str, ...] = ()
         self._warnings: list[str] = []
+        self._refused: dict[tuple[str, str], str] = {}
+        """(kind, name) → why the object could not be read; kept until it changes or goes."""
+        self._broken: dict[str, str] = {}
+        """Policies whose chains the renderers would refuse, from the last rebuild."""
         self._acquired: dict[tuple[Family, str], SetSource] = {}
-        self._ipsets: dict[tuple[Family, str], tuple[Hashable, IpSet]] = {}
+        self._ipsets: dict[tuple[Family, str], tuple[int, IpSet]] = {}
         self._dirty = True
 
     # ------------------------------------------------------------------ input
 
     def upsert(self, resource: Resource) -> None:
+        """Add or replace a resource. One that cannot be programmed replaces any earlier version
+        with nothing (as an invalid update does in Calico) and is reported in `skipped`."""
+        key = (resource.kind, resource.metadata.name)
+        try:
+            self._upsert(resource)
+        except (FelisError, ValueError) as err:
+            self.remove(*key)
+            self._refused[key] = str(err)
+            self._dirty = True
+        else:
+            if self._refused.pop(key, None) is not None:
+                self._dirty = True
+
+    def _upsert(self, resource: Resource) -> None:
         if isinstance(resource, HostEndpoint):
-            self._upsert_hep(hep_info(resource))
+            hep = hep_info(resource)
+            if hep.interface_name not in ("", STAR_INTERFACE):
+                # It reaches rules of this node or another; refused here, it is this HEP alone.
+                check_iface(hep.interface_name)
+            self._upsert_hep(hep)
         elif isinstance(resource, GlobalNetworkPolicy):
             info = policy_info(resource)
             if self._policies.get(info.name) != info:
@@ -126,6 +167,8 @@ class Calculator:
     def remove(self, kind: str, name: str) -> None:
         """Forget a resource; `kind` is a kind name or any calicoctl alias of it."""
         canonical = resolve_kind(kind).kind
+        if self._refused.pop((canonical, name), None) is not None:
+            self._dirty = True
         if canonical == "HostEndpoint":
             old = self._heps.pop(name, None)
             if old is not None:
@@ -159,7 +202,9 @@ class Calculator:
             sets = {name: self._ipset(family, name, src) for name, src in layout.sources.items()}
             rulesets[family] = Ruleset(family, layout.tables, sets)
         spec = DataplaneSpec(self.node, rulesets, self._endpoints)
-        return CalcResult(spec, list(self._warnings))
+        skipped = [Skipped(kind, name, why) for (kind, name), why in self._refused.items()]
+        skipped += [Skipped("GlobalNetworkPolicy", n, why) for n, why in self._broken.items()]
+        return CalcResult(spec, list(self._warnings), sorted(skipped))
 
     def _ipset(self, family: Family, name: str, source: SetSource) -> IpSet:
         key = (family, name)
@@ -174,24 +219,31 @@ class Calculator:
     def _render(self, policy: PolicyInfo, ingress: bool, family: Family) -> _Rendered:
         key = (policy.name, ingress, family)
         cached = self._rendered.get(key)
-        if cached is not None and cached.policy == policy:
+        if cached is not None and (cached.policy is policy or cached.policy == policy):
             return cached
         config = self.config
-        rendered = render_policy_chain(policy, ingress, family, config.marks, config.log_prefix)
+        problem = None
+        try:
+            rendered = render_policy_chain(policy, ingress, family, config.marks, config.log_prefix)
+        except (FelisError, ValueError) as err:
+            rendered, problem = RenderedChain((), {}), str(err)
         chain = Chain(names.policy_chain(policy.name, ingress), rendered.chain_rules)
-        entry = self._rendered[key] = _Rendered(policy, chain, rendered)
+        if problem is None:
+            problem = _refusal(policy, chain, rendered, family)
+        entry = self._rendered[key] = _Rendered(policy, chain, rendered, problem)
         return entry
 
-    def _rebuild(self) -> None:
-        config = self.config
-        # Renders of deleted policies are never needed again.
-        for key in [k for k in self._rendered if k[0] not in self._policies]:
-            del self._rendered[key]
-        local = [h for h in self._heps.values() if h.node == self.node]
-        active = resolve(local, self._interfaces, config.interface_exclude)
-        ordered = sort_policies(self._policies.values(), self._tiers)
-        warnings = list(active.warnings)
+    def _policy_problem(self, policy: PolicyInfo) -> str | None:
+        for family in self.config.families:
+            for ingress, applies in ((True, policy.ingress_type), (False, policy.egress_type)):
+                problem = self._render(policy, ingress, family).problem if applies else None
+                if problem is not None:
+                    return f"IPv{int(family)} {'ingress' if ingress else 'egress'}: {problem}"
+        return None
 
+    def _endpoints_for(
+        self, active: ActiveEndpoints, ordered: list[tuple[TierInfo, PolicyInfo]]
+    ) -> tuple[list[Endpoint], Endpoint | None]:
         classified: dict[str, EndpointPolicies] = {}
 
         def policies_of(hep: HepInfo, star: bool) -> EndpointPolicies:
@@ -206,6 +258,32 @@ class Calculator:
         star = None
         if active.star is not None:
             star = Endpoint(names.ANY_INTERFACE, active.star, policies_of(active.star, True))
+        return endpoints, star
+
+    def _rebuild(self) -> None:
+        config = self.config
+        # Renders of deleted policies are never needed again.
+        for key in [k for k in self._rendered if k[0] not in self._policies]:
+            del self._rendered[key]
+        local = [h for h in self._heps.values() if h.node == self.node]
+        active = resolve(local, self._interfaces, config.interface_exclude)
+        ordered = sort_policies(self._policies.values(), self._tiers)
+        warnings = list(active.warnings)
+        endpoints, star = self._endpoints_for(active, ordered)
+        # A policy the renderers would refuse is left out whole, so that it cannot stop the
+        # rest of the node from being programmed; only policies in use are rendered at all.
+        in_use = {
+            name for ep in [*endpoints, *([star] if star else [])] for name in ep.policies.names()
+        }
+        self._broken = {}
+        for name in sorted(in_use):
+            problem = self._policy_problem(self._policies[name])
+            if problem is not None:
+                self._broken[name] = problem
+        if self._broken:
+            ordered = [(t, p) for t, p in ordered if p.name not in self._broken]
+            endpoints, star = self._endpoints_for(active, ordered)
+        if active.star is not None:
             for policy in untracked_ignored(active.star, ordered):
                 warnings.append(
                     f"GlobalNetworkPolicy {policy}: doNotTrack is not supported on the "
@@ -216,7 +294,7 @@ class Calculator:
         wanted: dict[tuple[Family, str], SetSource] = {}
         for family in config.families:
             lookup = _PolicyChains(self, family)
-            fast_sets: dict[str, NetPortSource] = {}
+            fast_sets: dict[str, PortsSource] = {}
             tables = build_tables(
                 family,
                 config=config,
@@ -224,7 +302,6 @@ class Calculator:
                 star=star,
                 policy_chain=lookup,
                 policy_chains=lookup.chains,
-                set_source=lookup.set_source,
                 fast_sets=fast_sets,
             )
             previous = self._layout.get(family)
@@ -294,15 +371,6 @@ class _PolicyChains:
         self.family = family
         self.chains: dict[str, Chain] = {}
         self.renders: dict[str, RenderedChain] = {}
-        self._sources: dict[str, SetSource] = {}
-        self._sources_of: set[str] = set()
-
-    def set_source(self, name: str) -> SetSource | None:
-        """What a set used by a rendered policy chain stands for."""
-        if len(self._sources_of) != len(self.renders):
-            self._sources = {k: v for r in self.renders.values() for k, v in r.sets.items()}
-            self._sources_of = set(self.renders)
-        return self._sources.get(name)
 
     def __call__(self, policy: str, ingress: bool) -> str:
         calc = self.calc
@@ -324,3 +392,18 @@ def compute(
     for resource in resources:
         calc.upsert(resource)
     return calc.result()
+
+
+def _refusal(
+    policy: PolicyInfo, chain: Chain, rendered: RenderedChain, family: Family
+) -> str | None:
+    """Why the renderers would refuse a policy chain or the literal CIDR sets it uses."""
+    table = Table.RAW if policy.do_not_track else Table.MANGLE if policy.pre_dnat else Table.FILTER
+    try:
+        check_chain_alone(chain, table, family)
+        for source in rendered.sets.values():
+            if isinstance(source, NetsSource):
+                normalise_members(source.kind, source.cidrs, family)
+    except FelisError as err:
+        return str(err)
+    return None

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from felis.calc.selectors import policy_selector
 from felis.dataplane.spec import Family
 from felis.model.resources import (
     GlobalNetworkPolicy,
@@ -21,7 +22,7 @@ from felis.model.resources import (
     Rule,
     Tier,
 )
-from felis.selector import Selector, parse
+from felis.selector import Selector
 
 DEFAULT_TIER = "default"
 STAR_INTERFACE = "*"
@@ -95,8 +96,8 @@ class PolicyInfo:
     name: str
     tier: str
     order: float | None
-    selector: Selector | None
-    """None: the policy can never select a host endpoint (namespace/service-account selector)."""
+    selector: Selector
+    """With the namespace and service-account selectors folded in (`felis.calc.selectors`)."""
     ingress_type: bool
     egress_type: bool
     ingress: tuple[Rule, ...]
@@ -164,12 +165,13 @@ def policy_info(policy: GlobalNetworkPolicy) -> PolicyInfo:
     if not types:
         # Felix treats a policy stored without types as governing both directions.
         types = {"Ingress", "Egress"}
-    selects_heps = not spec.namespace_selector and not spec.service_account_selector
     return PolicyInfo(
         name=policy.metadata.name,
         tier=spec.tier or DEFAULT_TIER,
         order=spec.order,
-        selector=parse(spec.selector) if selects_heps else None,
+        selector=policy_selector(
+            spec.selector, spec.namespace_selector, spec.service_account_selector
+        ),
         ingress_type="Ingress" in types,
         egress_type="Egress" in types,
         ingress=tuple(spec.ingress),

@@ -16,7 +16,7 @@ from felis.calc.failsafe import failsafe_in_rules, failsafe_out_rules
 from felis.calc.fastpath import FastPath
 from felis.calc.inputs import HepInfo, PolicyInfo
 from felis.calc.policies import EndpointPolicies, Groups
-from felis.calc.sources import NetPortSource, SetSource
+from felis.calc.sources import PortsSource
 from felis.dataplane.spec import (
     Accept,
     Chain,
@@ -66,12 +66,10 @@ class _Tables:
         star: Endpoint | None,
         policy_chain: ChainLookup,
         policy_chains: Mapping[str, Chain],
-        set_source: Callable[[str], SetSource | None],
     ) -> None:
         self.family = family
         self.policy_chains = policy_chains
-        self.set_source = set_source
-        self.fast_sets: dict[str, NetPortSource] = {}
+        self.fast_sets: dict[str, PortsSource] = {}
         self.config = config
         self.marks = config.marks
         self.endpoints = endpoints
@@ -138,7 +136,6 @@ class _Tables:
         """Consecutive policies with one selector always apply together, so (like Calico's
         policy groups, §5.10) they get one shared chain and endpoint chains jump to it once."""
         selector = run[0].selector
-        assert selector is not None
         name = names.group_chain(selector.canonical, ingress, (p.name for p in run))
         if name not in self.group_chains:
             marks = self.marks
@@ -243,7 +240,7 @@ class _Tables:
         known = {c.name: c for c in chains}
         known.update(self.group_chains)
         known.update(self.policy_chains)
-        fast = FastPath(self.family, self.marks, known, self.set_source)
+        fast = FastPath(self.family, self.marks, known)
         prefix = names.FROM_HOST_PREFIX if ingress else names.TO_HOST_PREFIX
         out: list[Rule] = []
         for ep in eps:
@@ -274,7 +271,10 @@ class _Tables:
         rules = self.conntrack(allow_returns=False)
         rules.append(self.clear_verdict())
         rules += self.tiers(groups, ingress, untracked=False)
-        if not groups:
+        # As in Calico, the default allow exists only for an endpoint without any forward
+        # policy: forward policy in one direction leaves the other direction to the kernel's
+        # FORWARD chain and its policy (the packet returns with the accept bit clear).
+        if not ep.policies.has_forward:
             accept = self.marks.accept
             rules.append(
                 Rule(action=SetMark(accept, accept), comment="Allow forwarded traffic by default")
@@ -594,14 +594,12 @@ def build_tables(
     star: Endpoint | None,
     policy_chain: ChainLookup,
     policy_chains: Mapping[str, Chain],
-    set_source: Callable[[str], SetSource | None],
-    fast_sets: dict[str, NetPortSource],
+    fast_sets: dict[str, PortsSource],
 ) -> dict[Table, TableSpec]:
     """All tables of one family. `policy_chain` names the chain of a policy direction (and
-    renders it into `policy_chains` as a side effect) as the endpoint chains are built;
-    `set_source` tells what a set a policy rule uses stands for. The fast path's flow sets are
-    added to `fast_sets`."""
-    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains, set_source)
+    renders it into `policy_chains` as a side effect) as the endpoint chains are built. The fast
+    path's port sets are added to `fast_sets`."""
+    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains)
     tables: dict[Table, TableSpec] = {}
     for table, make in (
         (Table.RAW, builder.raw),

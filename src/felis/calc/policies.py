@@ -35,6 +35,27 @@ class EndpointPolicies:
     def has_untracked(self) -> bool:
         return bool(self.untracked_in or self.untracked_out)
 
+    @property
+    def has_forward(self) -> bool:
+        return bool(self.forward_in or self.forward_out)
+
+    def names(self) -> set[str]:
+        """Every policy in any class and direction."""
+        return {
+            policy.name
+            for groups in (
+                self.untracked_in,
+                self.untracked_out,
+                self.pre_dnat_in,
+                self.normal_in,
+                self.normal_out,
+                self.forward_in,
+                self.forward_out,
+            )
+            for group in groups
+            for policy in group.policies
+        }
+
 
 def sort_policies(
     policies: Iterable[PolicyInfo], tiers: Mapping[str, TierInfo]
@@ -84,7 +105,7 @@ def classify(
         )
     }
     for tier, policy in ordered:
-        if policy.selector is None or not policy.selector.evaluate(hep.labels):
+        if not policy.selector.evaluate(hep.labels):
             continue
         pair = (tier, policy)
         if policy.do_not_track:
@@ -114,8 +135,4 @@ def classify(
 
 def untracked_ignored(hep: HepInfo, ordered: list[tuple[TierInfo, PolicyInfo]]) -> list[str]:
     """doNotTrack policies selecting the all-interfaces HEP, which Calico (and felis) ignore."""
-    return [
-        p.name
-        for _, p in ordered
-        if p.do_not_track and p.selector is not None and p.selector.evaluate(hep.labels)
-    ]
+    return [p.name for _, p in ordered if p.do_not_track and p.selector.evaluate(hep.labels)]

@@ -17,6 +17,7 @@ from typing import Any
 
 from felis.calc import names
 from felis.calc.inputs import PolicyInfo
+from felis.calc.selectors import rule_side_selector
 from felis.calc.sources import NamedPortSource, NetsSource, SelectorSource, SetSource
 from felis.dataplane.spec import (
     Drop,
@@ -37,8 +38,6 @@ from felis.model.resources import Rule as ApiRule
 from felis.selector import Selector, parse
 
 _PORT_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
-_GLOBAL = "global()"
-_NOT_NAMESPACED = "!has(projectcalico.org/namespace)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,22 +87,13 @@ def _nets(values: list[str], family: Family, negated: bool) -> list[str]:
 
 
 def entity_selector(entity: EntityRule) -> Selector | None:
-    """The selector for the positive match of a rule side, after Calico's conversion (§3.7).
+    """The selector for the positive match of a rule side (`felis.calc.selectors`).
 
-    Raises _Skip when the side can only match pods or services, which felis never sees.
+    Raises _Skip when the side matches Kubernetes services, which felis never sees.
     """
     if entity.services is not None:
         raise _Skip("matches Kubernetes services, which are never host endpoints")
-    if entity.service_accounts is not None and (
-        entity.service_accounts.names or entity.service_accounts.selector
-    ):
-        raise _Skip("matches service accounts, which only pods have")
-    text = entity.selector
-    if entity.namespace_selector:
-        if parse(entity.namespace_selector).canonical != _GLOBAL:
-            raise _Skip("namespaceSelector matches only namespaced pods")
-        text = f"({_NOT_NAMESPACED}) && ({text})" if text else _NOT_NAMESPACED
-    return parse(text) if text else None
+    return rule_side_selector(entity)
 
 
 def named_port_protocol(protocol: int | None) -> str:
@@ -325,7 +315,7 @@ def match_sets(match: Match) -> Iterable[str]:
         yield match.src_port_set
     if match.dst_port_set is not None:
         yield match.dst_port_set
-    if match.src_net_dst_port_set is not None:
-        yield match.src_net_dst_port_set
-    if match.dst_net_src_port_set is not None:
-        yield match.dst_net_src_port_set
+    if match.src_port_in_set is not None:
+        yield match.src_port_in_set
+    if match.dst_port_in_set is not None:
+        yield match.dst_port_in_set

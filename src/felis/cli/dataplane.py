@@ -15,12 +15,14 @@ from typing import Annotated, Any
 
 import typer
 
+from felis.agent.nodes import no_endpoints_warning
 from felis.calc import CalcConfig, compute, parse_failsafe_ports
-from felis.cli.resources import DatastoreOption
+from felis.cli.output import console
+from felis.cli.resources import DatastoreOption, read_datastore
 from felis.dataplane.spec import Family
 from felis.datastore import open_datastore
 from felis.errors import FelisError
-from felis.model import from_dict
+from felis.model import HostEndpoint, Resource
 
 
 class Backend(StrEnum):
@@ -28,7 +30,34 @@ class Backend(StrEnum):
     nftables = "nftables"
 
 
-NodeOption = Annotated[str, typer.Option("--node", help="Node name (HostEndpoint spec.node)")]
+class FamilyChoice(StrEnum):
+    v4 = "4"
+    v6 = "6"
+    both = "both"
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+def _node_name(value: str) -> str:
+    if not value.strip():
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
+NodeOption = Annotated[
+    str, typer.Option("--node", help="Node name (HostEndpoint spec.node)", callback=_node_name)
+]
+AllowEmptyOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Go on when no HostEndpoint is on NODE (by default an error: a mistyped node "
+        "name would otherwise print an empty ruleset as if all were well)",
+    ),
+]
 BackendOption = Annotated[Backend, typer.Option("--backend", help="Kernel interface to program")]
 FailsafeInOption = Annotated[
     str | None,
@@ -65,28 +94,46 @@ def calc_config(failsafe_inbound: str | None, failsafe_outbound: str | None) -> 
     )
 
 
+def node_warning(resources: list[Resource], node: str, *, allow_empty: bool) -> str | None:
+    """The no-HostEndpoint warning for `node`, or FelisError unless `allow_empty`."""
+    warning = no_endpoints_warning(
+        node, (r.spec.node for r in resources if isinstance(r, HostEndpoint))
+    )
+    if warning and not allow_empty:
+        raise FelisError(f"{warning} (--allow-empty to go on anyway)")
+    return warning
+
+
 def render(
     node: NodeOption,
     backend: BackendOption = Backend.nftables,
     datastore: DatastoreOption = None,
-    family: Annotated[str, typer.Option("--family", help="4, 6 or both")] = "both",
+    family: Annotated[FamilyChoice, typer.Option("--family", help="IP family")] = (
+        FamilyChoice.both
+    ),
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
+    allow_empty: AllowEmptyOption = False,
 ) -> None:
-    """Print the exact text felis would apply on NODE from scratch (no root needed).
+    """Print the kernel text felis would program on NODE.
+
+    The exact text felis would apply from scratch; no root needed.
 
     Interfaces are not read: every HostEndpoint with an interfaceName is assumed present and
     HostEndpoints matched only by expectedIPs are left out.
     """
-    with closing(open_datastore(datastore)) as store:
-        objects = store.list().items
-    resources = [from_dict(obj, source="datastore") for obj in objects]
+    resources = read_datastore(datastore)
+    empty = node_warning(resources, node, allow_empty=allow_empty)
     result = compute(resources, node, None, calc_config(failsafe_inbound, failsafe_outbound))
-    for warning in result.warnings:
+    for warning in ([empty] if empty else []) + result.warnings:
         typer.echo(f"# warning: {warning}", err=True)
-    families = {"4": [Family.V4], "6": [Family.V6], "both": [Family.V4, Family.V6]}.get(family)
-    if families is None:
-        raise FelisError(f"--family must be 4, 6 or both, not {family!r}")
+    for skipped in result.skipped:
+        typer.echo(f"# error: {skipped}", err=True)
+    families = {
+        FamilyChoice.v4: [Family.V4],
+        FamilyChoice.v6: [Family.V6],
+        FamilyChoice.both: [Family.V4, Family.V6],
+    }[family]
     if backend is Backend.nftables:
         from felis.dataplane import nftables
 
@@ -124,7 +171,10 @@ def agent(
     ] = "127.0.0.1",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
 ) -> None:
-    """Program this host (network namespace) for NODE and keep it converged."""
+    """Program this host for NODE and keep it converged.
+
+    This host is the network namespace the agent runs in.
+    """
     from felis.agent.agent import Agent, AgentSettings
     from felis.agent.interfaces import read_interfaces
     from felis.dataplane.kernel import open_dataplane
@@ -149,7 +199,7 @@ def agent(
         if once:
             report = runner.converge_once()
             typer.echo(f"{node}: {report.summary()}")
-            for warning in runner.state.warnings:
+            for warning in runner.state.all_warnings:
                 typer.echo(f"warning: {warning}", err=True)
             return
         stop = threading.Event()
@@ -189,18 +239,22 @@ def status(
     node: NodeOption,
     backend: BackendOption = Backend.nftables,
     datastore: DatastoreOption = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json")] = "table",
+    output: Annotated[StatusFormat, typer.Option("--output", "-o", help="Output format")] = (
+        StatusFormat.table
+    ),
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
 ) -> None:
-    """Show this host at a glance: endpoints, drift, conntrack pressure, per-rule counters."""
+    """Show this host: endpoints, drift, conntrack, rule counters.
+
+    A node without HostEndpoints is shown with a warning, not refused: status is how one
+    finds out."""
     from felis.agent.interfaces import read_interfaces
     from felis.conntrack.kernel import read_count, read_max, read_stats
     from felis.dataplane.kernel import open_dataplane
 
-    with closing(open_datastore(datastore)) as store:
-        objects = store.list().items
-    resources = [from_dict(obj, source="datastore") for obj in objects]
+    resources = read_datastore(datastore)
+    empty = node_warning(resources, node, allow_empty=True)
     config = calc_config(failsafe_inbound, failsafe_outbound)
     result = compute(resources, node, read_interfaces(), config)
     dataplane = open_dataplane(backend.value)
@@ -213,7 +267,8 @@ def status(
         "endpoints": list(result.spec.endpoints),
         "in_sync": not drift,
         "drift": drift,
-        "warnings": list(result.warnings),
+        "warnings": ([empty] if empty else []) + list(result.warnings),
+        "skipped": [str(skipped) for skipped in result.skipped],
         "conntrack": conntrack,
         "rules": [
             {
@@ -227,7 +282,7 @@ def status(
             for c in counters
         ],
     }
-    if output == "json":
+    if output is StatusFormat.json:
         import json
 
         typer.echo(json.dumps(report, indent=2))
@@ -236,34 +291,37 @@ def status(
 
 
 def _print_status(report: dict[str, Any]) -> None:
-    from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table as RichTable
 
-    console = Console()
+    out = console()
     state = "in sync" if report["in_sync"] else "DRIFTED: " + "; ".join(report["drift"])
-    console.print(f"[bold]{report['node']}[/] ({report['backend']}): {state}")
-    console.print(f"host endpoints: {', '.join(report['endpoints']) or 'none active'}")
+    out.print(f"[bold]{escape(report['node'])}[/] ({report['backend']}): {escape(state)}")
+    out.print(escape(f"host endpoints: {', '.join(report['endpoints']) or 'none active'}"))
     ct = report["conntrack"]
-    console.print(
+    out.print(
         f"conntrack: {ct['entries']}/{ct['max']} entries, drop {ct.get('drop', 0)}, "
         f"early_drop {ct.get('early_drop', 0)}, insert_failed {ct.get('insert_failed', 0)}"
     )
+    for skipped in report["skipped"]:
+        out.print(f"[red]error:[/] {escape(skipped)}")
     for warning in report["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}")
+        out.print(f"[yellow]warning:[/] {escape(warning)}")
     table = RichTable(title="policy rule counters (untracked traffic included)")
     for column in ("family", "table", "chain", "rule", "packets", "bytes"):
-        table.add_column(column)
+        # Folded, never cut short with an ellipsis: a rule name is what the reader looks for.
+        table.add_column(column, overflow="fold")
     for rule in report["rules"]:
         if rule["comment"].startswith("gnp/") or rule["packets"]:
             table.add_row(
                 f"IPv{rule['family']}",
                 rule["table"],
-                rule["chain"],
-                rule["comment"],
+                escape(rule["chain"]),
+                escape(rule["comment"]),
                 str(rule["packets"]),
                 str(rule["bytes"]),
             )
-    console.print(table)
+    out.print(table)
 
 
 def register(app: typer.Typer) -> None:

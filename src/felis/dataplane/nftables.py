@@ -43,7 +43,6 @@ from felis.dataplane.rulehash import (
     extract_hash,
     hook_hash_seed,
     net_bounds,
-    normalise_member,
     normalise_members,
     normalise_ports,
     protocol_name,
@@ -193,11 +192,9 @@ def _port_set(term: terms.PortSet, family: Family) -> str:
     return f"{_ADDR_PORT[family, term.side]} {_NE[term.negated]}@{term.name}"
 
 
-def _net_port_set(term: terms.NetPortSet, family: Family) -> str:
-    # The address of one side, the port of the other: what the flow's remote end and local
-    # service are, for a request (source address) or a reply (destination address).
-    port = _PORT[Side.DST if term.side is Side.SRC else Side.SRC]
-    return f"{_ADDR[family, term.side]} . meta l4proto . th {port} @{term.name}"
+def _port_number_set(term: terms.PortNumberSet, family: Family) -> str:
+    proto = protocol_name(term.protocol) if term.protocol is not None else "th"
+    return f"{proto} {_PORT[term.side]} @{term.name}"
 
 
 def _icmp(term: terms.Icmp, family: Family) -> str:
@@ -220,7 +217,7 @@ _TEXT = terms.TermText(
     _addr_set,
     _ports,
     _port_set,
-    _net_port_set,
+    _port_number_set,
     _icmp,
 )
 
@@ -356,8 +353,6 @@ def _net_members(value: Any) -> list[str]:
 def _port_members(value: Any) -> list[str]:
     if isinstance(value, dict) and "concat" in value and len(value["concat"]) == 3:
         addr, proto, port = value["concat"]
-        if isinstance(addr, dict):
-            return [f"{net},{proto}:{port}" for net in _net_members(addr)]
         return [f"{addr},{proto}:{port}"]
     raise DataplaneRenderError(f"nft ip,port set element {value!r} not understood")
 
@@ -375,14 +370,22 @@ def _set_state(obj: Mapping[str, Any], family: Family) -> SetState | None:
             "inet_service",
         ]
     ):
-        kind = SetKind.NET_PORT if "interval" in obj.get("flags", ()) else SetKind.IP_PORT
+        kind = SetKind.IP_PORT
+    elif settype == "inet_service":
+        kind = SetKind.PORT
     else:
         return None
     members: list[str] = []
     for raw in obj.get("elem", ()):
         for value in _element_values(raw):
-            members.extend(_net_members(value) if kind is SetKind.NET else _port_members(value))
-    normal = frozenset(normalise_member(kind, member, family) for member in members)
+            if kind is SetKind.PORT:
+                members.append(str(value))
+            elif kind is SetKind.NET:
+                members.extend(_net_members(value))
+            else:
+                members.extend(_port_members(value))
+    # Normalised as a whole, like the desired members: nft may list adjacent elements merged.
+    normal = normalise_members(kind, members, family)
     return SetState(name=str(obj["name"]), kind=kind, family=family, members=normal)
 
 
@@ -456,13 +459,13 @@ def _set_decl(ipset: IpSet, family: Family) -> str:
     addr = "ipv4_addr" if family is Family.V4 else "ipv6_addr"
     if ipset.kind is SetKind.NET:
         return f"{{ type {addr}; flags interval; }}"
-    if ipset.kind is SetKind.NET_PORT:
-        return f"{{ type {addr} . inet_proto . inet_service; flags interval; }}"
+    if ipset.kind is SetKind.PORT:
+        return "{ type inet_service; }"
     return f"{{ type {addr} . inet_proto . inet_service; }}"
 
 
 def _element_list(kind: SetKind, ordered: tuple[str, ...] | list[str]) -> str:
-    if kind is SetKind.NET:
+    if kind is SetKind.NET or kind is SetKind.PORT:
         return "{ " + ", ".join(ordered) + " }"
     forms = []
     for member in ordered:
@@ -612,14 +615,11 @@ def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
             continue
         if have.members is want or have.members == want:
             continue
-        if ipset.kind is SetKind.NET_PORT or (
-            ipset.kind is SetKind.NET and _interval_rewrite(have.members, want, family)
-        ):
+        if ipset.kind is SetKind.NET and _interval_rewrite(have.members, want, family):
             # nft lists adjacent interval elements merged (.0/32 and .1/32 read back as .0/31),
             # so what we read need not be the elements the kernel holds: deleting a merged one
-            # fails ("does not exist") and adding one that touches another overlaps (net,port
-            # sets: a new wider network over a surplus narrower one). Rewrite the set instead;
-            # inside the one transaction packets never see it empty.
+            # fails ("does not exist") and adding one that touches another overlaps. Rewrite
+            # the set instead; inside the one transaction packets never see it empty.
             tx.sets.append(f"flush set {prefix} {name}")
             if want:
                 tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")

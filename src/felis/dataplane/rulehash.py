@@ -468,11 +468,14 @@ def _check_match(match: Match, family: Family) -> None:
     for opt in (
         match.src_port_set,
         match.dst_port_set,
-        match.src_net_dst_port_set,
-        match.dst_net_src_port_set,
+        match.src_port_in_set,
+        match.dst_port_in_set,
     ):
         if opt is not None:
             check_set_name(opt)
+    in_set = match.src_port_in_set is not None or match.dst_port_in_set is not None
+    if in_set and match.protocol not in PORT_PROTOCOLS:
+        raise _MatchProblem("port set match needs protocol tcp, udp or sctp")
     for iface in (match.in_iface, match.out_iface):
         if iface is not None:
             check_iface(iface)
@@ -551,6 +554,12 @@ def _checked_chain(chain: Chain, table: Table, family: Family) -> _ChainRefs:
     return _CHECKED.get(chain, (table, family), compute)
 
 
+def check_chain_alone(chain: Chain, table: Table, family: Family) -> None:
+    """Every check of the chain's rules that needs nothing outside the chain (calc runs it per
+    policy, so that a policy the renderers would refuse is left out on its own)."""
+    _checked_chain(chain, table, family)
+
+
 def check_table(spec: TableSpec, family: Family) -> None:
     for name, chain in spec.chains.items():
         check_chain(name)
@@ -571,9 +580,9 @@ def _set_refs(match: Match) -> Iterator[tuple[str, SetKind]]:
             yield opt, SetKind.IP_PORT
     for name in (*match.not_src_port_sets, *match.not_dst_port_sets):
         yield name, SetKind.IP_PORT
-    for opt in (match.src_net_dst_port_set, match.dst_net_src_port_set):
+    for opt in (match.src_port_in_set, match.dst_port_in_set):
         if opt is not None:
-            yield opt, SetKind.NET_PORT
+            yield opt, SetKind.PORT
 
 
 def _check_set_ref(rule: Rule, name: str, kind: SetKind, sets: Mapping[str, IpSet]) -> None:
@@ -625,31 +634,12 @@ def check_ruleset(ruleset: Ruleset) -> None:
 _SET_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
 
 
-def _split_port(member: str) -> tuple[str, str, str]:
-    """`addr,proto:port` → (addr, proto, port text), as written (no checks)."""
-    addr, _, rest = member.rpartition(",")
-    proto, _, port = rest.partition(":")
-    return addr, proto, port
-
-
-def _net_port_member(member: str, family: Family) -> str:
-    """`cidr,proto:port` with the CIDR normalised and always with its length."""
-    net, proto, port_text = _split_port(member)
-    proto = proto.lower()
-    if proto.isdigit() and int(proto) in PROTOCOL_NAMES:
-        proto = PROTOCOL_NAMES[int(proto)]
-    if (
-        not net
-        or proto not in _SET_PORT_PROTOCOLS
-        or _PORT_RE.fullmatch(port_text) is None
-        or int(port_text) > 65535
-    ):
-        raise DataplaneRenderError(f"invalid IPv{int(family)} net,port set member {member!r}")
-    fast = _fast_net(net, family)
-    normal = fast[2] if fast is not None else check_net(net, family)
-    if "/" not in normal:
-        normal += f"/{_BITS[family]}"
-    return f"{normal},{proto}:{port_text}"
+def _port_member(member: str) -> str:
+    """A port number in its plain decimal form."""
+    text = member.strip()
+    if _PORT_RE.fullmatch(text) is None or int(text) > 65535:
+        raise DataplaneRenderError(f"invalid port set member {member!r}")
+    return text
 
 
 def _slow_member(kind: SetKind, member: str, family: Family) -> str:
@@ -792,13 +782,13 @@ def _fast_ip_port(member: str, family: Family) -> str | None:
 
 
 def normalise_member(kind: SetKind, member: str, family: Family) -> str:
-    """`net`: `addr/len` with host bits cleared; `ip,port`: `addr,proto:port`; `net,port`:
-    `addr/len,proto:port`."""
+    """`net`: `addr/len` with host bits cleared; `ip,port`: `addr,proto:port`; `port`: the
+    number."""
     if kind is SetKind.NET:
         net = _fast_net(member, family)
         return net[2] if net is not None else check_net(member, family)
-    if kind is SetKind.NET_PORT:
-        return _net_port_member(member, family)
+    if kind is SetKind.PORT:
+        return _port_member(member)
     fast = _fast_ip_port(member, family)
     return fast if fast is not None else _slow_member(kind, member, family)
 
@@ -811,8 +801,28 @@ def _collapse_slow(normal: Iterable[str]) -> frozenset[str]:
     return frozenset(str(net) for net in collapsed)
 
 
+_UNSPECIFIED = {Family.V4: "0.0.0.0,", Family.V6: "::,"}
+"""ipset's hash:ip,port refuses the unspecified address (a named port on it, from a host endpoint
+listing 0.0.0.0 or :: as expected IP, names no connection's endpoint): such members are left out
+of both backends' sets alike."""
+
+_CATCH_ALL = {Family.V4: "0.0.0.0/0", Family.V6: "::/0"}
+_CATCH_ALL_HALVES = {Family.V4: ("0.0.0.0/1", "128.0.0.0/1"), Family.V6: ("::/1", "8000::/1")}
+"""ipset's hash:net refuses a zero prefix length, so the whole address space is written as its
+two halves (as Calico does); nft takes either, and both read back the same."""
+
+
 def _normalise_nets(members: Iterable[str], family: Family) -> tuple[frozenset[str], list[str]]:
     """(normal members, the same in address order)."""
+    normal, ordered = _collapse_nets(members, family)
+    if _CATCH_ALL[family] in normal:
+        # Collapsed, a catch-all is the only member left.
+        halves = _CATCH_ALL_HALVES[family]
+        return frozenset(halves), list(halves)
+    return normal, ordered
+
+
+def _collapse_nets(members: Iterable[str], family: Family) -> tuple[frozenset[str], list[str]]:
     parsed: list[tuple[int, int, str]] = []
     for member in members:
         net = _fast_net(member, family)
@@ -839,27 +849,19 @@ def _normalise_nets(members: Iterable[str], family: Family) -> tuple[frozenset[s
     return frozenset(ordered), ordered
 
 
-def _normalise_net_ports(members: Iterable[str], family: Family) -> frozenset[str]:
-    """Per (protocol, port), the networks collapsed: nft interval sets refuse overlaps."""
-    by_port: dict[str, list[str]] = {}
-    for member in members:
-        net, proto, port = _split_port(_net_port_member(member, family))
-        by_port.setdefault(f"{proto}:{port}", []).append(net)
-    out: list[str] = []
-    for port, nets in by_port.items():
-        collapsed, _ = _normalise_nets(nets, family)
-        out += [f"{net},{port}" for net in collapsed]
-    return frozenset(out)
-
-
 def _normalise(
     kind: SetKind, members: Iterable[str], family: Family
 ) -> tuple[frozenset[str], tuple[str, ...]]:
-    if kind is SetKind.NET_PORT:
-        normal = _normalise_net_ports(members, family)
+    if kind is SetKind.PORT:
+        normal = frozenset(_port_member(member) for member in members)
         return normal, tuple(sorted_members(kind, normal))
     if kind is SetKind.IP_PORT:
-        normal = frozenset(normalise_member(kind, member, family) for member in members)
+        unspecified = _UNSPECIFIED[family]
+        normal = frozenset(
+            member
+            for member in (normalise_member(kind, m, family) for m in members)
+            if not member.startswith(unspecified)
+        )
         return normal, tuple(sorted_members(kind, normal))
     normal, ordered = _normalise_nets(members, family)
     return normal, tuple(ordered)
@@ -887,7 +889,9 @@ def _sort_key(member: str) -> tuple[int, int, str]:
 
 
 def sorted_members(kind: SetKind, members: Iterable[str]) -> list[str]:
-    """A stable order for printing (addresses numerically)."""
+    """A stable order for printing (addresses, or ports, numerically)."""
+    if kind is SetKind.PORT:
+        return sorted(members, key=int)
     return sorted(members, key=_sort_key)
 
 

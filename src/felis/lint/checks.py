@@ -22,6 +22,7 @@ from typing import Any
 from felis.calc import CalcConfig, FailsafePort
 from felis.calc.inputs import STAR_INTERFACE, HepInfo, PolicyInfo
 from felis.calc.policies import Groups
+from felis.calc.selectors import rule_side_selector
 from felis.lint.findings import NOTE, WARNING, Finding, dump_yaml
 from felis.model.resources import EntityRule, Rule
 from felis.model.values import Port
@@ -262,18 +263,6 @@ class Linter:
         return WARNING if self.complete else NOTE
 
     def check_selects(self, policy: PolicyInfo) -> None:
-        if policy.selector is None:
-            self.add(
-                Finding(
-                    "FL006",
-                    WARNING,
-                    policy.name,
-                    None,
-                    "namespaceSelector/serviceAccountSelector policies never select a HostEndpoint",
-                    "use a `selector` on HostEndpoint labels",
-                )
-            )
-            return
         if not self.snap.selected_heps(policy.selector):
             scope = "" if self.complete else " in these resources"
             self.add(
@@ -293,31 +282,28 @@ class Linter:
                 ("source", located.rule.source),
                 ("destination", located.rule.destination),
             ):
-                if (
-                    side.services is not None
-                    or side.service_accounts is not None
-                    or (
-                        side.namespace_selector
-                        and parse(side.namespace_selector).canonical != "global()"
-                    )
-                ):
+                if side.services is not None:
                     self.add(
                         Finding(
                             "FL006",
                             WARNING,
                             policy.name,
                             located.where,
-                            f"{side_name} matches pods or services only, so the rule never "
+                            f"{side_name} matches Kubernetes services only, so the rule never "
                             "matches host traffic (felis skips it)",
                             "use selector/nets on HostEndpoints and GlobalNetworkSets",
                         )
                     )
-                for field_name, text in (
-                    ("selector", side.selector),
+                    continue
+                # With a namespace or service-account selector, what the set holds is the
+                # translated selector's members (a negated one still matches host endpoints).
+                positive = rule_side_selector(side)
+                for field_name, selector in (
+                    ("selector", positive.canonical if positive is not None else ""),
                     ("notSelector", side.not_selector),
                 ):
-                    if text:
-                        self._check_rule_selector(located, side_name, field_name, text)
+                    if selector:
+                        self._check_rule_selector(located, side_name, field_name, selector)
 
     def _check_rule_selector(
         self, located: _Located, side_name: str, field_name: str, text: str

@@ -109,9 +109,7 @@ class Snapshot:
             out.append(ActiveEndpoint(star.name, ANY_INTERFACE, star, self.endpoint_policies(star)))
         return out
 
-    def selected_heps(self, selector: Selector | None) -> list[HepInfo]:
-        if selector is None:
-            return []
+    def selected_heps(self, selector: Selector) -> list[HepInfo]:
         return [h for h in self.heps.values() if selector.evaluate(h.labels)]
 
     def selector_members(self, selector: Selector) -> tuple[list[str], list[str], list[str]]:

@@ -7,6 +7,7 @@ tests check the two agree.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -247,3 +248,20 @@ def negate(node: Node) -> Node:
     if isinstance(node, Not):
         return node.operand
     return Not(node)
+
+
+def prefix_labels(node: Node, prefix: str) -> Node:
+    """``node`` with ``prefix`` put in front of every label name it tests.
+
+    Calico scopes a namespace or service-account selector this way (``team == "a"`` becomes
+    ``pcns.team == "a"``), because pods carry those labels under such prefixes.
+    """
+    if isinstance(node, Not):
+        return Not(prefix_labels(node.operand, prefix))
+    if isinstance(node, And):
+        return And(tuple(prefix_labels(op, prefix) for op in node.operands))
+    if isinstance(node, Or):
+        return Or(tuple(prefix_labels(op, prefix) for op in node.operands))
+    if isinstance(node, _LabelValue | _LabelSet | Has):
+        return dataclasses.replace(node, name=prefix + node.name)
+    return node

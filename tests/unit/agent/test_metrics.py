@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from felis.agent.agent import AgentState
 from felis.agent.metrics import MetricsServer, build_registry, serve_metrics
+from felis.calc import Skipped
 from felis.dataplane.kernel import ApplyReport, RuleCounter
 from felis.dataplane.spec import DataplaneSpec, Family
 
@@ -90,6 +91,16 @@ def test_rule_counters_and_state_are_exported() -> None:
     assert value(text, "felis_conntrack_drop_total") == 1
     # Counters are read at scrape time, against the spec the agent programmed.
     assert plane.seen == [SPEC]
+
+
+def test_skipped_objects_are_named() -> None:
+    agent = FakeAgent(FakeDataplane())
+    registry, _ = build_registry(agent)
+    assert not any(name == "felis_object_skipped" for name, _ in samples(generate_latest(registry)))
+    agent.state.skipped = (Skipped("GlobalNetworkPolicy", "bad", "ICMP type match needs …"),)
+    text = generate_latest(registry)
+    labels = (("kind", "GlobalNetworkPolicy"), ("name", "bad"))
+    assert samples(text)[("felis_object_skipped", labels)] == 1
 
 
 def test_scrape_reads_fresh_counters() -> None:
@@ -205,6 +216,7 @@ def test_http_healthz_follows_the_state(served: tuple[FakeAgent, MetricsServer])
         "dataplane": "in sync",
         "revision": 7,
         "last_error": "",
+        "warnings": [],
     }
     agent.state.in_sync = False
     agent.state.datastore_ok = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from calc_helpers import ETH0, chain, chains, gnp, hep, run, tier
 
 from felis.calc import HostInterface
@@ -212,6 +213,34 @@ def test_apply_on_forward_policy_goes_to_forward_chains() -> None:
     assert not any("failsafe" in r for r in fhfw)
 
 
+def test_forward_policy_in_one_direction_leaves_the_other_to_the_kernel() -> None:
+    # Calico renders the default allow only for an endpoint with no forward policy at all: the
+    # uncovered direction returns with the accept bit clear, so the FORWARD policy decides.
+    policy = gnp(
+        "fwd-in",
+        selector="role == 'server'",
+        applyOnForward=True,
+        types=["Ingress"],
+        ingress=ALLOW_ALL,
+    )
+    result = run([SERVER, policy])
+    thfw = chain(result, Table.FILTER, "felis-thfw-eth0")
+    assert thfw == [
+        "ct_states=established,related -> Accept()",
+        "ct_states=invalid -> Drop()",
+        "-> SetMark(value=0, mask=50331648)",
+    ]
+    fhfw = chain(result, Table.FILTER, "felis-fhfw-eth0")
+    assert "mark_clear=33554432 -> Jump(target='felis-pi-fwd-in') # gnp/fwd-in" in fhfw
+    assert not any("by default" in r for r in fhfw)
+    # Another endpoint without forward policy keeps its default allow in both directions.
+    other = hep("h2", iface="eth1", labels={"role": "other"})
+    eth1 = HostInterface("eth1", ("10.0.1.1/24",))
+    result = run([SERVER, other, policy], interfaces=[ETH0, eth1])
+    for name in ("felis-fhfw-eth1", "felis-thfw-eth1"):
+        assert chain(result, Table.FILTER, name)[-2].endswith("Allow forwarded traffic by default")
+
+
 def test_pre_dnat_only_in_mangle() -> None:
     policy = gnp("pre", preDNAT=True, applyOnForward=True, ingress=[{"action": "Deny"}])
     result = run([SERVER, policy])
@@ -258,10 +287,49 @@ def test_default_allow_profile_and_unknown_profile() -> None:
     assert not any("Profile" in r for r in chain(result, Table.FILTER, "felis-fhfw-eth0"))
 
 
-def test_namespaced_policy_selects_no_hep() -> None:
-    policy = gnp("ns", namespaceSelector="all()", ingress=ALLOW_ALL)
+@pytest.mark.parametrize(
+    ("selector", "namespace", "account", "canonical", "selects"),
+    [
+        # A negation holds for every host endpoint: none has pcns./pcsa. labels.
+        ("", "!has(team)", "", "!has(pcns.team)", True),
+        ("role == 'server'", "!has(team)", "", '(role == "server" && !has(pcns.team))', True),
+        ("", "", "!has(x)", "!has(pcsa.x)", True),
+        ("", "!has(a)", "!has(b)", "(!has(pcns.a) && !has(pcsa.b))", True),
+        ("", "team == 'a'", "", 'pcns.team == "a"', False),
+        ("", "all()", "", "has(projectcalico.org/namespace)", False),
+        # Calico rewrites all() in the policy's own selector too.
+        (
+            "all()",
+            "!has(team)",
+            "",
+            "(has(projectcalico.org/namespace) && !has(pcns.team))",
+            False,
+        ),
+        (
+            "all()",
+            "",
+            "!has(x)",
+            "(has(projectcalico.org/serviceaccount) && !has(pcsa.x))",
+            False,
+        ),
+    ],
+)
+def test_namespace_and_service_account_selectors_of_a_policy(
+    selector: str, namespace: str, account: str, canonical: str, selects: bool
+) -> None:
+    from felis.calc.inputs import policy_info
+    from felis.model.resources import GlobalNetworkPolicy
+
+    spec: dict[str, Any] = {"selector": selector, "ingress": ALLOW_ALL}
+    if namespace:
+        spec["namespaceSelector"] = namespace
+    if account:
+        spec["serviceAccountSelector"] = account
+    policy = gnp("ns", **spec)
+    assert isinstance(policy, GlobalNetworkPolicy)
+    assert policy_info(policy).selector.canonical == canonical
     rules = filter_fh([SERVER, policy])
-    assert jumps(rules) == ["felis-failsafe-in"]
+    assert ("felis-pi-ns" in jumps(rules)) is selects
 
 
 def test_log_prefix_is_cut_to_the_iptables_limit() -> None:

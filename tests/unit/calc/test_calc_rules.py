@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calc_helpers import gnp, hep, run
+from calc_helpers import gnp, gns, hep, run
 
 from felis.calc import CalcResult
 from felis.calc.names import nets_set
@@ -152,21 +152,47 @@ def test_selector_and_not_selector_sets() -> None:
     assert result.spec.ruleset(Family.V4).sets[bad].comment == 'bad == "yes"'
 
 
-def test_namespace_selector_and_service_accounts_skip_rule() -> None:
+def test_namespace_and_service_account_selectors_are_translated() -> None:
+    # Calico ANDs them in on pcns./pcsa.-prefixed labels (§3.7), which host endpoints and
+    # network sets never have: a positive one gives a set that stays empty, a negated one
+    # matches them.
     rules = [
         {"action": "Deny", "source": {"namespaceSelector": "team == 'x'"}},
-        {"action": "Deny", "source": {"serviceAccounts": {"names": ["sa"]}}},
+        {
+            "action": "Deny",
+            "source": {"serviceAccounts": {"names": ["sa", "b"], "selector": "!has(x)"}},
+        },
         {"action": "Allow", "source": {"namespaceSelector": "global()", "selector": "a == 'b'"}},
+        {"action": "Deny", "source": {"namespaceSelector": "!has(team)", "selector": "a == 'b'"}},
+        {"action": "Deny", "source": {"namespaceSelector": "all()"}},
+        {"action": "Deny", "source": {"serviceAccounts": {"selector": "!has(x)"}}},
+        {"action": "Deny", "source": {"services": {"name": "dns", "namespace": "kube-system"}}},
     ]
-    result = run([SERVER, gnp("p", ingress=rules)])
-    rules_v4 = policy_chain(result, Family.V4)
-    assert [r.comment for r in rules_v4] == ["gnp/p ingress rule 2"]
-    # global() limits to non-namespaced objects: HEPs and network sets, i.e. everything here.
-    (name,) = rules_v4[0].match.src_sets
-    comment = result.spec.ruleset(Family.V4).sets[name].comment
-    assert comment == '(!has(projectcalico.org/namespace) && a == "b")'
-    assert sum("namespaceSelector" in w for w in result.warnings) == 1
-    assert sum("service accounts" in w for w in result.warnings) == 1
+    peer = hep("peer", node="other", ips=["198.18.0.9"], labels={"a": "b"})
+    result = run(
+        [SERVER, peer, gns("peers", ["198.18.1.0/24"], {"a": "b"}), gnp("p", ingress=rules)]
+    )
+    ruleset = result.spec.ruleset(Family.V4)
+    chain_rules = policy_chain(result, Family.V4)
+    sets = {
+        int(rule.comment.rsplit(" ", 1)[1]): ruleset.sets[rule.match.src_sets[0]]
+        for rule in chain_rules
+        if rule.match.src_sets
+    }
+    both = frozenset({"198.18.0.9/32", "198.18.1.0/24"})
+    assert {index: (s.comment, s.members) for index, s in sets.items()} == {
+        0: ('pcns.team == "x"', frozenset()),
+        1: ('(!has(pcsa.x) && projectcalico.org/serviceaccount in {"b", "sa"})', frozenset()),
+        2: ('(!has(projectcalico.org/namespace) && a == "b")', both),
+        3: ('(!has(pcns.team) && a == "b")', both),
+        4: ("has(projectcalico.org/namespace)", frozenset()),
+        5: ("!has(pcsa.x)", both),
+    }
+    # Services stay pod-only: that rule alone is skipped, with a warning.
+    assert [w for w in result.warnings if "rule 6" in w] == [
+        "GlobalNetworkPolicy p ingress rule 6: matches Kubernetes services, which are never "
+        "host endpoints; skipped"
+    ]
 
 
 def test_http_is_ignored() -> None:

@@ -32,6 +32,7 @@ UPDATE = os.environ.get("FELIS_UPDATE_GOLDEN") == "1"
 CASES = {
     "seed": (ROOT / "examples" / "memcached-seed.yaml", "memcached-node-1"),
     "everything": (GOLDEN / "pipeline-everything.yaml", "node-1"),
+    "catch-all": (GOLDEN / "pipeline-catch-all.yaml", "node-1"),
 }
 FAMILIES = {Family.V4: "v4", Family.V6: "v6"}
 
@@ -122,7 +123,7 @@ def test_seed_is_untracked_and_set_based() -> None:
     assert client.comment == 'memcached == "client"'
     text = render("seed", Family.V4, "iptables")
     assert f"-m set --match-set {client.name} src" in text
-    assert "--destination-ports 12211" in text
+    assert "--dports 12211" in text
     assert "-j CT --notrack" in text
 
 
@@ -139,9 +140,9 @@ def test_everything_uses_every_field() -> None:
         "hash:ip,port",  # named port set
         "dst,dst",  # matched on the destination (address, protocol, port)
         # > 15 negated ports: several multiport matches in one rule.
-        "-m multiport ! --destination-ports 1,3,5,7,9,11,13,15,17,19,21,23,25,27,29 "
-        "-m multiport ! --destination-ports 31,33,100:200",
-        "-m multiport ! --destination-ports 9000:9100,9200",
+        "-m multiport ! --dports 1,3,5,7,9,11,13,15,17,19,21,23,25,27,29 "
+        "-m multiport ! --dports 31,33,100:200",
+        "-m multiport ! --dports 9000:9100,9200",
         "-j LOG --log-prefix",
         "-j CT --notrack",
         "*mangle",
@@ -152,8 +153,8 @@ def test_everything_uses_every_field() -> None:
         assert needle in v4, needle
     # > 15 destination port slots: one kernel rule per disjoint chunk.
     # (A port takes one multiport slot, a range two.)
-    assert "--destination-ports 22,80,443,1000:1010,2000,2002,2004,2006,2008,2010,2012,2014," in v4
-    assert "--destination-ports 2020,2022,2024,2026 " in v4
+    assert "--dports 22,80,443,1000:1010,2000,2002,2004,2006,2008,2010,2012,2014," in v4
+    assert "--dports 2020,2022,2024,2026 " in v4
     assert "-m icmp6 ! --icmpv6-type 128" in v6
     assert "felis6-c-" in v6
     assert "icmp" + " type" not in v6  # the ICMP (v4) rule is absent from IPv6

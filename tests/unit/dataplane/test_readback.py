@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from ir_fixtures import PI, all_rulesets, seed_ruleset, without_ingress_policy
 
+from felis.calc import compute
 from felis.dataplane import iptables, nftables, rulehash
 from felis.dataplane.ipset import parse_ipset_save
-from felis.dataplane.spec import Family, IpSet, SetKind, Table
+from felis.dataplane.spec import Family, IpSet, Ruleset, SetKind, Table
 from felis.errors import FelisError
+from felis.model import load_documents
 
 # Normalised the way iptables-save 1.8 prints it: -s/-d/-i/-p first, --dports, -j CT --notrack,
 # --set-xmark, comments quoted only when they contain spaces, optional [packets:bytes].
@@ -212,8 +214,107 @@ def test_parse_nft_json_edge_cases() -> None:
     assert not nftables.parse_nft_json(json.dumps(NFT_JSON), Family.V6).exists
 
 
+@pytest.mark.parametrize(
+    ("family", "kind", "catch_all", "listed"),
+    [
+        (Family.V4, SetKind.NET, "0.0.0.0/0", ["0.0.0.0/1", "128.0.0.0/1"]),
+        (Family.V6, SetKind.NET, "::/0", ["::/1", "8000::/1"]),
+    ],
+)
+def test_catch_all_member_is_written_as_two_halves(
+    family: Family, kind: SetKind, catch_all: str, listed: list[str]
+) -> None:
+    # ipset refuses a zero prefix length; the halves are the normal form for both backends.
+    want = rulehash.normalise_members(kind, [catch_all, *listed[:1]], family)
+    assert want == frozenset(listed)
+    settype = "hash:net" if kind is SetKind.NET else "hash:net,port"
+    inet = "inet" if family is Family.V4 else "inet6"
+    save = f"create felis-x {settype} family {inet}\n" + "".join(
+        f"add felis-x {member}\n" for member in listed
+    )
+    assert parse_ipset_save(save)["felis-x"].members == want
+
+
+def test_unspecified_address_is_left_out_of_ip_port_sets() -> None:
+    # ipset refuses it in hash:ip,port; both backends leave it out alike.
+    v4 = rulehash.normalise_members(
+        SetKind.IP_PORT, ["0.0.0.0,tcp:80", "10.0.0.1,tcp:80"], Family.V4
+    )
+    assert v4 == frozenset({"10.0.0.1,tcp:80"})
+    v6 = rulehash.normalise_members(SetKind.IP_PORT, ["::,tcp:80", "::1,udp:53"], Family.V6)
+    assert v6 == frozenset({"::1,udp:53"})
+
+
+@pytest.mark.parametrize(
+    "elements",
+    [
+        [{"prefix": {"addr": "0.0.0.0", "len": 0}}],
+        [{"prefix": {"addr": "0.0.0.0", "len": 1}}, {"prefix": {"addr": "128.0.0.0", "len": 1}}],
+        [{"range": ["0.0.0.0", "255.255.255.255"]}],
+    ],
+)
+def test_catch_all_reads_back_from_nft_however_listed(elements: list[object]) -> None:
+    doc = {
+        "nftables": [
+            {"table": {"family": "ip", "name": "felis"}},
+            {
+                "set": {
+                    "family": "ip",
+                    "name": "felis4-s-a",
+                    "table": "felis",
+                    "type": "ipv4_addr",
+                    "flags": ["interval"],
+                    "elem": elements,
+                }
+            },
+        ]
+    }
+    state = nftables.parse_nft_json(json.dumps(doc), Family.V4)
+    assert state.sets["felis4-s-a"].members == frozenset({"0.0.0.0/1", "128.0.0.0/1"})
+
+
 # ---------------------------------------------------------------------------------------------
 # Real kernel round trip, in a private network namespace (never the host's tables).
+
+
+MEMBER_FORMS: dict[Family, list[tuple[SetKind, list[str]]]] = {
+    Family.V4: [
+        (SetKind.NET, ["0.0.0.0/0"]),
+        (SetKind.NET, ["10.0.0.1", "10.0.0.7/24", "10.1.0.0/16", "192.0.2.255/32", "0.0.0.0/32"]),
+        (
+            SetKind.IP_PORT,
+            ["10.0.0.1,tcp:80", "10.0.0.1,udp:53", "10.0.0.2,sctp:9", "10.0.0.3,6:1"],
+        ),
+        (SetKind.IP_PORT, ["0.0.0.0,tcp:80", "10.0.0.1,tcp:0"]),
+        (SetKind.PORT, ["80", "53", "65535", "1"]),
+    ],
+    Family.V6: [
+        (SetKind.NET, ["::/0"]),
+        (SetKind.NET, ["fd00::1", "FD00:0:0:1::/64", "::ffff:198.51.100.0/120", "::/128"]),
+        (SetKind.IP_PORT, ["fd00::1,tcp:80", "fd00::1,udp:53", "::ffff:198.51.100.7,tcp:1"]),
+        (SetKind.IP_PORT, ["::,tcp:80", "::1,tcp:80"]),
+        (SetKind.PORT, ["12211", "0"]),
+    ],
+}
+"""Every spelling of a member calc or a reader may produce, the whole address space included
+(ipset refuses a zero prefix length: it is written as two halves)."""
+
+
+def round_trip_rulesets() -> dict[str, Ruleset]:
+    """The IR fixtures, the pipeline's whole-address-space sets, and every member form."""
+    path = Path(__file__).parent / "golden" / "pipeline-catch-all.yaml"
+    spec = compute(load_documents(path.read_bytes(), str(path)), "node-1").spec
+    out = {**all_rulesets()}
+    for family in (Family.V4, Family.V6):
+        out[f"catch-all-v{int(family)}"] = spec.ruleset(family)
+        names = [f"felis{int(family)}-form-{i}" for i in range(len(MEMBER_FORMS[family]))]
+        sets = {
+            name: IpSet(name, kind, frozenset(members))
+            for name, (kind, members) in zip(names, MEMBER_FORMS[family], strict=True)
+        }
+        out[f"member-forms-v{int(family)}"] = Ruleset(family, {}, sets)
+    return out
+
 
 SCRIPT = r"""
 set -e
@@ -235,9 +336,9 @@ nft -j list table "$4" felis > dump.json
     or any(shutil.which(t) is None for t in ("unshare", "nft", "ipset", "iptables-restore")),
     reason="needs root, unshare, nft, ipset and iptables",
 )
-@pytest.mark.parametrize("name", sorted(all_rulesets()))
+@pytest.mark.parametrize("name", sorted(round_trip_rulesets()))
 def test_round_trip_through_the_kernel(name: str, tmp_path: Path) -> None:
-    ruleset = all_rulesets()[name]
+    ruleset = round_trip_rulesets()[name]
     v4 = ruleset.family is Family.V4
     plan = iptables.render_full(ruleset)
     (tmp_path / "plan.ipset").write_text(plan.ipset_prepare or "COMMIT\n")

@@ -242,6 +242,26 @@ def test_selects_nothing() -> None:
     assert {f.severity for f in alone if f.code == "FL006" and f.rule is None} == {NOTE}
 
 
+def test_namespace_selectors_are_judged_as_translated() -> None:
+    ns = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: ns}
+        spec:
+          namespaceSelector: "!has(team)"
+          ingress:
+            - action: Deny
+              source: {namespaceSelector: "!has(team)"}
+            - action: Deny
+              source: {namespaceSelector: "team == 'a'"}
+    """
+    findings = [f for f in lint(docs(SEED_TEXT, CLIENT, ns)) if f.policy == "ns"]
+    # The negations match the HostEndpoints (the policy selects them, rule 0's set holds them).
+    assert [(f.where, f.message.split(" matches")[0]) for f in findings] == [
+        ("gnp/ns ingress rule 1", 'source.selector pcns.team == "a"')
+    ]
+
+
 def test_selector_matching_only_endpoints_without_addresses() -> None:
     no_ips = CLIENT.replace(", expectedIPs: [198.18.0.2]", "")
     finding = next(f for f in lint(docs(SEED_TEXT, no_ips)) if f.code == "FL006")

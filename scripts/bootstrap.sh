@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bring a fresh Debian 12 machine (as root) or an existing checkout to a runnable state:
-# Debian packages the kernel tests and the lab need, uv, and the locked virtualenv in .venv.
+# Debian packages the kernel tests, the lab and the deploy checks (promtool) need, uv, and the
+# locked virtualenv in .venv.
 # Idempotent: every step checks before it acts, so `make` twice in a row does no work the second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,6 +9,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
     iptables nftables ipset conntrack iproute2 memcached
     gcc libc6-dev python3 python3-venv procps kmod etcd-server etcd-client
+    prometheus
 )
 
 missing=()
@@ -23,6 +25,12 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Only promtool is wanted (the alert rule and dashboard tests); the package also starts a
+    # Prometheus server, which has no business on a test machine. Stopped only when installed
+    # here, so a Prometheus the operator runs on purpose is left alone.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [[ -d /run/systemd/system ]]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+    fi
 fi
 
 # uv is not packaged for Debian 12; it comes from PyPI into a private tool venv so that

@@ -656,3 +656,53 @@ def test_untracked_services_in_front_share_one_port_set(node: FelisNode) -> None
     for port in (MEMCACHED, 20003, 20006):
         assert node.reach(node.client, port), port
         assert node.conntrack_for_port(port) == [], f"port {port} must not be tracked"
+
+
+def test_profiles_allow_after_policies_and_lend_their_labels(node: FelisNode) -> None:
+    """Profile rules run after every policy; its labelsToApply select endpoints (the client is
+    in the rule's set through its profile, the server selected by a policy through its own);
+    a profile that does not exist drops, as Felix's stand-in profile does."""
+    profiles = """
+    apiVersion: projectcalico.org/v3
+    kind: Profile
+    metadata: {name: web}
+    spec:
+      labelsToApply: {role: web}
+      ingress:
+        - action: Allow
+          protocol: TCP
+          source: {selector: "role == 'web-client'"}
+          destination: {ports: [8080]}
+      egress:
+        - action: Allow
+    ---
+    apiVersion: projectcalico.org/v3
+    kind: Profile
+    metadata: {name: web-client}
+    spec:
+      labelsToApply: {role: web-client}
+    """
+    client = CLIENT_HEP.replace("  expectedIPs:", "  profiles: [web-client]\n  expectedIPs:")
+    server = HEP.replace("  expectedIPs:", "  profiles: [web]\n  expectedIPs:")
+    # Its tier would drop what it does not allow before any profile; Pass hands on to them.
+    by_label = """
+    apiVersion: projectcalico.org/v3
+    kind: GlobalNetworkPolicy
+    metadata: {name: web-9090}
+    spec:
+      selector: role == 'web'
+      ingress:
+        - {action: Allow, protocol: TCP, destination: {ports: [9090]}}
+        - {action: Pass}
+    """
+    node.apply(manifest(server, client, profiles, by_label))
+    node.converge()
+    node.serve(8080, 9090, 9191)
+    assert node.reach(node.client, 8080), "the profile's Allow"
+    assert node.reach(node.client, 9090), "a policy selecting the label the profile lends"
+    assert not node.reach(node.client, 9191), "nothing allows it: dropped after the profiles"
+
+    node.apply(manifest(server.replace("profiles: [web]", "profiles: [ghost, web]")))
+    node.converge()
+    assert not node.reach(node.client, 8080), "the missing profile drops before web is reached"
+    assert node.reach(node.client, 9090), "policies run first, and web still lends role=web"

@@ -10,8 +10,8 @@ The agent feeds resource changes one at a time. Two kinds of change are told apa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from felis.calc import names
 from felis.calc.config import CalcConfig, HostInterface
@@ -21,10 +21,14 @@ from felis.calc.inputs import (
     GnsInfo,
     HepInfo,
     PolicyInfo,
+    ProfileInfo,
+    RuleSource,
     TierInfo,
     gns_info,
     hep_info,
+    inherited_labels,
     policy_info,
+    profile_info,
     tier_info,
 )
 from felis.calc.ipsets import Membership, ObjData
@@ -48,6 +52,7 @@ from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    Profile,
     Resource,
     Tier,
 )
@@ -82,7 +87,7 @@ class _FamilyLayout:
 
 @dataclass(frozen=True, slots=True)
 class _Rendered:
-    policy: PolicyInfo
+    policy: RuleSource
     chain: Chain
     rendered: RenderedChain
     problem: str | None = None
@@ -99,9 +104,10 @@ class Calculator:
         self._policies: dict[str, PolicyInfo] = {}
         self._tiers: dict[str, TierInfo] = {}
         self._sets: dict[str, GnsInfo] = {}
+        self._profiles: dict[str, ProfileInfo] = {}
         self._interfaces: tuple[HostInterface, ...] | None = None
         self._members = Membership()
-        self._rendered: dict[tuple[str, bool, Family], _Rendered] = {}
+        self._rendered: dict[tuple[str, str, bool, Family], _Rendered] = {}
         self._layout: dict[Family, _FamilyLayout] = {}
         self._endpoints: tuple[str, ...] = ()
         self._warnings: list[str] = []
@@ -109,6 +115,7 @@ class Calculator:
         """(kind, name) → why the object could not be read; kept until it changes or goes."""
         self._broken: dict[str, str] = {}
         """Policies whose chains the renderers would refuse, from the last rebuild."""
+        self._broken_profiles: dict[str, str] = {}
         self._acquired: dict[tuple[Family, str], SetSource] = {}
         self._ipsets: dict[tuple[Family, str], tuple[int, IpSet]] = {}
         self._dirty = True
@@ -151,6 +158,8 @@ class Calculator:
             if self._tiers.get(tier.name) != tier:
                 self._tiers[tier.name] = tier
                 self._dirty = True
+        elif isinstance(resource, Profile):
+            self._set_profile(resource.metadata.name, profile_info(resource))
         else:  # pragma: no cover - the Resource union is exhaustive
             raise TypeError(f"not a felis resource: {type(resource).__name__}")
 
@@ -161,8 +170,29 @@ class Calculator:
         self._heps[hep.name] = hep
         if hep.node == self.node or (old is not None and old.node == self.node):
             self._dirty = True
+        self._index_hep(hep)
+
+    def _index_hep(self, hep: HepInfo) -> None:
         data = ObjData(hep.cidrs, hep.expected_ips, hep.ports)
-        self._members.upsert(("hep", hep.name), hep.labels, data)
+        self._members.upsert(("hep", hep.name), self._labels_of(hep), data)
+
+    def _labels_of(self, hep: HepInfo) -> Mapping[str, str]:
+        return inherited_labels(hep.labels, hep.profiles, self._profiles)
+
+    def _set_profile(self, name: str, profile: ProfileInfo | None) -> None:
+        old = self._profiles.get(name)
+        if old == profile:
+            return
+        if profile is None:
+            del self._profiles[name]
+        else:
+            self._profiles[name] = profile
+        users = [hep for hep in self._heps.values() if name in hep.profiles]
+        if any(hep.node == self.node for hep in users):
+            self._dirty = True
+        if old is None or profile is None or old.labels != profile.labels:
+            for hep in users:
+                self._index_hep(hep)
 
     def remove(self, kind: str, name: str) -> None:
         """Forget a resource; `kind` is a kind name or any calicoctl alias of it."""
@@ -183,6 +213,8 @@ class Calculator:
                 self._members.remove(("gns", name))
         elif canonical == "Tier" and self._tiers.pop(name, None) is not None:
             self._dirty = True
+        elif canonical == "Profile" and name in self._profiles:
+            self._set_profile(name, None)
 
     def set_interfaces(self, interfaces: Sequence[HostInterface] | None) -> None:
         """The host's interfaces; None means "assume every named HEP interface exists"."""
@@ -204,6 +236,7 @@ class Calculator:
         spec = DataplaneSpec(self.node, rulesets, self._endpoints)
         skipped = [Skipped(kind, name, why) for (kind, name), why in self._refused.items()]
         skipped += [Skipped("GlobalNetworkPolicy", n, why) for n, why in self._broken.items()]
+        skipped += [Skipped("Profile", n, why) for n, why in self._broken_profiles.items()]
         return CalcResult(spec, list(self._warnings), sorted(skipped))
 
     def _ipset(self, family: Family, name: str, source: SetSource) -> IpSet:
@@ -216,8 +249,8 @@ class Calculator:
         self._ipsets[key] = (version, ipset)
         return ipset
 
-    def _render(self, policy: PolicyInfo, ingress: bool, family: Family) -> _Rendered:
-        key = (policy.name, ingress, family)
+    def _render(self, policy: RuleSource, ingress: bool, family: Family) -> _Rendered:
+        key = (policy.kind, policy.name, ingress, family)
         cached = self._rendered.get(key)
         if cached is not None and (cached.policy is policy or cached.policy == policy):
             return cached
@@ -227,11 +260,23 @@ class Calculator:
             rendered = render_policy_chain(policy, ingress, family, config.marks, config.log_prefix)
         except (FelisError, ValueError) as err:
             rendered, problem = RenderedChain((), {}), str(err)
-        chain = Chain(names.policy_chain(policy.name, ingress), rendered.chain_rules)
+        if isinstance(policy, ProfileInfo):
+            chain_name = names.profile_chain(policy.name, ingress)
+        else:
+            chain_name = names.policy_chain(policy.name, ingress)
+        chain = Chain(chain_name, rendered.chain_rules)
         if problem is None:
             problem = _refusal(policy, chain, rendered, family)
         entry = self._rendered[key] = _Rendered(policy, chain, rendered, problem)
         return entry
+
+    def _profile_problem(self, profile: ProfileInfo) -> str | None:
+        for family in self.config.families:
+            for ingress in (True, False):
+                problem = self._render(profile, ingress, family).problem
+                if problem is not None:
+                    return f"IPv{int(family)} {'ingress' if ingress else 'egress'}: {problem}"
+        return None
 
     def _policy_problem(self, policy: PolicyInfo) -> str | None:
         for family in self.config.families:
@@ -262,10 +307,18 @@ class Calculator:
 
     def _rebuild(self) -> None:
         config = self.config
-        # Renders of deleted policies are never needed again.
-        for key in [k for k in self._rendered if k[0] not in self._policies]:
+        # Renders of deleted policies and profiles are never needed again.
+        known: dict[str, Mapping[str, object]] = {
+            "GlobalNetworkPolicy": self._policies,
+            "Profile": self._profiles,
+        }
+        for key in [k for k in self._rendered if k[1] not in known[k[0]]]:
             del self._rendered[key]
-        local = [h for h in self._heps.values() if h.node == self.node]
+        local = [
+            replace(h, labels=self._labels_of(h)) if h.profiles else h
+            for h in self._heps.values()
+            if h.node == self.node
+        ]
         active = resolve(local, self._interfaces, config.interface_exclude)
         ordered = sort_policies(self._policies.values(), self._tiers)
         warnings = list(active.warnings)
@@ -283,6 +336,14 @@ class Calculator:
         if self._broken:
             ordered = [(t, p) for t, p in ordered if p.name not in self._broken]
             endpoints, star = self._endpoints_for(active, ordered)
+        used_profiles = {p for ep in active.by_interface for p in ep[1].profiles}
+        if active.star is not None:
+            used_profiles.update(active.star.profiles)
+        self._broken_profiles = {}
+        for name in sorted(used_profiles & self._profiles.keys()):
+            problem = self._profile_problem(self._profiles[name])
+            if problem is not None:
+                self._broken_profiles[name] = problem
         if active.star is not None:
             for policy in untracked_ignored(active.star, ordered):
                 warnings.append(
@@ -303,6 +364,7 @@ class Calculator:
                 policy_chain=lookup,
                 policy_chains=lookup.chains,
                 fast_sets=fast_sets,
+                profile_chain=lookup.profile,
             )
             previous = self._layout.get(family)
             if previous is not None:
@@ -375,6 +437,16 @@ class _PolicyChains:
     def __call__(self, policy: str, ingress: bool) -> str:
         calc = self.calc
         entry = calc._render(calc._policies[policy], ingress, self.family)
+        return self._register(entry)
+
+    def profile(self, name: str, ingress: bool) -> str | None:
+        calc = self.calc
+        profile = calc._profiles.get(name)
+        if profile is None or name in calc._broken_profiles:
+            return None
+        return self._register(calc._render(profile, ingress, self.family))
+
+    def _register(self, entry: _Rendered) -> str:
         self.chains[entry.chain.name] = entry.chain
         self.renders[entry.chain.name] = entry.rendered
         return entry.chain.name
@@ -395,10 +467,12 @@ def compute(
 
 
 def _refusal(
-    policy: PolicyInfo, chain: Chain, rendered: RenderedChain, family: Family
+    policy: RuleSource, chain: Chain, rendered: RenderedChain, family: Family
 ) -> str | None:
     """Why the renderers would refuse a policy chain or the literal CIDR sets it uses."""
-    table = Table.RAW if policy.do_not_track else Table.MANGLE if policy.pre_dnat else Table.FILTER
+    table = Table.FILTER
+    if isinstance(policy, PolicyInfo):
+        table = Table.RAW if policy.do_not_track else Table.MANGLE if policy.pre_dnat else table
     try:
         check_chain_alone(chain, table, family)
         for source in rendered.sets.values():

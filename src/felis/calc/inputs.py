@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import ClassVar
 
 from felis.calc.selectors import policy_selector
 from felis.dataplane.spec import Family
@@ -19,6 +20,7 @@ from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    Profile,
     Rule,
     Tier,
 )
@@ -106,6 +108,10 @@ class PolicyInfo:
     pre_dnat: bool
     apply_on_forward: bool
 
+    kind: ClassVar[str] = "GlobalNetworkPolicy"
+    short_kind: ClassVar[str] = "gnp"
+    """How chain comments and log prefixes (`%k`) name the kind."""
+
     def sort_key(self) -> tuple[bool, float, str]:
         # Calico breaks ties on "<name>/<namespace>/<kind>", which is not the same as comparing
         # bare names ("a//..." sorts after "a-b//...").
@@ -113,6 +119,54 @@ class PolicyInfo:
 
     def rules(self, ingress: bool) -> tuple[Rule, ...]:
         return self.ingress if ingress else self.egress
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    """A Profile: rules run after all of an endpoint's policies (normal chains only), and
+    labels the endpoints naming it inherit for selector matching."""
+
+    name: str
+    labels: Mapping[str, str]
+    ingress: tuple[Rule, ...]
+    egress: tuple[Rule, ...]
+
+    kind: ClassVar[str] = "Profile"
+    short_kind: ClassVar[str] = "pro"
+    tier: ClassVar[str] = ""
+    do_not_track: ClassVar[bool] = False
+
+    def rules(self, ingress: bool) -> tuple[Rule, ...]:
+        return self.ingress if ingress else self.egress
+
+
+RuleSource = PolicyInfo | ProfileInfo
+"""Whatever a rule chain is rendered from."""
+
+
+def inherited_labels(
+    own: Mapping[str, str], profiles: tuple[str, ...], known: Mapping[str, ProfileInfo]
+) -> Mapping[str, str]:
+    """An endpoint's labels for selector matching: its own, then each profile's in the order
+    listed, the first to set a key winning (as Calico's label inheritance does)."""
+    parents = [known[name].labels for name in profiles if name in known]
+    if not any(parents):
+        return own
+    merged: dict[str, str] = {}
+    for labels in reversed(parents):
+        merged.update(labels)
+    merged.update(own)
+    return MappingProxyType(merged)
+
+
+def profile_info(profile: Profile) -> ProfileInfo:
+    spec = profile.spec
+    return ProfileInfo(
+        name=profile.metadata.name,
+        labels=MappingProxyType(dict(spec.labels_to_apply)),
+        ingress=tuple(spec.ingress),
+        egress=tuple(spec.egress),
+    )
 
 
 def hep_info(hep: HostEndpoint) -> HepInfo:

@@ -42,6 +42,14 @@ DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
 ChainLookup = Callable[[str, bool], str]
 """(policy name, ingress) → policy chain name; the caller renders it on demand."""
 
+ProfileLookup = Callable[[str, bool], str | None]
+"""(profile name, ingress) → profile chain name, rendered on demand; None for a profile that
+does not exist or cannot be programmed."""
+
+
+def _no_profiles(profile: str, ingress: bool) -> str | None:
+    return None
+
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
@@ -66,8 +74,10 @@ class _Tables:
         star: Endpoint | None,
         policy_chain: ChainLookup,
         policy_chains: Mapping[str, Chain],
+        profile_chain: ProfileLookup = _no_profiles,
     ) -> None:
         self.family = family
+        self.profile_chain = profile_chain
         self.policy_chains = policy_chains
         self.fast_sets: dict[str, PortsSource] = {}
         self.config = config
@@ -157,9 +167,10 @@ class _Tables:
             return (jump, self._notrack, self._accepted_return)
         return (jump, self._accepted_return)
 
-    def profiles(self, hep: HepInfo) -> list[Rule]:
-        # felis has no Profile kind: the built-in default-allow profile allows everything and
-        # any other name stands for a profile that allows nothing.
+    def profiles(self, hep: HepInfo, ingress: bool) -> list[Rule]:
+        """Each profile in turn, as Felix runs them after all tiers. The built-in
+        default-allow profile needs no chain. A profile that does not exist drops the packet
+        (Felix programs a drop-all profile in its place), so later profiles never see it."""
         out: list[Rule] = []
         for profile in hep.profiles:
             if profile == DEFAULT_ALLOW_PROFILE:
@@ -170,12 +181,18 @@ class _Tables:
                     )
                 )
                 out.append(self.accepted(Return(), "Return if profile accepted"))
-            else:
+                continue
+            chain = self.profile_chain(profile, ingress)
+            if chain is None:
                 out.append(
                     Rule(
-                        comment=safe_comment(f"Profile {profile} unknown to felis, allows nothing")
+                        action=Drop(),
+                        comment=safe_comment(f"Profile {profile} missing: drop"),
                     )
                 )
+                continue
+            out.append(Rule(action=Jump(chain), comment=safe_comment(f"pro/{profile}")))
+            out.append(self.accepted(Return(), "Return if profile accepted"))
         return out
 
     def clear_verdict(self) -> Rule:
@@ -261,7 +278,7 @@ class _Tables:
         rules = self.conntrack(allow_returns)
         rules += [Rule(action=Jump(failsafe)), self.clear_verdict()]
         rules += self.tiers(groups, ingress, untracked=False)
-        rules += self.profiles(ep.hep)
+        rules += self.profiles(ep.hep, ingress)
         rules.append(Rule(action=Drop(), comment="Drop if no profiles matched"))
         return Chain(names.endpoint_chain(prefix, ep.iface), tuple(rules))
 
@@ -595,11 +612,13 @@ def build_tables(
     policy_chain: ChainLookup,
     policy_chains: Mapping[str, Chain],
     fast_sets: dict[str, PortsSource],
+    profile_chain: ProfileLookup = _no_profiles,
 ) -> dict[Table, TableSpec]:
     """All tables of one family. `policy_chain` names the chain of a policy direction (and
-    renders it into `policy_chains` as a side effect) as the endpoint chains are built. The fast
-    path's port sets are added to `fast_sets`."""
-    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains)
+    renders it into `policy_chains` as a side effect) as the endpoint chains are built;
+    `profile_chain` does the same for profiles. The fast path's port sets are added to
+    `fast_sets`."""
+    builder = _Tables(family, config, endpoints, star, policy_chain, policy_chains, profile_chain)
     tables: dict[Table, TableSpec] = {}
     for table, make in (
         (Table.RAW, builder.raw),

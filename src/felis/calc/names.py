@@ -39,6 +39,8 @@ POLICY_IN_PREFIX = f"{CHAIN_PREFIX}pi-"
 GROUP_IN_PREFIX = f"{CHAIN_PREFIX}gi-"
 GROUP_OUT_PREFIX = f"{CHAIN_PREFIX}go-"
 POLICY_OUT_PREFIX = f"{CHAIN_PREFIX}po-"
+PROFILE_IN_PREFIX = f"{CHAIN_PREFIX}pri-"
+PROFILE_OUT_PREFIX = f"{CHAIN_PREFIX}pro-"
 FROM_HOST_PREFIX = f"{CHAIN_PREFIX}fh-"
 TO_HOST_PREFIX = f"{CHAIN_PREFIX}th-"
 FROM_HOST_FORWARD_PREFIX = f"{CHAIN_PREFIX}fhfw-"
@@ -72,6 +74,10 @@ def untracked_deny_chain(ingress: bool) -> str:
 
 def policy_chain(policy: str, ingress: bool) -> str:
     return length_limited(POLICY_IN_PREFIX if ingress else POLICY_OUT_PREFIX, policy)
+
+
+def profile_chain(profile: str, ingress: bool) -> str:
+    return length_limited(PROFILE_IN_PREFIX if ingress else PROFILE_OUT_PREFIX, profile)
 
 
 def group_chain(selector: str, ingress: bool, policies: Iterable[str]) -> str:

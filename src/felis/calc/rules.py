@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from felis.calc import names
-from felis.calc.inputs import PolicyInfo
+from felis.calc.inputs import RuleSource
 from felis.calc.selectors import rule_side_selector
 from felis.calc.sources import NamedPortSource, NetsSource, SelectorSource, SetSource
 from felis.dataplane.spec import (
@@ -222,10 +222,10 @@ MAX_LOG_PREFIX = 29
 """iptables' LOG prefix limit; nft accepts more, but both backends must log the same text."""
 
 
-def log_prefix(template: str, policy: PolicyInfo) -> str:
+def log_prefix(template: str, policy: RuleSource) -> str:
     text = (
         template.replace("%t", policy.tier)
-        .replace("%k", "gnp")
+        .replace("%k", policy.short_kind)
         .replace("%n", policy.name)
         .replace("%p", policy.name)
     )
@@ -263,7 +263,7 @@ def direction_word(ingress: bool) -> str:
 
 
 def render_policy_chain(
-    policy: PolicyInfo, ingress: bool, family: Family, marks: MarkBits, log_template: str
+    policy: RuleSource, ingress: bool, family: Family, marks: MarkBits, log_template: str
 ) -> RenderedChain:
     builder = _Builder(family)
     # An untracked Deny goes through the failsafe check before it drops (docs/dataplane.md,
@@ -275,14 +275,13 @@ def render_policy_chain(
     rules: list[Rule] = []
     warnings: list[str] = []
     for index, api_rule in enumerate(policy.rules(ingress)):
-        comment = safe_comment(f"gnp/{policy.name} {direction} rule {index}")
+        comment = safe_comment(f"{policy.short_kind}/{policy.name} {direction} rule {index}")
         try:
             matches = rule_matches(api_rule, family, builder)
         except _Skip as skip:
             if skip.why:
                 warnings.append(
-                    f"GlobalNetworkPolicy {policy.name} {direction} rule {index}: {skip.why}; "
-                    "skipped"
+                    f"{policy.kind} {policy.name} {direction} rule {index}: {skip.why}; skipped"
                 )
             continue
         rules += _action_rules(api_rule.action, matches, marks, prefix, comment, deny_chain)
@@ -290,7 +289,9 @@ def render_policy_chain(
     while rules and isinstance(rules[-1].action, Return):
         rules.pop()
     if not rules:
-        rules = [Rule(comment=safe_comment(f"gnp/{policy.name} {direction} no rules"))]
+        rules = [
+            Rule(comment=safe_comment(f"{policy.short_kind}/{policy.name} {direction} no rules"))
+        ]
     # Keep only the sets the surviving rules use (a skipped rule may have registered some).
     used = _sets_used(rules)
     sets = {name: src for name, src in builder.sets.items() if name in used}

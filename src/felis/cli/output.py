@@ -50,6 +50,12 @@ def _join(values: object) -> str:
     return ",".join(str(v) for v in values) if isinstance(values, list) else ""
 
 
+def _labels(values: object) -> str:
+    if not isinstance(values, dict):
+        return ""
+    return ",".join(f"{key}={values[key]}" for key in sorted(values))
+
+
 def _truncate(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -92,6 +98,10 @@ _COLUMNS: dict[str, tuple[list[Column], list[Column]]] = {
             ("ORDER", lambda o: _order(_spec(o).get("order"))),
             ("DEFAULTACTION", lambda o: str(_spec(o).get("defaultAction", "Deny"))),
         ],
+    ),
+    "Profile": (
+        [("NAME", _name)],
+        [("NAME", _name), ("LABELS", lambda o: _labels(_spec(o).get("labelsToApply")))],
     ),
 }
 

@@ -243,6 +243,7 @@ class Linter:
                 self.check_icmp(policy)
         for hep in sorted(self.snap.heps.values(), key=lambda h: h.name):
             self.check_dns(hep)
+            self.check_profiles(hep)
         order = {"warning": 0, "note": 1}
         return sorted(
             self.findings,
@@ -583,6 +584,27 @@ class Linter:
             )
 
     # -- DNS ------------------------------------------------------------------------------
+
+    def check_profiles(self, hep: HepInfo) -> None:
+        missing = [
+            p for p in hep.profiles if p != DEFAULT_ALLOW_PROFILE and p not in self.snap.profiles
+        ]
+        if not missing:
+            return
+        names = ", ".join(repr(p) for p in missing)
+        self.add(
+            Finding(
+                "FL010",
+                self._missing_severity(),
+                None,
+                None,
+                f"profile {names} does not exist: as in Calico, traffic of this HostEndpoint "
+                "that no policy allows is dropped at the first missing profile, and profiles "
+                "listed after it are never consulted",
+                f"create Profile {names}, or remove it from spec.profiles",
+                (hep.name,),
+            )
+        )
 
     def check_dns(self, hep: HepInfo) -> None:
         if hep.interface_name == STAR_INTERFACE:

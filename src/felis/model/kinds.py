@@ -9,6 +9,7 @@ from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    Profile,
     Resource,
     Tier,
 )
@@ -48,6 +49,7 @@ KINDS: dict[str, KindInfo] = {
             GlobalNetworkSet,
         ),
         KindInfo("Tier", "tiers", ("tier", "tiers"), Tier),
+        KindInfo("Profile", "profiles", ("profile", "profiles", "pro", "pros"), Profile),
     )
 }
 

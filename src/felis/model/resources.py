@@ -203,6 +203,12 @@ class GlobalNetworkSetSpec(_Model):
     nets: list[Str] = Field(default_factory=list)
 
 
+class ProfileSpec(_Model):
+    ingress: list[Rule] = Field(default_factory=list, max_length=1024)
+    egress: list[Rule] = Field(default_factory=list, max_length=1024)
+    labels_to_apply: dict[str, Str] = Field(default_factory=dict, alias="labelsToApply")
+
+
 class TierSpec(_Model):
     order: float | None = None
     default_action: TierAction | None = Field(None, alias="defaultAction")
@@ -249,10 +255,15 @@ class GlobalNetworkSet(_Resource):
     spec: GlobalNetworkSetSpec = Field(default_factory=GlobalNetworkSetSpec)
 
 
+class Profile(_Resource):
+    kind: Literal["Profile"] = "Profile"
+    spec: ProfileSpec = Field(default_factory=ProfileSpec)
+
+
 class Tier(_Resource):
     kind: Literal["Tier"] = "Tier"
     spec: TierSpec = Field(default_factory=TierSpec)
     status: TierStatus = Field(default_factory=TierStatus)
 
 
-Resource = HostEndpoint | GlobalNetworkPolicy | GlobalNetworkSet | Tier
+Resource = HostEndpoint | GlobalNetworkPolicy | GlobalNetworkSet | Tier | Profile

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         GlobalNetworkSet,
         HostEndpoint,
         ObjectMeta,
+        Profile,
         Resource,
         Rule,
         Tier,
@@ -92,8 +93,10 @@ def check_resource(resource: Resource) -> list[Problem]:
         _check_hep(resource, problems)
     elif resource.kind == "GlobalNetworkSet":
         _check_gns(resource, problems)
-    else:
+    elif resource.kind == "Tier":
         _check_tier(resource, problems)
+    elif resource.kind == "Profile":
+        _check_profile(resource, problems)
     return problems
 
 
@@ -545,6 +548,19 @@ def _check_gns(gns: GlobalNetworkSet, problems: list[Problem]) -> None:
     for index, text in enumerate(gns.spec.nets):
         if checks.parse_cidr_or_ip(text) is None:
             problems.append((f"spec.nets[{index}]", f"invalid CIDR or IP address '{_q(text)}'"))
+
+
+# --------------------------------------------------------------------------- Profile
+
+
+def _check_profile(profile: Profile, problems: list[Problem]) -> None:
+    """Calico checks a profile's rules one by one, as any rule; unlike a policy's, its rules
+    have no direction checks, since Calico validates no profile spec as a whole."""
+    spec = profile.spec
+    check_labels(spec.labels_to_apply, "spec.labelsToApply", problems)
+    for direction, rules in (("ingress", spec.ingress), ("egress", spec.egress)):
+        for index, rule in enumerate(rules):
+            check_rule(rule, f"spec.{direction}[{index}]", problems)
 
 
 # --------------------------------------------------------------------------- Tier

@@ -8,7 +8,7 @@ set), so they use calc's own building blocks instead of re-deriving Calico's rul
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TypeVar
 
@@ -19,10 +19,13 @@ from felis.calc.inputs import (
     GnsInfo,
     HepInfo,
     PolicyInfo,
+    ProfileInfo,
     TierInfo,
     gns_info,
     hep_info,
+    inherited_labels,
     policy_info,
+    profile_info,
     tier_info,
 )
 from felis.calc.policies import EndpointPolicies, classify, sort_policies
@@ -30,6 +33,7 @@ from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    Profile,
     Resource,
     Tier,
 )
@@ -66,8 +70,19 @@ class Snapshot:
         return {r.metadata.name: r for r in self.resources.values() if isinstance(r, model)}
 
     @cached_property
+    def profiles(self) -> dict[str, ProfileInfo]:
+        return {name: profile_info(r) for name, r in self.of_kind(Profile).items()}
+
+    @cached_property
     def heps(self) -> dict[str, HepInfo]:
-        return {name: hep_info(r) for name, r in self.of_kind(HostEndpoint).items()}
+        """With the labels they inherit from their profiles, as selectors see them."""
+        out = {}
+        for name, resource in self.of_kind(HostEndpoint).items():
+            hep = hep_info(resource)
+            if hep.profiles:
+                hep = replace(hep, labels=inherited_labels(hep.labels, hep.profiles, self.profiles))
+            out[name] = hep
+        return out
 
     @cached_property
     def policies(self) -> dict[str, PolicyInfo]:

@@ -65,6 +65,30 @@ def gns(name: str, nets: list[str], labels: dict[str, str] | None = None) -> Res
     )
 
 
+def profile(
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    ingress: list[dict[str, Any]] | None = None,
+    egress: list[dict[str, Any]] | None = None,
+) -> Resource:
+    spec: dict[str, Any] = {}
+    if labels:
+        spec["labelsToApply"] = labels
+    if ingress:
+        spec["ingress"] = ingress
+    if egress:
+        spec["egress"] = egress
+    return from_dict(
+        {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "Profile",
+            "metadata": {"name": name},
+            "spec": spec,
+        }
+    )
+
+
 def tier(name: str, order: float | None = None, action: str | None = None) -> Resource:
     spec: dict[str, Any] = {}
     if order is not None:

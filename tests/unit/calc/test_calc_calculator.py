@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calc_helpers import ETH0, NODE, gnp, gns, hep, tier
+from calc_helpers import ETH0, NODE, gnp, gns, hep, profile, tier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -115,8 +115,15 @@ NAMES = st.sampled_from(["a", "b"])
 
 @st.composite
 def resources(draw: Any) -> Any:
-    kind = draw(st.sampled_from(["hep", "gnp", "gns", "tier"]))
+    kind = draw(st.sampled_from(["hep", "gnp", "gns", "tier", "profile"]))
     name = draw(NAMES)
+    if kind == "profile":
+        return profile(
+            f"profile-{name}",
+            labels=draw(LABELS),
+            ingress=draw(st.sampled_from([[], [{"action": "Allow"}], [{"action": "Deny"}]])),
+            egress=[{"action": "Allow", "destination": {"selector": "role == 'db'"}}],
+        )
     if kind == "hep":
         iface = draw(st.sampled_from(["eth0", "eth1", "", "*"]))
         ips = draw(IPS)
@@ -127,6 +134,9 @@ def resources(draw: Any) -> Any:
             ips=ips if ips or iface else ["10.0.0.1"],
             labels=draw(LABELS),
             ports=draw(st.sampled_from([None, [{"name": "http", "protocol": "TCP", "port": 80}]])),
+            profiles=draw(
+                st.sampled_from([None, ["profile-a"], ["profile-b", "profile-a"], ["missing"]])
+            ),
         )
     if kind == "gns":
         return gns(
@@ -169,7 +179,9 @@ OPS = st.lists(
         resources().map(lambda r: ("upsert", r)),
         st.tuples(
             st.just("remove"),
-            st.sampled_from(["HostEndpoint", "GlobalNetworkPolicy", "GlobalNetworkSet", "Tier"]),
+            st.sampled_from(
+                ["HostEndpoint", "GlobalNetworkPolicy", "GlobalNetworkSet", "Tier", "Profile"]
+            ),
             NAMES,
         ),
         st.just(("result",)),
@@ -183,6 +195,7 @@ PREFIX = {
     "GlobalNetworkPolicy": "gnp",
     "GlobalNetworkSet": "gns",
     "Tier": "tier",
+    "Profile": "profile",
 }
 
 

@@ -273,11 +273,13 @@ def test_untracked_tier_has_no_default_drop() -> None:
 
 
 def test_default_allow_profile_and_unknown_profile() -> None:
+    # A missing profile drops, as Felix's stand-in drop-all profile does: the default-allow
+    # profile after it is never reached.
     heps = [hep("h1", iface="eth0", profiles=["nope", "projectcalico-default-allow"])]
     result = run(heps)
     fh = chain(result, Table.FILTER, "felis-fh-eth0")
     assert fh[-4:] == [
-        "-> (comment) # Profile nope unknown to felis, allows nothing",
+        "-> Drop() # Profile nope missing: drop",
         "-> SetMark(value=16777216, mask=16777216) "
         "# Profile projectcalico-default-allow allows all",
         "mark_set=16777216 -> Return() # Return if profile accepted",

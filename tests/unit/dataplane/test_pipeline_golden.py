@@ -33,6 +33,7 @@ CASES = {
     "seed": (ROOT / "examples" / "memcached-seed.yaml", "memcached-node-1"),
     "everything": (GOLDEN / "pipeline-everything.yaml", "node-1"),
     "catch-all": (GOLDEN / "pipeline-catch-all.yaml", "node-1"),
+    "profile": (GOLDEN / "pipeline-profile.yaml", "node-1"),
 }
 FAMILIES = {Family.V4: "v4", Family.V6: "v6"}
 

@@ -323,3 +323,26 @@ def test_findings_print_and_serialise() -> None:
     )
     data = finding.to_json()
     assert data["name"] == "missing-return-path" and data["rule"] == "ingress rule 0"
+
+
+def test_unknown_profile_is_named_once_and_known_ones_are_quiet() -> None:
+    hep_text = """
+    apiVersion: projectcalico.org/v3
+    kind: HostEndpoint
+    metadata: {name: web-eth0}
+    spec: {interfaceName: eth0, node: web-1, profiles: [projectcalico-default-allow, web, ghost]}
+    """
+    profile_text = """
+    apiVersion: projectcalico.org/v3
+    kind: Profile
+    metadata: {name: web}
+    spec: {labelsToApply: {role: web}}
+    """
+    finding = only(lint(docs(hep_text, profile_text)), "FL010")
+    assert finding.severity == WARNING
+    assert finding.endpoints == ("web-eth0",)
+    assert "'ghost'" in finding.message and "'web'" not in finding.message
+    # Only a manifest: the profile may already be stored, so it is advice.
+    alone = only(lint(docs(hep_text), complete=False), "FL010")
+    assert alone.severity == NOTE
+    assert "'web', 'ghost'" in alone.message

@@ -53,3 +53,12 @@ def tier(spec: dict[str, Any] | None = None, name: str = "mytier") -> dict[str, 
         "metadata": {"name": name},
         "spec": spec if spec is not None else {},
     }
+
+
+def profile(spec: dict[str, Any] | None = None, name: str = "prof", **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": V3,
+        "kind": "Profile",
+        "metadata": {"name": name, **meta},
+        "spec": spec if spec is not None else {},
+    }

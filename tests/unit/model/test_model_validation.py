@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from model_docs import V3, egress, gnp, gns, hep, ingress, tier
+from model_docs import V3, egress, gnp, gns, hep, ingress, profile, tier
 
 from felis.model import ManifestError, from_dict
 
@@ -907,8 +907,58 @@ GNS_TIER_CASES: list[Case] = [
     ),
 ]
 
+PROFILE_CASES: list[Case] = [
+    ("Profile empty", profile(), OK),
+    ("Profile kns name", profile(name="kns.default"), OK),
+    ("Profile bad name", profile(name=".web"), ("metadata.name", "")),
+    (
+        "Profile rules and labels",
+        profile(
+            {
+                "labelsToApply": {"role": "web", "example.com/team": "blue"},
+                "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [80]}}],
+                "egress": [{"action": "Pass"}],
+            }
+        ),
+        OK,
+    ),
+    (
+        "Profile bad label key",
+        profile({"labelsToApply": {"bad key": "x"}}),
+        ('spec.labelsToApply["bad key"]', "invalid label key"),
+    ),
+    (
+        "Profile bad label value",
+        profile({"labelsToApply": {"role": "-web"}}),
+        ("spec.labelsToApply.role", "invalid label value"),
+    ),
+    (
+        "Profile bad rule net",
+        profile({"egress": [{"action": "Allow", "destination": {"nets": ["10.0.0.0/33"]}}]}),
+        ("spec.egress[0].destination.nets[0]", ""),
+    ),
+    (
+        "Profile ports without protocol",
+        profile({"ingress": [{"action": "Allow", "destination": {"ports": [80]}}]}),
+        ("spec.ingress[0].destination.ports", ""),
+    ),
+    ("Profile unknown field", profile({"rules": []}), ("spec.rules", "not recognized")),
+    (
+        "Profile namespaced",
+        profile(namespace="default"),
+        ("metadata.namespace", "not a namespaced resource"),
+    ),
+]
+
 ALL_CASES = (
-    METADATA_CASES + GNP_CASES + RULE_CASES + ENTITY_CASES + PORT_CASES + HEP_CASES + GNS_TIER_CASES
+    METADATA_CASES
+    + GNP_CASES
+    + RULE_CASES
+    + ENTITY_CASES
+    + PORT_CASES
+    + HEP_CASES
+    + GNS_TIER_CASES
+    + PROFILE_CASES
 )
 
 

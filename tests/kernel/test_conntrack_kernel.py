@@ -14,8 +14,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from felis.cli.conntrack import app
 from felis.conntrack import kernel
-from felis.conntrack.cli import app
 from felis.lab import loadgen
 from felis.lab.sysctl import ConntrackMaxGuard, read_conntrack_max
 from felis.lab.topology import LabConfig, Topology

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import importlib.util
 import os
 import sys
 from typing import Annotated
@@ -18,8 +17,7 @@ from typing import Annotated
 import typer
 
 from felis import __version__
-from felis.cli import resources
-from felis.cli.exits import FAILURE, USAGE, BadUsage
+from felis.cli.exits import FAILURE, USAGE, BadUsage, CommandFailed
 from felis.errors import FelisError
 
 app = typer.Typer(
@@ -65,54 +63,68 @@ def _options(
     pass
 
 
-for command in (
-    resources.validate,
-    resources.apply,
-    resources.create,
-    resources.replace,
-    resources.delete,
-    resources.get,
-):
-    app.command()(command)
+# Which module defines each command, in the order `felis -h` lists them. Only the module of
+# the command being run is imported: the agent starts without the lab, conntrack, trace, plan
+# and lint code (and their dependencies) ever being loaded.
+COMMAND_MODULES: dict[str, str] = {
+    "validate": "felis.cli.resources",
+    "apply": "felis.cli.resources",
+    "create": "felis.cli.resources",
+    "replace": "felis.cli.resources",
+    "delete": "felis.cli.resources",
+    "get": "felis.cli.resources",
+    "render": "felis.cli.dataplane",
+    "agent": "felis.cli.dataplane",
+    "status": "felis.cli.dataplane",
+    "trace": "felis.cli.trace",
+    "plan": "felis.cli.plan",
+    "lint": "felis.cli.lint",
+    "lab": "felis.cli.lab",
+    "conntrack": "felis.cli.conntrack",
+}
+_loaded: set[str] = set()
 
 
-def _mount(module: str, name: str, help_text: str) -> None:
-    app.add_typer(importlib.import_module(module).app, name=name, help=help_text)
+def load_commands(command: str | None = None) -> typer.Typer:
+    """Register the module of `command`, or of every command (for help, or a name that is
+    not a command, which click then reports with the full list)."""
+    wanted = COMMAND_MODULES.get(command or "")
+    for module in dict.fromkeys(COMMAND_MODULES.values()):
+        if module in _loaded or (wanted is not None and module != wanted):
+            continue
+        importlib.import_module(module).register(app)
+        _loaded.add(module)
+    if wanted is None and "version" not in _loaded:
+        app.command()(version)
+        _loaded.add("version")
+    return app
 
 
-def _register(module: str) -> None:
-    """Command modules register themselves; one that is not part of this build is skipped (a
-    module that exists but fails to import is a bug and must say so)."""
-    if importlib.util.find_spec(module) is None:
-        return
-    importlib.import_module(module).register(app)
-
-
-for _module in ("felis.cli.dataplane", "felis.cli.trace", "felis.cli.plan", "felis.cli.lint"):
-    _register(_module)
-_mount("felis.lab.cli", "lab", "Network-namespace lab: real memcached, real load.")
-_mount("felis.conntrack.cli", "conntrack", "Conntrack pressure: status, top, advise.")
-
-
-@app.command()
 def version() -> None:
     """Print the felis version."""
     typer.echo(package_version())
 
 
-def _help_command(argv: list[str] | None) -> str:
-    """`felis COMMAND -h` for the command that was run (options come after it)."""
+def _command(argv: list[str] | None) -> str | None:
+    """The command being run: the first word that is not an option (options come after it;
+    the only options before it, -h and --version, take no value)."""
     args = sys.argv[1:] if argv is None else argv
-    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return next((arg for arg in args if not arg.startswith("-")), None)
+
+
+def _help_command(argv: list[str] | None) -> str:
+    """`felis COMMAND -h` for the command that was run."""
+    command = _command(argv)
     return f"felis {command} -h" if command else "felis -h"
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
+        load_commands(_command(argv))
         code = app(args=argv, prog_name="felis", standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
-    except resources.CommandFailed:
+    except CommandFailed:
         sys.exit(FAILURE)
     except BadUsage as err:
         typer.echo(f"{err} (see '{_help_command(argv)}')", err=True)

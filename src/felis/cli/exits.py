@@ -19,3 +19,7 @@ FOUND = 3
 class BadUsage(FelisError):
     """A command-line mistake only the command body can see (an unknown kind, a malformed
     address, arguments that exclude each other); one line, exit code USAGE."""
+
+
+class CommandFailed(FelisError):
+    """Errors were already printed line by line; only the exit code is left to set."""

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from felis.cli.exits import BadUsage
+from felis.cli.exits import BadUsage, CommandFailed
 from felis.cli.inputs import read_sources
 from felis.cli.output import GetFormat, render
 from felis.cli.preflight import (
@@ -48,10 +48,6 @@ FilenameOption = Annotated[
 RecursiveOption = Annotated[
     bool, typer.Option("--recursive", "-R", help="Walk subdirectories of a -f directory")
 ]
-
-
-class CommandFailed(FelisError):
-    """Errors were already printed line by line; only the exit code is left to set."""
 
 
 def fail_on(problems: Sequence[str], what: str = "nothing was done") -> None:
@@ -332,3 +328,8 @@ def get(
             render(info.kind, objects, output, revision=revision, listing=not names), nl=False
         )
     fail_on(missing, "some resources were not found")
+
+
+def register(app: typer.Typer) -> None:
+    for command in (validate, apply, create, replace, delete, get):
+        app.command()(command)

@@ -8,7 +8,7 @@ import re
 import typer.main
 from deploy_helpers import ENV_EXAMPLE, OPERATIONS, VENV, exec_start
 
-from felis.cli import app
+from felis.cli import load_commands
 
 
 def test_unit_runs_the_console_script_of_the_documented_venv() -> None:
@@ -20,7 +20,7 @@ def test_unit_runs_the_console_script_of_the_documented_venv() -> None:
 
 
 def test_unit_options_exist() -> None:
-    agent = typer.main.get_command(app).commands["agent"]  # type: ignore[attr-defined]
+    agent = typer.main.get_command(load_commands()).commands["agent"]  # type: ignore[attr-defined]
     known = {opt for param in agent.params for opt in param.opts}
     used = {word for word in exec_start() if word.startswith("--")}
     assert used and used <= known, used - known

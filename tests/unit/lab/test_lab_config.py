@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from felis.lab.cli import app
+from felis.cli.lab import app
 from felis.lab.cpu import CpuTimes, parse_cpu_line, us_per_conn
 from felis.lab.errors import LabError
 from felis.lab.run import ALL_PHASES, RunOptions, intro, label_width, parse_phases

@@ -1,4 +1,4 @@
-"""`felis conntrack status | top | advise` (mounted by felis.cli as a Typer sub-app)."""
+"""`felis conntrack status | top | advise` (a Typer sub-app of `felis`)."""
 
 from __future__ import annotations
 
@@ -196,3 +196,7 @@ def advise_cmd(
     for _, text in proposals:
         typer.echo("---")
         typer.echo(text, nl=False)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="conntrack", help="Conntrack pressure: status, top, advise.")

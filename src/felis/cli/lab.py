@@ -1,4 +1,4 @@
-"""`felis lab up | down | status | run` (mounted by felis.cli as a Typer sub-app)."""
+"""`felis lab up | down | status | run` (a Typer sub-app of `felis`)."""
 
 from __future__ import annotations
 
@@ -209,3 +209,7 @@ def run(
         doc = run_lab(opts, on_sample=view)
     if not print_report(doc, console, results) and check:
         raise typer.Exit(1)
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="lab", help="Network-namespace lab: real memcached, real load.")

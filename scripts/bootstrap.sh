@@ -47,4 +47,4 @@ else
 fi
 
 # --frozen: the lock file is the truth; a drifted pyproject fails loudly instead of re-resolving.
-"$UV" sync --frozen --quiet --python python3
+"$UV" sync --frozen --all-extras --quiet --python python3

@@ -23,11 +23,16 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-from etcd3gw import exceptions as gw_errors
-from etcd3gw.client import Etcd3Client
-
 from felis.datastore.errors import DatastoreError, Unavailable
+
+try:
+    import requests
+    from etcd3gw import exceptions as gw_errors
+    from etcd3gw.client import Etcd3Client
+except ImportError as missing:  # the optional extra; SQLite needs none of it
+    raise DatastoreError(
+        f"the etcd datastore needs felis' etcd extra (pip install 'felis[etcd]'): {missing}"
+    ) from None
 
 # etcd ≥ 3.4 serves the gateway under /v3/ (3.3 used /v3beta/); pinned so that no
 # /version probe is needed before the first request.

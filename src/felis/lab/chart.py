@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from felis.errors import FelisError
 from felis.lab.results import phase_names, round_count
 
 CHART_NAME = "chart.png"
@@ -125,7 +126,12 @@ def _plot_ratios(ax: Any, doc: Mapping[str, Any]) -> None:
 
 
 def render_chart(doc: Mapping[str, Any], path: Path) -> Path:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as missing:  # the optional extra: results and report need none of it
+        raise FelisError(
+            f"the lab's chart needs felis' lab extra (pip install 'felis[lab]'): {missing}"
+        ) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "cluster"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from agents import AgentEnv, AgentNode, agent_env, hep
 from etcd_harness import etcd_store, poll
@@ -39,6 +40,7 @@ from felis.dataplane.kernel import open_dataplane
 from felis.dataplane.spec import Family
 from felis.datastore import Datastore
 from felis.model import load_documents, to_dict
+from workloads import big_cluster
 
 LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO felis\.agent: (\w[\w ]*): ")
 
@@ -99,62 +101,11 @@ def propagation(agents: int, rounds: int, backend: str) -> list[float]:
         return latencies
 
 
-def _big_cluster(local_node: str, local_ip: str, spread: int) -> list[dict[str, Any]]:
-    objects: list[dict[str, Any]] = []
-    for i in range(5_000):
-        local = i == 0
-        objects.append(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "HostEndpoint",
-                "metadata": {
-                    "name": f"{local_node}-eth0" if local else f"hep-{i}",
-                    "labels": {"app": f"app{i % 500}", "role": "server" if local else "client"},
-                },
-                "spec": {
-                    "node": local_node if local else f"remote-{i // 4}",
-                    "interfaceName": "eth0",
-                    "expectedIPs": [local_ip if local else f"10.0.{i // 256}.{i % 256}"],
-                },
-            }
-        )  # fmt: skip
-    for i in range(1_000):
-        objects.append(
-            {
-                "apiVersion": "projectcalico.org/v3",
-                "kind": "GlobalNetworkPolicy",
-                "metadata": {"name": f"policy-{i}"},
-                "spec": {
-                    "order": float(i % 50),
-                    "selector": "role == 'server'" if i % spread == 0 else f"role == 'r{i % 10}'",
-                    "doNotTrack": i % 4 == 0,
-                    "applyOnForward": i % 4 == 0,
-                    "ingress": [
-                        {
-                            "action": "Allow",
-                            "protocol": "TCP",
-                            "source": {"selector": f"app == 'app{(i * 7) % 500}'"},
-                            "destination": {"ports": [80, 443]},
-                        },
-                        {"action": "Deny", "source": {"nets": ["192.168.0.0/16"]}},
-                    ],
-                    "egress": [
-                        {
-                            "action": "Allow",
-                            "destination": {"selector": f"app == 'app{(i * 7 + 2) % 500}'"},
-                        }
-                    ],
-                },
-            }
-        )
-    return objects
-
-
 def initial_sync(spread: int, backend: str) -> dict[str, float]:
     figures: dict[str, float] = {}
     with agent_env(1, backend=backend, serve=False) as env, etcd_store(env.etcd) as store:
         (node,) = env.nodes
-        objects = _big_cluster(node.name, node.server_ip, spread)
+        objects = big_cluster(node.name, node.server_ip, spread)
         for start in range(0, len(objects), 100):  # etcd's default limit: 128 ops per txn
             store.apply(objects[start : start + 100])
         # In-process breakdown, into a fresh namespace.

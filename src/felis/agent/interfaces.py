@@ -1,27 +1,44 @@
-"""The host's interfaces and addresses, read over netlink (pyroute2), for HEP resolution."""
+"""The host's interfaces and addresses, for HEP resolution.
+
+Read with iproute2's JSON output (`ip -j address show`) rather than pyroute2: importing pyroute2
+loads every netlink family it supports and took 0.85 s on the benchmark host, more than a
+quarter of the agent's start-to-synced budget (docs/benchmarks.md), for one dump that `ip`
+answers in a few milliseconds. iproute2 is installed wherever felis runs (it needs `ip` for
+network namespaces).
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
-from pyroute2 import IPRoute
+import json
+from typing import Any
 
 from felis.calc import HostInterface
+from felis.errors import FelisError
+from felis.sysexec import run
+
+
+def parse_ip_addresses(text: str) -> list[HostInterface]:
+    """`ip -j address show` → every interface with its own addresses, sorted by name."""
+    try:
+        links: Any = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise FelisError(f"cannot read `ip -j address show` output: {err}") from None
+    if not isinstance(links, list):
+        raise FelisError("cannot read `ip -j address show` output: not a list of interfaces")
+    found = []
+    for link in links:
+        name = link.get("ifname") if isinstance(link, dict) else None
+        if not isinstance(name, str):
+            continue
+        addresses = tuple(
+            str(info["local"])
+            for info in link.get("addr_info", [])
+            if isinstance(info, dict) and info.get("local")
+        )
+        found.append(HostInterface(name=name, addresses=addresses))
+    return sorted(found, key=lambda iface: iface.name)
 
 
 def read_interfaces() -> list[HostInterface]:
     """Every interface of the current network namespace with its addresses, sorted by name."""
-    addresses: dict[int, list[str]] = defaultdict(list)
-    with IPRoute() as ipr:
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for addr in ipr.get_addr():
-            value = addr.get_attr("IFA_ADDRESS")
-            if value:
-                addresses[addr["index"]].append(str(value))
-    return sorted(
-        (
-            HostInterface(name=str(name), addresses=tuple(addresses[index]))
-            for index, name in names.items()
-        ),
-        key=lambda iface: iface.name,
-    )
+    return parse_ip_addresses(run(["ip", "-j", "address", "show"], timeout=10).stdout)

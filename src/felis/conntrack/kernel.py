@@ -7,9 +7,6 @@ the namespace, so every read runs as `ip netns exec NAME ...` when a namespace i
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,38 +20,21 @@ from felis.conntrack.parse import (
     parse_stats,
 )
 from felis.errors import FelisError
+from felis.sysexec import CommandError, run
 
 PROC = "/proc/sys/net/netfilter/"
-_NETNS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 class ConntrackError(FelisError):
     """Conntrack state could not be read; the message names the command or file."""
 
 
-def _argv(netns: str | None, argv: Sequence[str]) -> list[str]:
-    if netns is None:
-        return list(argv)
-    if not _NETNS_NAME.match(netns):
-        raise ConntrackError(f"invalid network namespace name {netns!r}")
-    if not Path("/run/netns", netns).exists():
-        raise ConntrackError(f"network namespace {netns!r} does not exist")
-    return ["ip", "netns", "exec", netns, *argv]
+class ConntrackCommandError(ConntrackError, CommandError):
+    """A command reading conntrack state failed; it carries the command, exit code and output."""
 
 
 def _run(netns: str | None, argv: Sequence[str], timeout: float = 120.0) -> str:
-    cmd = _argv(netns, argv)
-    if shutil.which(cmd[0]) is None:
-        hint = " (Debian: apt-get install conntrack)" if cmd[0] == "conntrack" else ""
-        raise ConntrackError(f"{cmd[0]} is not installed{hint}")
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise ConntrackError(f"{' '.join(cmd)} timed out") from exc
-    if proc.returncode != 0:
-        err = next((ln.strip() for ln in proc.stderr.splitlines() if ln.strip()), "no output")
-        raise ConntrackError(f"{' '.join(cmd)} failed ({proc.returncode}): {err}")
-    return proc.stdout
+    return run(argv, netns=netns, timeout=timeout, error=ConntrackCommandError).stdout
 
 
 def read_sysctl(name: str, netns: str | None = None) -> str:

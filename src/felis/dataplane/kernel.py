@@ -14,24 +14,34 @@ that no longer fits the kernel fails as a whole (each transaction is atomic), th
 state is dropped, and the apply is retried once against a fresh read. `drift()` always reads
 fresh and leaves what it read as the remembered state, so the apply that follows a detected drift
 repairs it. `IptablesDataplane(netns, remember=False)` reads back before every apply.
+
+That loop is written once (`_RememberingDataplane.apply`); each backend supplies how to read,
+plan, write and predict. Every command goes through the `runner` a dataplane is built with
+(`felis.sysexec.run` unless a test passes a stand-in for the kernel).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from felis.dataplane import iptables, nftables
 from felis.dataplane.ipset import parse_ipset_save
 from felis.dataplane.rulehash import chain_hashes, desired_hooks, expand_rules, hook_hashes
 from felis.dataplane.spec import NFT_TABLE, DataplaneSpec, Family, Ruleset, Table
 from felis.errors import FelisError
-from felis.sysexec import CommandError, run
+from felis.sysexec import CommandError, Runner, run
 
 FAMILIES = (Family.V4, Family.V6)
+
+S = TypeVar("S")
+"""A backend's kernel state of one family, as read back or as a write left it."""
+W = TypeVar("W")
+"""What one apply writes, in a backend's own terms."""
 
 log = logging.getLogger(__name__)
 
@@ -132,27 +142,89 @@ def _counters_from(
     ]
 
 
-class IptablesDataplane:
-    """iptables/ip6tables + ipset, one `iptables-restore --noflush` per family and apply (the
-    two families' restores run side by side)."""
+class _RememberingDataplane(ABC, Generic[S, W]):
+    """The apply loop both backends share: plan against the remembered (or a freshly read)
+    kernel state, write, remember the state the write produced, and retry once against a fresh
+    read when a write planned from memory fails.
 
-    backend = "iptables"
+    A backend says how to read the kernel (`_read_all`), what to write to bring a state to the
+    spec (`_plan`), how to write it (`_execute`) and what the kernel holds afterwards
+    (`_state_after`). Commands go through `runner`, so a test can stand in for the kernel.
+    """
 
-    def __init__(self, netns: str | None = None, *, remember: bool = True) -> None:
+    backend: str
+
+    def __init__(
+        self, netns: str | None = None, *, remember: bool = True, runner: Runner = run
+    ) -> None:
         self.netns = netns
         self.remember = remember
-        self._known: dict[Family, iptables.IptablesState] = {}
+        self.runner = runner
+        self._known: dict[Family, S] = {}
         """Per family, the kernel state our last successful write produced (or last read)."""
 
     def forget(self) -> None:
         """Drop the remembered kernel state: the next apply reads the kernel back."""
         self._known.clear()
 
+    @abstractmethod
+    def _read_all(self, families: Sequence[Family]) -> dict[Family, S]: ...
+
+    @abstractmethod
+    def _plan(self, spec: DataplaneSpec, states: Mapping[Family, S]) -> W: ...
+
+    @abstractmethod
+    def _execute(self, work: W, report: ApplyReport) -> None: ...
+
+    @abstractmethod
+    def _state_after(self, spec: DataplaneSpec, states: Mapping[Family, S]) -> dict[Family, S]: ...
+
+    def _states(self, *, from_memory: bool) -> tuple[dict[Family, S], bool]:
+        """Every family's state to plan against, and whether any came from memory rather
+        than from a read."""
+        # Taken out while we work: any failure leaves nothing remembered.
+        known = {f: self._known.pop(f, None) for f in FAMILIES}
+        if not (self.remember and from_memory):
+            known = dict.fromkeys(FAMILIES)
+        read = self._read_all([f for f in FAMILIES if known[f] is None])
+        states = {f: state if state is not None else read[f] for f, state in known.items()}
+        return states, any(state is not None for state in known.values())
+
+    def apply(self, spec: DataplaneSpec) -> ApplyReport:
+        report = ApplyReport(self.backend)
+        states, remembered = self._states(from_memory=True)
+        work = self._plan(spec, states)
+        try:
+            self._execute(work, report)
+        except FelisError as err:
+            if not remembered:
+                raise
+            # The remembered state was stale (someone edited the kernel): retry once against
+            # a fresh read; a second failure is a real one.
+            log.info("%s apply failed (%s); re-reading the kernel", self.backend, err)
+            states, _ = self._states(from_memory=False)
+            self._execute(self._plan(spec, states), report)
+        if self.remember:
+            self._known.update(self._state_after(spec, states))
+        return report
+
+
+def _ruleset(spec: DataplaneSpec, family: Family) -> Ruleset:
+    """The family's ruleset, empty when the spec has none (our chains are then removed)."""
+    return spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
+
+
+class IptablesDataplane(_RememberingDataplane[iptables.IptablesState, list[iptables.IptablesPlan]]):
+    """iptables/ip6tables + ipset, one `iptables-restore --noflush` per family and apply (the
+    two families' restores run side by side)."""
+
+    backend = "iptables"
+
     def _save(self, family: Family, *, counters: bool = False) -> iptables.IptablesState:
         tool = "ip6tables-save" if family is Family.V6 else "iptables-save"
-        text = run([tool, "-c"] if counters else [tool], netns=self.netns).stdout
+        text = self.runner([tool, "-c"] if counters else [tool], netns=self.netns).stdout
         tables = iptables.parse_iptables_save(text)
-        sets = parse_ipset_save(run(["ipset", "save"], netns=self.netns).stdout)
+        sets = parse_ipset_save(self.runner(["ipset", "save"], netns=self.netns).stdout)
         return iptables.IptablesState(tables=tables, sets=sets)
 
     def _read_all(self, families: Sequence[Family]) -> dict[Family, iptables.IptablesState]:
@@ -162,8 +234,10 @@ class IptablesDataplane:
             return {}
         tools = {f: "ip6tables-save" if f is Family.V6 else "iptables-save" for f in families}
         with ThreadPoolExecutor(max_workers=len(families) + 1) as pool:
-            dumps = {f: pool.submit(run, [tool], netns=self.netns) for f, tool in tools.items()}
-            ipsets = pool.submit(run, ["ipset", "save"], netns=self.netns)
+            dumps = {
+                f: pool.submit(self.runner, [tool], netns=self.netns) for f, tool in tools.items()
+            }
+            ipsets = pool.submit(self.runner, ["ipset", "save"], netns=self.netns)
         sets = parse_ipset_save(ipsets.result().stdout)
         return {
             family: iptables.IptablesState(
@@ -172,19 +246,32 @@ class IptablesDataplane:
             for family, dump in dumps.items()
         }
 
+    def _plan(
+        self, spec: DataplaneSpec, states: Mapping[Family, iptables.IptablesState]
+    ) -> list[iptables.IptablesPlan]:
+        plans = [iptables.render_delta(_ruleset(spec, f), states[f]) for f in FAMILIES]
+        return [plan for plan in plans if not plan.empty]
+
+    def _state_after(
+        self, spec: DataplaneSpec, states: Mapping[Family, iptables.IptablesState]
+    ) -> dict[Family, iptables.IptablesState]:
+        return {f: iptables.state_after(_ruleset(spec, f), states[f]) for f in FAMILIES}
+
     def _restore(self, plan: iptables.IptablesPlan) -> None:
         tool = iptables.restore_command(plan.family)
-        run([tool, "--noflush", "--wait", "10"], netns=self.netns, input_text=plan.restore)
+        self.runner([tool, "--noflush", "--wait", "10"], netns=self.netns, input_text=plan.restore)
 
-    def _execute(self, plans: Sequence[iptables.IptablesPlan], report: ApplyReport) -> None:
+    def _ipset_restore(self, family: Family, text: str, report: ApplyReport) -> None:
+        self.runner(["ipset", "restore"], netns=self.netns, input_text=text)
+        report.changes.append(f"{_family_name(family)} sets: {_describe_sets(text)}")
+
+    def _execute(self, work: list[iptables.IptablesPlan], report: ApplyReport) -> None:
         """Sets first (new rules find them), then the tables, then obsolete sets (no rule refers
         to them any more)."""
-        for plan in plans:
+        for plan in work:
             if plan.ipset_prepare:
-                run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_prepare)
-                name = _family_name(plan.family)
-                report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_prepare)}")
-        restores = [plan for plan in plans if plan.tables]
+                self._ipset_restore(plan.family, plan.ipset_prepare, report)
+        restores = [plan for plan in work if plan.tables]
         if len(restores) > 1:
             # iptables-restore and ip6tables-restore write different tables (one transaction
             # each either way), so they run side by side: a change costs one restore's time,
@@ -200,54 +287,16 @@ class IptablesDataplane:
                 report.changes.append(
                     f"{_family_name(plan.family)} {table.value}: {_describe_table(text)}"
                 )
-        for plan in plans:
+        for plan in work:
             if plan.ipset_cleanup:
-                run(["ipset", "restore"], netns=self.netns, input_text=plan.ipset_cleanup)
-                name = _family_name(plan.family)
-                report.changes.append(f"{name} sets: {_describe_sets(plan.ipset_cleanup)}")
-
-    def _plans(
-        self, spec: DataplaneSpec, *, from_memory: bool
-    ) -> tuple[list[tuple[Ruleset, iptables.IptablesState, iptables.IptablesPlan]], bool]:
-        """Per family (ruleset, the state it is compared with, plan), and whether any state
-        came from memory rather than from a read."""
-        # Taken out while we work: any failure leaves nothing remembered.
-        known = {f: self._known.pop(f, None) for f in FAMILIES}
-        if not (self.remember and from_memory):
-            known = dict.fromkeys(FAMILIES)
-        read = self._read_all([f for f in FAMILIES if known[f] is None])
-        out = []
-        for family in FAMILIES:
-            ruleset = spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
-            state = known[family] or read[family]
-            out.append((ruleset, state, iptables.render_delta(ruleset, state)))
-        return out, any(state is not None for state in known.values())
-
-    def apply(self, spec: DataplaneSpec) -> ApplyReport:
-        report = ApplyReport(self.backend)
-        work, remembered = self._plans(spec, from_memory=True)
-        try:
-            self._execute([plan for _, _, plan in work if not plan.empty], report)
-        except FelisError as err:
-            if not remembered:
-                raise
-            # The remembered state was stale (someone edited the kernel): retry once against
-            # a fresh read; a second failure is a real one.
-            log.info("iptables apply failed (%s); re-reading the kernel", err)
-            work, _ = self._plans(spec, from_memory=False)
-            self._execute([plan for _, _, plan in work if not plan.empty], report)
-        if self.remember:
-            for ruleset, state, _ in work:
-                self._known[ruleset.family] = iptables.state_after(ruleset, state)
-        return report
+                self._ipset_restore(plan.family, plan.ipset_cleanup, report)
 
     def drift(self, spec: DataplaneSpec) -> list[str]:
         differences = []
         states = self._read_all(FAMILIES)
         for family in FAMILIES:
-            ruleset = spec.rulesets.get(family) or Ruleset(family=family, tables={}, sets={})
             state = self._known[family] = states[family]
-            plan = iptables.render_delta(ruleset, state)
+            plan = iptables.render_delta(_ruleset(spec, family), state)
             differences += [
                 f"{_family_name(family)} {table.value} differs" for table in plan.tables
             ]
@@ -279,63 +328,23 @@ class IptablesDataplane:
         return out
 
 
-class NftablesDataplane:
+_NftWork = list[tuple[Family, str, str]]
+"""[(family, transaction, description)] of the families whose table differs."""
+
+
+class NftablesDataplane(_RememberingDataplane[nftables.NftState, _NftWork]):
     """Our own `ip felis` / `ip6 felis` tables, both written by one `nft -f` transaction."""
 
     backend = "nftables"
 
-    def __init__(self, netns: str | None = None, *, remember: bool = True) -> None:
-        self.netns = netns
-        self.remember = remember
-        self._known: dict[Family, nftables.NftState] = {}
-        """Per family, the table our last successful write produced (or last read)."""
-
-    def forget(self) -> None:
-        """Drop the remembered kernel state: the next apply reads the kernel back."""
-        self._known.clear()
-
     def _read(self, family: Family) -> nftables.NftState:
-        family_word = nftables.nft_family(family)
-        proc = run(
-            ["nft", "-j", "list", "table", family_word, NFT_TABLE],
-            netns=self.netns,
-            check=False,
-        )
+        argv = ["nft", "-j", "list", "table", nftables.nft_family(family), NFT_TABLE]
+        proc = self.runner(argv, netns=self.netns, check=False)
         if proc.returncode != 0:
             if "No such file or directory" in proc.stderr:
                 return nftables.NftState()
-            raise CommandError(["nft", "-j", "list", "table"], proc.returncode, proc.stderr)
+            raise CommandError(argv, proc.returncode, proc.stderr, netns=self.netns)
         return nftables.parse_nft_json(proc.stdout, family)
-
-    def _write(self, family: Family, transaction: str, report: ApplyReport, what: str) -> None:
-        # One `nft -f` is one kernel transaction: refused as a whole, with the error naming the
-        # line, and never half-applied. (A separate `nft -c` pass would double the cost of
-        # every write without adding any safety.)
-        run(["nft", "-f", "-"], netns=self.netns, input_text=transaction)
-        report.changes.append(f"{_family_name(family)} nft: {what}")
-
-    def _transactions(
-        self, spec: DataplaneSpec, *, from_memory: bool
-    ) -> tuple[list[tuple[Family, str, str]], bool]:
-        """[(family, transaction, description)] of what differs, and whether any family's
-        state came from memory rather than from a read."""
-        # Taken out while we work: any failure leaves nothing remembered.
-        known = {f: self._known.pop(f, None) for f in FAMILIES}
-        if not (self.remember and from_memory):
-            known = dict.fromkeys(FAMILIES)
-        read = self._read_all([f for f in FAMILIES if known[f] is None])
-        out: list[tuple[Family, str, str]] = []
-        for family in FAMILIES:
-            state = known[family] or read[family]
-            ruleset = spec.rulesets.get(family)
-            if ruleset is None:
-                if state.exists:
-                    out.append((family, nftables.render_cleanup(family), "table removed"))
-                continue
-            transaction = nftables.render_delta(ruleset, state)
-            if transaction is not None:
-                out.append((family, transaction, _describe_nft(transaction)))
-        return out, any(state is not None for state in known.values())
 
     def _read_all(self, families: Sequence[Family]) -> dict[Family, nftables.NftState]:
         if len(families) < 2:
@@ -344,35 +353,42 @@ class NftablesDataplane:
             futures = {family: pool.submit(self._read, family) for family in families}
         return {family: future.result() for family, future in futures.items()}
 
-    def _write_all(self, transactions: list[tuple[Family, str, str]], report: ApplyReport) -> None:
-        if not transactions:
+    def _plan(self, spec: DataplaneSpec, states: Mapping[Family, nftables.NftState]) -> _NftWork:
+        out: _NftWork = []
+        for family in FAMILIES:
+            state = states[family]
+            ruleset = spec.rulesets.get(family)
+            if ruleset is None:
+                if state.exists:
+                    out.append((family, nftables.render_cleanup(family), "table removed"))
+                continue
+            transaction = nftables.render_delta(ruleset, state)
+            if transaction is not None:
+                out.append((family, transaction, _describe_nft(transaction)))
+        return out
+
+    def _state_after(
+        self, spec: DataplaneSpec, states: Mapping[Family, nftables.NftState]
+    ) -> dict[Family, nftables.NftState]:
+        # Our table holds exactly the ruleset, whatever it held before; no ruleset, no table.
+        return {
+            family: nftables.state_after(ruleset)
+            if (ruleset := spec.rulesets.get(family)) is not None
+            else nftables.NftState()
+            for family in FAMILIES
+        }
+
+    def _execute(self, work: _NftWork, report: ApplyReport) -> None:
+        if not work:
             return
         # Both families in one `nft -f`, so one kernel transaction: nft fetches its cache of
         # every chain and set before adding a rule or an element, which costs more than a small
         # change itself on a big table; doing that once instead of once per family halves it.
-        text = "".join(transaction for _, transaction, _ in transactions)
-        run(["nft", "-f", "-"], netns=self.netns, input_text=text)
-        report.changes.extend(f"{_family_name(f)} nft: {what}" for f, _, what in transactions)
-
-    def apply(self, spec: DataplaneSpec) -> ApplyReport:
-        report = ApplyReport(self.backend)
-        transactions, remembered = self._transactions(spec, from_memory=True)
-        try:
-            self._write_all(transactions, report)
-        except FelisError as err:
-            if not remembered:
-                raise
-            # The remembered state was stale (someone edited our tables): retry once against
-            # a fresh read; a second failure is a real one.
-            log.info("nft apply failed (%s); re-reading the kernel", err)
-            transactions, _ = self._transactions(spec, from_memory=False)
-            self._write_all(transactions, report)
-        if self.remember:
-            for family in FAMILIES:
-                ruleset = spec.rulesets.get(family)
-                state = nftables.state_after(ruleset) if ruleset is not None else None
-                self._known[family] = state if state is not None else nftables.NftState()
-        return report
+        # (A separate `nft -c` pass would double the cost of every write without adding any
+        # safety: one `nft -f` is refused as a whole, with the error naming the line.)
+        text = "".join(transaction for _, transaction, _ in work)
+        self.runner(["nft", "-f", "-"], netns=self.netns, input_text=text)
+        report.changes.extend(f"{_family_name(f)} nft: {what}" for f, _, what in work)
 
     def drift(self, spec: DataplaneSpec) -> list[str]:
         differences = []
@@ -394,7 +410,7 @@ class NftablesDataplane:
         self.forget()
         for family in FAMILIES:
             if self._read(family).exists:
-                self._write(family, nftables.render_cleanup(family), report, "table removed")
+                self._execute([(family, nftables.render_cleanup(family), "table removed")], report)
         return report
 
     def counters(self, spec: DataplaneSpec | None) -> list[RuleCounter]:
@@ -427,11 +443,11 @@ def _describe_nft(transaction: str) -> str:
 BACKENDS = ("iptables", "nftables")
 
 
-def open_dataplane(backend: str, netns: str | None = None) -> Dataplane:
+def open_dataplane(backend: str, netns: str | None = None, *, runner: Runner = run) -> Dataplane:
     if backend == "iptables":
-        return IptablesDataplane(netns)
+        return IptablesDataplane(netns, runner=runner)
     if backend == "nftables":
-        return NftablesDataplane(netns)
+        return NftablesDataplane(netns, runner=runner)
     raise FelisError(f"unknown dataplane backend {backend!r} (choose {', '.join(BACKENDS)})")
 
 

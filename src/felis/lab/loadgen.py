@@ -11,12 +11,10 @@ Both print one JSON object per line: `{"type": "interval"|"summary", "t", "compl
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,11 +22,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from felis import sysexec
 from felis.lab import netns as ns
-from felis.lab.errors import LabError
+from felis.lab.errors import LabCommandError, LabError
 from felis.lab.safety import require_lab_address
 
 SOURCE_NAME = "loadgen.c"
+COMPILE_TIMEOUT = 300.0
+"""Seconds a compile may take; generous, as the machine may be busy with a run."""
+EXIT_TIMEOUT = 30.0
+"""Seconds the client may take to exit once it has closed its output."""
 
 
 @dataclass(frozen=True)
@@ -137,14 +140,13 @@ def build(cache: Path | None = None, compiler: str | None = None) -> Path | None
         src = Path(tmp) / SOURCE_NAME
         src.write_bytes(source_bytes())
         out = Path(tmp) / "loadgen"
-        proc = subprocess.run(
+        proc = ns.run(
             [cc, "-O2", "-pthread", "-o", str(out), str(src)],
-            capture_output=True,
-            text=True,
+            timeout=COMPILE_TIMEOUT,
             check=False,
         )
         if proc.returncode != 0:
-            raise LabError(f"compiling {SOURCE_NAME} failed: {ns.first_line(proc.stderr)}")
+            raise LabError(f"compiling {SOURCE_NAME} failed: {sysexec.error_line(proc.stderr)}")
         # Atomic: a concurrent build or a reader never sees a half-written binary.
         os.replace(out, target)
     return target
@@ -163,13 +165,7 @@ class LoadProcess:
         self.spec = spec
         self.kind = "c" if binary is not None else "python"
         self.summary: LoadReport | None = None
-        self._proc = subprocess.Popen(
-            ns.in_netns(netns, command(spec, binary)),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self._proc = sysexec.Process(command(spec, binary), netns=netns, error=LabCommandError)
 
     @property
     def pid(self) -> int:
@@ -178,8 +174,9 @@ class LoadProcess:
 
     def reports(self) -> Iterator[LoadReport]:
         """Interval reports as they arrive; the summary is kept in `self.summary`."""
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        for line in stdout:
             report = parse_report_line(line)
             if report is None:
                 continue
@@ -190,23 +187,15 @@ class LoadProcess:
         self.wait()
 
     def wait(self) -> None:
-        rc = self._proc.wait()
-        stderr = self._proc.stderr.read() if self._proc.stderr is not None else ""
+        rc = self._proc.wait(EXIT_TIMEOUT)
+        if rc is None:
+            raise LabError(f"load generator did not exit within {EXIT_TIMEOUT:g} s of its end")
         if rc != 0:
-            raise LabError(f"load generator exited with {rc}: {ns.first_line(stderr)}")
+            stderr = self._proc.error_output()
+            raise LabError(f"load generator exited with {rc}: {sysexec.error_line(stderr)}")
 
     def stop(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        for stream in (self._proc.stdout, self._proc.stderr):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        self._proc.stop(grace=10.0)
 
     def __enter__(self) -> LoadProcess:
         return self

@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from felis import sysexec
 from felis.conntrack import kernel as ct
 from felis.lab import loadgen
 from felis.lab import netns as ns
@@ -289,7 +290,7 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
         "restored": {
             "conntrack_max_now": read_conntrack_max(),
             "namespaces_left": [
-                n for n in (cfg.server_netns, cfg.client_netns) if ns.netns_exists(n)
+                n for n in (cfg.server_netns, cfg.client_netns) if sysexec.netns_exists(n)
             ],
             "removed": topo.removed,
             "leftover_rules": sum(r.leftover_rules for r in results),

@@ -18,15 +18,15 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from felis import sysexec
 from felis.lab import netns as ns
-from felis.lab.errors import LabError
+from felis.lab.errors import LabCommandError, LabError
 from felis.lab.safety import require_lab_address
 from felis.lab.sysctl import restore_recorded
 
@@ -84,8 +84,9 @@ class LabConfig:
     run_dir: Path = field(default=DEFAULT_RUN_DIR)
 
     def __post_init__(self) -> None:
-        ns.check_netns_name(self.server_netns)
-        ns.check_netns_name(self.client_netns)
+        for name in (self.server_netns, self.client_netns):
+            if not sysexec.valid_netns_name(name):
+                raise LabError(f"invalid network namespace name {name!r}")
         if self.server_netns == self.client_netns:
             raise LabError("server and client namespaces must differ")
         for what, addr in (
@@ -208,7 +209,7 @@ class Topology:
 
     def __init__(self, config: LabConfig | None = None) -> None:
         self.config = config or LabConfig()
-        self._memcached: subprocess.Popen[bytes] | None = None
+        self._memcached: sysexec.Process | None = None
         # What the last `down` removed (the demo reports it).
         self.removed: list[str] = []
 
@@ -227,7 +228,7 @@ class Topology:
 
     def is_up(self) -> bool:
         cfg = self.config
-        if not (ns.netns_exists(cfg.server_netns) and ns.netns_exists(cfg.client_netns)):
+        if not (sysexec.netns_exists(cfg.server_netns) and sysexec.netns_exists(cfg.client_netns)):
             return False
         pid = self.memcached_pid()
         return pid is not None and listening(pid, cfg.port)
@@ -238,9 +239,9 @@ class Topology:
         return {
             "up": self.is_up(),
             "server_netns": cfg.server_netns,
-            "server_netns_exists": ns.netns_exists(cfg.server_netns),
+            "server_netns_exists": sysexec.netns_exists(cfg.server_netns),
             "client_netns": cfg.client_netns,
-            "client_netns_exists": ns.netns_exists(cfg.client_netns),
+            "client_netns_exists": sysexec.netns_exists(cfg.client_netns),
             "memcached": f"{cfg.server_ip}:{cfg.port}",
             "memcached_pid": pid,
             "memcached_listening": pid is not None and listening(pid, cfg.port),
@@ -322,12 +323,13 @@ class Topology:
         with log_path.open("wb") as log:
             # Own session: a Ctrl-C on the terminal reaches felis, which then stops memcached
             # in order, instead of killing it under a half-finished phase.
-            proc = subprocess.Popen(
-                ns.in_netns(cfg.server_netns, argv),
-                stdin=subprocess.DEVNULL,
+            proc = sysexec.Process(
+                argv,
+                netns=cfg.server_netns,
                 stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
+                merge_stderr=True,
+                new_session=True,
+                error=LabCommandError,
             )
         if not detach:
             self._memcached = proc
@@ -340,9 +342,9 @@ class Topology:
         ).save(cfg.state_file)
         deadline = time.monotonic() + 10.0
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if (rc := proc.returncode) is not None:
                 log_text = log_path.read_text(errors="replace")
-                raise LabError(f"memcached exited ({proc.returncode}): {ns.first_line(log_text)}")
+                raise LabError(f"memcached exited ({rc}): {sysexec.error_line(log_text)}")
             if listening(proc.pid, cfg.port):
                 return
             time.sleep(0.02)
@@ -372,11 +374,10 @@ class Topology:
             stop_process(pid)
             removed.append(f"process {pid}")
         if self._memcached is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._memcached.wait(timeout=5.0)
+            self._memcached.wait(timeout=5.0)
             self._memcached = None
         for name in (cfg.server_netns, cfg.client_netns):
-            if ns.netns_exists(name):
+            if sysexec.netns_exists(name):
                 # Deleting a namespace also destroys the veth end inside it (and so the pair).
                 ns.run(["ip", "netns", "delete", name])
                 removed.append(f"netns {name}")

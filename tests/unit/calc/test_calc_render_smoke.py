@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from calc_helpers import ETH0, gnp, gns, hep, run, tier
 
 from felis.calc import CalcConfig, HostInterface, parse_failsafe_ports
-from felis.dataplane.spec import Family
+from felis.dataplane import iptables, nftables
+from felis.dataplane.spec import Family, Ruleset
 
 RICH = [
     hep("e0", iface="eth0", labels={"role": "server"}, profiles=["projectcalico-default-allow"]),
@@ -71,12 +74,48 @@ CONFIG = CalcConfig(
 )
 
 
+def iptables_names(ruleset: Ruleset) -> tuple[set[str], set[str], set[str]]:
+    """(chains as `table/chain`, sets created, sets matched) in the full iptables text."""
+    plan = iptables.render_full(ruleset)
+    chains = {
+        f"{table.value}/{line[1:].split()[0]}"
+        for table, text in plan.tables.items()
+        for line in text.splitlines()
+        if line.startswith(":")
+    }
+    created = {line.split()[1] for line in plan.ipset.splitlines() if line.startswith("create ")}
+    return chains, created, set(re.findall(r"--match-set (\S+)", plan.restore))
+
+
+def nftables_names(ruleset: Ruleset) -> tuple[set[str], set[str], set[str]]:
+    """(our chains by nft name, sets added, sets looked up) in the full nft text."""
+    text = nftables.render_full(ruleset)
+    # Base chains carry their hook in braces on the same line; ours end with the name.
+    chains = set(re.findall(r"^add chain \S+ felis (\S+)$", text, re.MULTILINE))
+    created = set(re.findall(r"^add set \S+ felis (\S+) \{", text, re.MULTILINE))
+    return chains, created, set(re.findall(r"@(\S+)", text))
+
+
+def expected_chains(backend: str, ruleset: Ruleset) -> set[str]:
+    return {
+        f"{table.value}/{name}" if backend == "iptables" else nftables.layer_chain(table, name)
+        for table, spec in ruleset.tables.items()
+        for name in spec.chains
+    }
+
+
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
 def test_renderers_accept_calc_output(backend: str) -> None:
-    module = pytest.importorskip(f"felis.dataplane.{backend}")
     result = run(RICH, INTERFACES, CONFIG)
     assert result.spec.endpoints == ("by-ip", "e0", "e1", "star")
+    names = iptables_names if backend == "iptables" else nftables_names
     for family in Family:
         ruleset = result.spec.ruleset(family)
         assert ruleset.sets
-        assert module.render_full(ruleset)
+        chains, created, used = names(ruleset)
+        # Every chain and set of the spec is declared, nothing else, and every set a rule
+        # refers to is one of them: the text does not refer to anything it lacks.
+        assert chains == expected_chains(backend, ruleset)
+        assert created == set(ruleset.sets)
+        assert used, "the selectors and nets of RICH are matched through sets"
+        assert used <= created

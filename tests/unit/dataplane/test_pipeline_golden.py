@@ -7,18 +7,24 @@ ports/notPorts with ranges and more than 15 ports, named ports, Log/Deny/Pass/Al
 doNotTrack, preDNAT, applyOnForward, a second tier, a GlobalNetworkSet). The full texts for both
 families and both backends are compared with `golden/pipeline-*` files; regenerate them with
 `FELIS_UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/dataplane/test_pipeline_golden.py` and read
-the diff. The nft goldens must also pass `nft -c -f` in a private network namespace (root only).
+the diff. The nft goldens must also pass `nft -c -f` in a private network namespace, and every
+iptables golden here (this file's and test_iptables_render.py's) `ipset restore`,
+`iptables-restore --test` and a real restore in a network namespace the test creates and
+deletes (root only).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from felis import sysexec
 from felis.calc import compute
 from felis.dataplane import iptables, nftables
 from felis.dataplane.rulehash import clear_memos
@@ -112,6 +118,64 @@ def test_nft_golden_is_accepted_by_nft(case: str, family: Family) -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def iptables_golden_parts(path: Path) -> tuple[str, dict[str, str]]:
+    """An iptables golden file's `ipset restore` input and each restore tool's input."""
+    ipset_text = ""
+    restores: dict[str, str] = {}
+    tool = None
+    for line in path.read_text().splitlines(keepends=True):
+        if line.startswith("# "):
+            tool = line.split()[1]  # "# ipset restore", "# iptables-restore --noflush (raw)"
+        elif tool == "ipset":
+            ipset_text += line
+        elif tool is not None:
+            restores[tool] = restores.get(tool, "") + line
+    return ipset_text, restores
+
+
+@pytest.fixture
+def scratch_netns() -> Iterator[str]:
+    """A network namespace of this test's own: what it creates there never reaches the host,
+    and deleting it deletes the sets and rules with it."""
+    name = f"felis-golden-{secrets.token_hex(3)}"
+    sysexec.run(["ip", "netns", "add", name])
+    try:
+        yield name
+    finally:
+        sysexec.run(["ip", "netns", "delete", name], check=False)
+
+
+IPTABLES_TOOLS = ("ip", "ipset", "iptables-restore", "ip6tables-restore")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(tool) is None for tool in IPTABLES_TOOLS),
+    reason="needs root, ip, ipset and iptables-restore",
+)
+@pytest.mark.parametrize("path", sorted(GOLDEN.glob("*.iptables")), ids=lambda p: p.name)
+def test_iptables_golden_is_accepted_by_ipset_and_iptables_restore(
+    path: Path, scratch_netns: str
+) -> None:
+    ipset_text, restores = iptables_golden_parts(path)
+    assert ipset_text and restores, f"{path.name}: no ipset or restore section"
+    created = {line.split()[1] for line in ipset_text.splitlines() if line.startswith("create ")}
+
+    def run(argv: list[str], text: str | None = None) -> str:
+        proc = sysexec.run(argv, netns=scratch_netns, input_text=text, check=False)
+        assert proc.returncode == 0, f"{path.name}: {' '.join(argv)}: {proc.stderr}"
+        return proc.stdout
+
+    # ipset has no dry run, so the sets are really created (in the scratch namespace); the
+    # restore needs them anyway: `--match-set` of a missing set is refused.
+    run(["ipset", "restore"], ipset_text)
+    assert set(run(["ipset", "list", "-n"]).split()) == created
+    for tool, text in restores.items():
+        run([tool, "--test", "--noflush"], text)
+        # `--test` parses every rule but takes a jump to an undeclared chain on trust; the
+        # kernel checks those when the text is really committed.
+        run([tool, "--noflush"], text)
 
 
 def test_seed_is_untracked_and_set_based() -> None:

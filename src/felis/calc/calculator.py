@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from felis.calc import names
 from felis.calc.config import CalcConfig, HostInterface
 from felis.calc.endpoints import ActiveEndpoints, resolve
+from felis.calc.hooks import place_hooks
 from felis.calc.inputs import (
     STAR_INTERFACE,
     GnsInfo,
@@ -27,6 +28,7 @@ from felis.calc.inputs import (
     gns_info,
     hep_info,
     inherited_labels,
+    network_set_info,
     policy_info,
     profile_info,
     tier_info,
@@ -48,13 +50,27 @@ from felis.dataplane.spec import (
 )
 from felis.errors import FelisError
 from felis.model.kinds import resolve_kind
+from felis.model.namespaced import qualified_name
 from felis.model.resources import (
+    FelixConfiguration,
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    NetworkPolicy,
+    NetworkSet,
     Profile,
     Resource,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
+    StagedNetworkPolicy,
     Tier,
+)
+
+_NO_HOST_EFFECT = (
+    NetworkPolicy,
+    StagedGlobalNetworkPolicy,
+    StagedNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
 )
 
 
@@ -125,7 +141,7 @@ class Calculator:
     def upsert(self, resource: Resource) -> None:
         """Add or replace a resource. One that cannot be programmed replaces any earlier version
         with nothing (as an invalid update does in Calico) and is reported in `skipped`."""
-        key = (resource.kind, resource.metadata.name)
+        key = (resource.kind, qualified_name(resource))
         try:
             self._upsert(resource)
         except (FelisError, ValueError) as err:
@@ -149,10 +165,13 @@ class Calculator:
                 self._policies[info.name] = info
                 self._dirty = True
         elif isinstance(resource, GlobalNetworkSet):
-            gns = gns_info(resource)
-            if self._sets.get(gns.name) != gns:
-                self._sets[gns.name] = gns
-                self._members.upsert(("gns", gns.name), gns.labels, ObjData(gns.cidrs))
+            self._upsert_set(gns_info(resource))
+        elif isinstance(resource, NetworkSet):
+            self._upsert_set(network_set_info(resource))
+        elif isinstance(resource, _NO_HOST_EFFECT):
+            # Calico programs none of these for a host endpoint: namespaced policies select only
+            # workload endpoints, and staged policies are never programmed at all.
+            pass
         elif isinstance(resource, Tier):
             tier = tier_info(resource)
             if self._tiers.get(tier.name) != tier:
@@ -160,8 +179,21 @@ class Calculator:
                 self._dirty = True
         elif isinstance(resource, Profile):
             self._set_profile(resource.metadata.name, profile_info(resource))
+        elif isinstance(resource, FelixConfiguration):
+            # Node settings, not rules: the caller resolves them (felis.calc.felixconfig) and
+            # hands the result to set_config.
+            pass
         else:  # pragma: no cover - the Resource union is exhaustive
             raise TypeError(f"not a felis resource: {type(resource).__name__}")
+
+    def _upsert_set(self, gns: GnsInfo) -> None:
+        if self._sets.get(gns.name) != gns:
+            self._sets[gns.name] = gns
+            self._index_set(gns)
+
+    def _index_set(self, gns: GnsInfo) -> None:
+        labels = inherited_labels(gns.labels, gns.profiles, self._profiles)
+        self._members.upsert(("gns", gns.name), labels, ObjData(gns.cidrs))
 
     def _upsert_hep(self, hep: HepInfo) -> None:
         old = self._heps.get(hep.name)
@@ -193,6 +225,9 @@ class Calculator:
         if old is None or profile is None or old.labels != profile.labels:
             for hep in users:
                 self._index_hep(hep)
+            for gns in self._sets.values():
+                if name in gns.profiles:
+                    self._index_set(gns)
 
     def remove(self, kind: str, name: str) -> None:
         """Forget a resource; `kind` is a kind name or any calicoctl alias of it."""
@@ -208,13 +243,23 @@ class Calculator:
         elif canonical == "GlobalNetworkPolicy":
             if self._policies.pop(name, None) is not None:
                 self._dirty = True
-        elif canonical == "GlobalNetworkSet":
+        elif canonical in ("GlobalNetworkSet", "NetworkSet"):
+            # Both kinds share the set table: a NetworkSet's `<namespace>/<name>` can never be
+            # a GlobalNetworkSet's name.
             if self._sets.pop(name, None) is not None:
                 self._members.remove(("gns", name))
         elif canonical == "Tier" and self._tiers.pop(name, None) is not None:
             self._dirty = True
         elif canonical == "Profile" and name in self._profiles:
             self._set_profile(name, None)
+
+    def set_config(self, config: CalcConfig) -> None:
+        """New node settings (a FelixConfiguration changed): every chain is rendered again."""
+        if config == self.config:
+            return
+        self.config = config
+        self._rendered.clear()
+        self._dirty = True
 
     def set_interfaces(self, interfaces: Sequence[HostInterface] | None) -> None:
         """The host's interfaces; None means "assume every named HEP interface exists"."""
@@ -366,6 +411,7 @@ class Calculator:
                 fast_sets=fast_sets,
                 profile_chain=lookup.profile,
             )
+            tables = place_hooks(tables, config.chain_insert_mode)
             previous = self._layout.get(family)
             if previous is not None:
                 tables = _reuse_unchanged(previous.tables, tables)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from felis.calc.failsafe import DEFAULT_FAILSAFE_INBOUND, DEFAULT_FAILSAFE_OUTBOUND, FailsafePort
 from felis.dataplane.spec import Family, MarkBits
 
 DEFAULT_LOG_PREFIX = "felis-packet"
+
+ChainInsertMode = Literal["insert", "append"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,10 @@ class CalcConfig:
     families: tuple[Family, ...] = (Family.V4, Family.V6)
     interface_exclude: tuple[str, ...] = ("kube-ipvs0",)
     """Interfaces never bound to a host endpoint: exact names, or `/regex/` (Calico's syntax)."""
+    chain_insert_mode: ChainInsertMode = "insert"
+    """Where felis' rules go in the kernel's own chains: at the top (`insert`), or after the rules
+    already there (`append`), as Calico's `chainInsertMode`. Only iptables has such shared
+    chains; the nftables backend hooks its own base chains and always uses `insert`."""
 
 
 @dataclass(frozen=True, slots=True)

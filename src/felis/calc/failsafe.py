@@ -1,8 +1,10 @@
-"""Failsafe ports (reference §4.11): traffic that no policy can block, so a bad policy can never
-lock the operator out of a host.
+"""Failsafe ports (docs/calico-semantics.md#failsafe-ports): traffic that no policy can block, so
+a bad policy can never lock the operator out of a host.
 
 Entries come from configuration, in Calico's env-style form (`tcp:22, udp:68, tcp:10.0.0.0/8:22`,
-`tcp:[fd00::/8]:22`, a bare port meaning TCP, `none` for no entries).
+`tcp:[fd00::/8]:22`, a bare port meaning TCP, `none` for no entries), or from a FelixConfiguration
+(`felis.calc.felixconfig`). SCTP is accepted as well: Calico's resource allows it, although
+Felix's own string parser only knows tcp and udp.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 from felis.dataplane.spec import Accept, Family, Match, PortRange, Rule, safe_comment
 from felis.errors import FelisError
 
-_PROTOCOLS = {"tcp": 6, "udp": 17}
+_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 class FailsafeError(FelisError, ValueError):
@@ -23,7 +25,7 @@ class FailsafeError(FelisError, ValueError):
 @dataclass(frozen=True, slots=True)
 class FailsafePort:
     protocol: str
-    """`tcp` or `udp`."""
+    """`tcp`, `udp` or `sctp`."""
     port: int
     net: str | None = None
     """Remote network the entry is limited to (the source for inbound entries, the destination
@@ -31,7 +33,9 @@ class FailsafePort:
 
     def __post_init__(self) -> None:
         if self.protocol not in _PROTOCOLS:
-            raise FailsafeError(f"failsafe port protocol must be tcp or udp, not {self.protocol!r}")
+            raise FailsafeError(
+                f"failsafe port protocol must be tcp, udp or sctp, not {self.protocol!r}"
+            )
         if not 0 < self.port <= 65535:
             raise FailsafeError(f"failsafe port {self.port} is not in 1-65535")
         if self.net is not None:
@@ -84,7 +88,7 @@ def _parse_entry(entry: str) -> FailsafePort:
             f"failsafe entry {entry!r}: expected port, proto:port or proto:net:port"
         )
     if proto not in _PROTOCOLS:
-        raise FailsafeError(f"failsafe entry {entry!r}: protocol must be tcp or udp")
+        raise FailsafeError(f"failsafe entry {entry!r}: protocol must be tcp, udp or sctp")
     net: str | None = None
     if rest.startswith("["):
         close = rest.find("]")
@@ -103,13 +107,18 @@ def _parse_entry(entry: str) -> FailsafePort:
     return FailsafePort(proto, _parse_port(port_text, entry), net)
 
 
-def parse_failsafe_ports(text: str) -> tuple[FailsafePort, ...]:
-    """Parse Calico's env-style failsafe list (`FailsafeInboundHostPorts` syntax)."""
+def parse_failsafe_ports(text: str, *, skip_empty: bool = False) -> tuple[FailsafePort, ...]:
+    """Parse Calico's env-style failsafe list (`FailsafeInboundHostPorts` syntax).
+
+    `skip_empty` passes over empty entries (`tcp:22,,udp:68`) as Felix does with a `FELIX_…`
+    variable; felis' own options refuse them, since they are usually a typo."""
     stripped = text.strip()
     if stripped.lower() in ("", "none", "[]"):
         return ()
     entries = [item.strip() for item in stripped.split(",")]
-    if any(not item for item in entries):
+    if skip_empty:
+        entries = [item for item in entries if item]
+    elif any(not item for item in entries):
         raise FailsafeError(f"failsafe port list {text!r} has an empty entry")
     return tuple(_parse_entry(item) for item in entries)
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import ClassVar
 
-from felis.calc.selectors import policy_selector
+from felis.calc.selectors import NAMESPACE_LABEL, policy_selector
 from felis.dataplane.spec import Family
+from felis.model.namespaced import qualified_name
 from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    NetworkSet,
     Profile,
     Rule,
     Tier,
@@ -75,9 +77,13 @@ class HepInfo:
 
 @dataclass(frozen=True, slots=True)
 class GnsInfo:
+    """A GlobalNetworkSet, or a NetworkSet (named `<namespace>/<name>`)."""
+
     name: str
     labels: Mapping[str, str]
     cidrs: tuple[str, ...]
+    profiles: tuple[str, ...] = ()
+    """Profiles whose labels it inherits: a NetworkSet's namespace profile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +201,24 @@ def gns_info(gns: GlobalNetworkSet) -> GnsInfo:
         name=gns.metadata.name,
         labels=MappingProxyType(dict(gns.metadata.labels)),
         cidrs=tuple(dict.fromkeys(masked_cidr(net) for net in gns.spec.nets)),
+    )
+
+
+NAMESPACE_PROFILE_PREFIX = "kns."
+"""Calico's profile of a Kubernetes namespace, which holds its labels as `pcns.<label>`."""
+
+
+def network_set_info(netset: NetworkSet) -> GnsInfo:
+    """A NetworkSet as Calico's syncer hands it to Felix: its labels with its namespace's added,
+    so that rule selectors with a `namespaceSelector` can match it, and its namespace's profile
+    to inherit the `pcns.` labels from."""
+    namespace = netset.metadata.namespace
+    labels = {**netset.metadata.labels, NAMESPACE_LABEL: namespace}
+    return GnsInfo(
+        name=qualified_name(netset),
+        labels=MappingProxyType(labels),
+        cidrs=tuple(dict.fromkeys(masked_cidr(net) for net in netset.spec.nets)),
+        profiles=(NAMESPACE_PROFILE_PREFIX + namespace,),
     )
 
 

@@ -1,10 +1,10 @@
 """IP set membership for rule selectors and named ports, kept up to date incrementally
-(reference §4.10, §5.14 item 7).
+(docs/calico-semantics.md#ip-sets).
 
 Members come from every host endpoint in the cluster (its expectedIPs; a HEP without them adds
-nothing) and every global network set (its nets, masked). Several objects may contribute the
-same address, so each set keeps a count per member; a member leaves only when its last
-contributor does. Each set also has a version number that moves whenever its members change,
+nothing) and every global or namespaced network set (its nets, masked). Several objects may
+contribute the same address, so each set keeps a count per member; a member leaves only when its
+last contributor does. Each set also has a version number that moves whenever its members change,
 so the calculator can rebuild exactly the `IpSet` values that changed.
 """
 
@@ -27,7 +27,7 @@ from felis.dataplane.spec import Family
 from felis.selector import LabelIndex, Selector
 
 ObjId = tuple[str, str]
-"""(kind, name): ("hep", name) or ("gns", name)."""
+"""(kind, name): ("hep", name) or ("gns", name), a NetworkSet's name being `<namespace>/<name>`."""
 
 
 @dataclass(frozen=True, slots=True)

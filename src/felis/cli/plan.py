@@ -18,7 +18,7 @@ from felis.cli.dataplane import (
     FailsafeInOption,
     FailsafeOutOption,
     NodeOption,
-    calc_config,
+    node_config,
     node_warning,
 )
 from felis.cli.exits import FOUND
@@ -32,7 +32,7 @@ from felis.cli.resources import (
     read_datastore,
     read_manifests,
 )
-from felis.model import Located, Resource, to_dict
+from felis.model import Located, Resource, qualified_name, to_dict
 
 OutputOption = Annotated[ReportFormat, typer.Option("--output", "-o", help="Output format")]
 
@@ -40,7 +40,7 @@ OutputOption = Annotated[ReportFormat, typer.Option("--output", "-o", help="Outp
 def check_like_apply(stored: Sequence[Resource], incoming: Sequence[Located]) -> None:
     """The checks `felis apply` makes against the datastore, so a plan never promises what
     apply would refuse; every problem printed, as apply prints them."""
-    objects: dict[Key, dict[str, Any]] = {(r.kind, r.metadata.name): to_dict(r) for r in stored}
+    objects: dict[Key, dict[str, Any]] = {(r.kind, qualified_name(r)): to_dict(r) for r in stored}
     fail_on(write_problems_against(incoming, objects, "apply"))
 
 
@@ -64,14 +64,29 @@ def plan(
     from felis.plan import make_plan, overlay, render_text
 
     incoming = read_manifests(filename, recursive)
-    config = calc_config(failsafe_inbound, failsafe_outbound)
     current = read_datastore(datastore)
     check_like_apply(current, incoming)
     proposed = overlay(current, [item.resource for item in incoming])
     empty = node_warning(proposed, node, allow_empty=True)
     if empty:
         typer.echo(f"warning: {empty}", err=True)
-    result = make_plan(current, proposed, node, backend=backend.value, config=config)
+    # A FelixConfiguration in FILE changes the node's settings: each side gets its own.
+    before, after = (
+        node_config(side, node, backend, failsafe_inbound, failsafe_outbound)
+        for side in (current, proposed)
+    )
+    for warning in after.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    for skipped in after.skipped:
+        typer.echo(f"error: {skipped}", err=True)
+    result = make_plan(
+        current,
+        proposed,
+        node,
+        backend=backend.value,
+        config=before.calc,
+        config_after=after.calc,
+    )
     if output is ReportFormat.json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from felis.datastore import AlreadyExists, Conflict, Datastore, NotFound
-from felis.datastore.objects import BUILTIN_TIERS
-from felis.model import DEFAULT_TIER, GlobalNetworkPolicy, Located, write_problems
+from felis.datastore.objects import BUILTIN_TIERS, object_key
+from felis.model import DEFAULT_TIER, Located, qualified_name, write_problems
 
 Key = tuple[str, str]
 Stored = Mapping[Key, dict[str, Any]]
-"""(kind, name) → the object as stored, with its resourceVersion."""
+"""(kind, name) → the object as stored, with its resourceVersion; the name of a namespaced
+kind is `<namespace>/<name>`, as the datastore keys it."""
+
+TIERED_KINDS = frozenset(
+    {"GlobalNetworkPolicy", "NetworkPolicy", "StagedGlobalNetworkPolicy", "StagedNetworkPolicy"}
+)
+"""The kinds whose objects name a tier that must exist (and keep it from being deleted)."""
 
 WriteVerb = Literal["apply", "create", "replace"]
 
@@ -30,15 +36,15 @@ def read_stored(store: Datastore, kinds: Iterable[str]) -> dict[Key, dict[str, A
     stored: dict[Key, dict[str, Any]] = {}
     for kind in sorted(set(kinds)):
         for obj in store.list(kind).items:
-            stored[(kind, obj["metadata"]["name"])] = obj
+            stored[object_key(obj)] = obj
     return stored
 
 
 def kinds_to_read(kinds: Iterable[str]) -> set[str]:
     """The kinds a check of resources of `kinds` looks at (a policy's tier, a tier's policies)."""
     wanted = set(kinds)
-    if wanted & {"GlobalNetworkPolicy", "Tier"}:
-        wanted |= {"GlobalNetworkPolicy", "Tier"}
+    if wanted & (TIERED_KINDS | {"Tier"}):
+        wanted |= TIERED_KINDS | {"Tier"}
     return wanted
 
 
@@ -61,7 +67,7 @@ def write_problems_against(items: Sequence[Located], stored: Stored, verb: Write
     problems = []
     for item in items:
         resource = item.resource
-        kind, name = resource.kind, resource.metadata.name
+        kind, name = resource.kind, qualified_name(resource)
         current = stored.get((kind, name))
         if verb == "create":
             problems += [
@@ -77,8 +83,8 @@ def write_problems_against(items: Sequence[Located], stored: Stored, verb: Write
             if conflict:
                 problems.append(item.error("metadata.resourceVersion", conflict))
         # Calico refuses a policy whose tier does not exist, unless the same input creates it.
-        if isinstance(resource, GlobalNetworkPolicy):
-            tier = resource.spec.tier or DEFAULT_TIER
+        if kind in TIERED_KINDS:
+            tier = getattr(resource.spec, "tier", "") or DEFAULT_TIER
             if tier not in tiers:
                 problems.append(item.error("spec.tier", str(NotFound("Tier", tier))))
     return [str(problem) for problem in problems]
@@ -96,7 +102,8 @@ class DeleteTarget:
     @classmethod
     def of(cls, item: Located) -> DeleteTarget:
         meta = item.resource.metadata
-        return cls(item.resource.kind, meta.name, meta.resource_version or None, item)
+        name = qualified_name(item.resource)
+        return cls(item.resource.kind, name, meta.resource_version or None, item)
 
     def problem(self, path: str | None, reason: str) -> str:
         if self.where is not None:
@@ -123,12 +130,12 @@ def delete_problems(targets: Sequence[DeleteTarget], stored: Stored) -> list[str
             continue
         for (kind, name), obj in stored.items():
             tier = obj.get("spec", {}).get("tier") or DEFAULT_TIER
-            if kind == "GlobalNetworkPolicy" and tier == target.name and (kind, name) not in doomed:
+            if kind in TIERED_KINDS and tier == target.name and (kind, name) not in doomed:
                 problems.append(
                     target.problem(
                         None,
                         f"Cannot delete a non-empty tier: Tier({target.name}) still holds "
-                        f"GlobalNetworkPolicy({name})",
+                        f"{kind}({name})",
                     )
                 )
                 break

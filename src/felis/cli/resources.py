@@ -31,7 +31,18 @@ from felis.cli.preflight import (
 from felis.datastore import Datastore, Missing, open_datastore
 from felis.datastore.objects import apply_action
 from felis.errors import FelisError
-from felis.model import KindInfo, Located, Resource, from_dict, load_located, resolve_kind, to_dict
+from felis.model import (
+    DEFAULT_NAMESPACE,
+    KINDS,
+    KindInfo,
+    Located,
+    Resource,
+    from_dict,
+    load_located,
+    qualified_name,
+    resolve_kind,
+    to_dict,
+)
 
 DatastoreOption = Annotated[
     str | None,
@@ -47,6 +58,16 @@ FilenameOption = Annotated[
 ]
 RecursiveOption = Annotated[
     bool, typer.Option("--recursive", "-R", help="Walk subdirectories of a -f directory")
+]
+NamespaceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--namespace",
+        "-n",
+        help="Namespace of a namespaced kind (NetworkPolicy, NetworkSet, staged policies); "
+        "default: default",
+        show_default=False,
+    ),
 ]
 
 
@@ -82,7 +103,7 @@ def _duplicates(items: Iterable[Located]) -> list[str]:
     first: dict[Key, Located] = {}
     problems = []
     for item in items:
-        key = (item.resource.kind, item.resource.metadata.name)
+        key = _key(item)
         earlier = first.setdefault(key, item)
         if earlier is not item:
             where = f"document {earlier.index}"
@@ -109,12 +130,33 @@ def kind_argument(kind: str) -> KindInfo:
     try:
         return resolve_kind(kind)
     except FelisError as err:
-        kinds = "hostendpoint, globalnetworkpolicy, globalnetworkset, tier"
+        kinds = ", ".join(info.aliases[0] for info in KINDS.values())
         raise BadUsage(f"{err} (kinds: {kinds})") from None
 
 
 def _key(item: Located) -> Key:
-    return (item.resource.kind, item.resource.metadata.name)
+    return (item.resource.kind, qualified_name(item.resource))
+
+
+def _namespace_of(info: KindInfo, namespace: str | None, all_namespaces: bool = False) -> str:
+    """The namespace the command line selects for `info`, as calicoctl decides it: `-n`, else
+    `default`; a cluster-scoped kind takes neither option."""
+    if not info.namespaced:
+        if namespace is not None or all_namespaces:
+            raise BadUsage(f"{info.kind} is not namespaced")
+        return ""
+    if namespace is not None and all_namespaces:
+        raise BadUsage("cannot use both --namespace and --all-namespaces flags at the same time")
+    if namespace is not None and not namespace:
+        raise BadUsage("--namespace may not be empty")
+    return namespace or DEFAULT_NAMESPACE
+
+
+def _key_name(info: KindInfo, namespace: str, name: str) -> str:
+    if "/" in name:
+        hint = " (give the namespace with -n)" if info.namespaced else ""
+        raise BadUsage(f"a resource name may not contain '/'{hint}: {name}")
+    return f"{namespace}/{name}" if info.namespaced else name
 
 
 def _kind_phrase(kinds: Sequence[str]) -> str:
@@ -209,7 +251,7 @@ def _dry_run(datastore: str | None, items: Sequence[Located]) -> None:
     for item, obj in zip(items, _objects(items), strict=True):
         action = apply_action(obj, stored.get(_key(item)))
         actions[action] += 1
-        typer.echo(f"{item.resource.kind} {item.resource.metadata.name}: would be {action}")
+        typer.echo(f"{item.resource.kind} {qualified_name(item.resource)}: would be {action}")
     typer.echo(
         f"Dry run: {len(items)} resource(s) would be applied: {_action_counts(actions)}; "
         "nothing was written"
@@ -262,13 +304,15 @@ def delete(
     skip_not_exists: Annotated[
         bool, typer.Option("--skip-not-exists", "-s", help="Missing resources are not an error")
     ] = False,
+    namespace: NamespaceOption = None,
     datastore: DatastoreOption = None,
 ) -> None:
     """Delete resources by kind and name, or those of a manifest.
 
-    All-or-nothing: give KIND NAME... or -f FILE.
+    All-or-nothing: give KIND NAME... or -f FILE. Names of a namespaced kind are in the
+    namespace -n (default: default); a manifest names its own.
     """
-    targets = _delete_targets(kind, names, filename, recursive)
+    targets = _delete_targets(kind, names, filename, recursive, namespace)
     # Read first, read-only: deleting from a datastore that does not exist must not create it.
     with closing(open_datastore(datastore, read_only=True)) as reader:
         stored = read_stored(reader, kinds_to_read(t.kind for t in targets))
@@ -283,11 +327,17 @@ def delete(
 
 
 def _delete_targets(
-    kind: str | None, names: list[str] | None, filename: str | None, recursive: bool
+    kind: str | None,
+    names: list[str] | None,
+    filename: str | None,
+    recursive: bool,
+    namespace: str | None = None,
 ) -> list[DeleteTarget]:
     if filename is not None:
         if kind is not None:
             raise BadUsage("delete: give either KIND NAME... or -f FILE, not both")
+        if namespace is not None:
+            raise BadUsage("delete: -n goes with KIND NAME...; a manifest names its namespaces")
         return [DeleteTarget.of(item) for item in read_manifests(filename, recursive)]
     if kind is None:
         raise BadUsage("delete: give KIND NAME... or -f FILE")
@@ -296,8 +346,9 @@ def _delete_targets(
         raise BadUsage(f"delete {kind}: give at least one NAME")
     if not all(names):
         raise BadUsage("delete: a resource name may not be empty")
+    scope = _namespace_of(info, namespace)
     # Naming a resource twice deletes it once (the second deletion would find it gone).
-    return [DeleteTarget(info.kind, name) for name in dict.fromkeys(names)]
+    return [DeleteTarget(info.kind, _key_name(info, scope, name)) for name in dict.fromkeys(names)]
 
 
 def get(
@@ -306,27 +357,48 @@ def get(
     output: Annotated[GetFormat, typer.Option("--output", "-o", help="Output format")] = (
         GetFormat.ps
     ),
+    namespace: NamespaceOption = None,
+    all_namespaces: Annotated[
+        bool,
+        typer.Option("--all-namespaces", "-A", help="List a namespaced kind across all namespaces"),
+    ] = False,
     datastore: DatastoreOption = None,
 ) -> None:
-    """Show resources."""
+    """Show resources.
+
+    A namespaced kind is shown from the namespace -n (default: default), or from every
+    namespace with -A; either option adds the NAMESPACE column, as in calicoctl.
+    """
     info = kind_argument(kind)
+    scope = _namespace_of(info, namespace, all_namespaces)
+    if names and all_namespaces:
+        raise BadUsage("cannot use --all-namespaces flag for getting a single resource")
+    keys = [_key_name(info, scope, name) for name in dict.fromkeys(names or [])]
     missing: list[str] = []
     with closing(open_datastore(datastore, read_only=True)) as store:
-        if names:
+        if keys:
             objects = []
-            for name in dict.fromkeys(names):
+            for key in keys:
                 try:
-                    objects.append(store.get(info.kind, name))
+                    objects.append(store.get(info.kind, key))
                 except FelisError as err:
                     missing.append(str(err))
             revision = None
         else:
             listing = store.list(info.kind)
             objects, revision = listing.items, listing.revision
+            if info.namespaced and not all_namespaces:
+                objects = [o for o in objects if o["metadata"].get("namespace") == scope]
     if objects or not names:
-        typer.echo(
-            render(info.kind, objects, output, revision=revision, listing=not names), nl=False
+        text = render(
+            info.kind,
+            objects,
+            output,
+            revision=revision,
+            listing=not names,
+            namespaced=info.namespaced and (namespace is not None or all_namespaces),
         )
+        typer.echo(text, nl=False)
     fail_on(missing, "some resources were not found")
 
 

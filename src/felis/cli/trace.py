@@ -15,7 +15,7 @@ from felis.cli.dataplane import (
     FailsafeInOption,
     FailsafeOutOption,
     NodeOption,
-    calc_config,
+    node_config,
     node_warning,
 )
 from felis.cli.exits import BadUsage
@@ -108,11 +108,11 @@ def trace(
     resources = read_datastore(datastore)
     empty = node_warning(resources, node, allow_empty=allow_empty)
     prepared = setup(resources, node, request)
-    result = compute(
-        resources, node, prepared.interfaces, calc_config(failsafe_inbound, failsafe_outbound)
-    )
+    config = node_config(resources, node, backend, failsafe_inbound, failsafe_outbound)
+    result = compute(resources, node, prepared.interfaces, config.calc)
     outcome = walk(result.spec, prepared.packet)
-    warnings = ([empty] if empty else []) + list(result.warnings)
+    warnings = ([empty] if empty else []) + [*config.warnings, *result.warnings]
+    warnings += [str(skipped) for skipped in config.skipped]
     if output is ReportFormat.json:
         report = outcome.to_dict()
         report["node"] = node

@@ -1,6 +1,7 @@
 """The Datastore protocol: what every backend offers and the agent/CLI rely on.
 
-A datastore is a versioned store of Calico JSON objects keyed by (kind, name). It never
+A datastore is a versioned store of Calico JSON objects keyed by (kind, name), where the name of
+a namespaced kind is `<namespace>/<name>` (felis.datastore.objects.NAMESPACED_KINDS). It never
 interprets `spec`. It owns three metadata fields:
 
 * `resourceVersion`: decimal string of the global revision of the object's last write.
@@ -21,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from felis.datastore.objects import JSONObject
+from felis.datastore.objects import JSONObject, object_key
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 ApplyAction = Literal["created", "updated", "unchanged"]
@@ -64,7 +65,8 @@ class ApplyResult:
 
     @property
     def name(self) -> str:
-        return str(self.object["metadata"]["name"])
+        """The key name (`<namespace>/<name>` for a namespaced kind)."""
+        return object_key(self.object)[1]
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""The Datastore protocol on etcd v3, in Calico's own key layout (reference §8).
+"""The Datastore protocol on etcd v3, in Calico's own key layout (docs/datastore-etcd.md).
 
 Keys, values and name rules are in felis.datastore.etcd_codec, the HTTP side (etcd3gw over the
 JSON gateway, failover, errors) in felis.datastore.etcd_client, watching in
@@ -64,6 +64,7 @@ from felis.datastore.etcd_codec import (
     kind_prefix,
     legacy_key_of,
     split_key,
+    stub,
 )
 from felis.datastore.etcd_watch import EtcdWatch
 from felis.datastore.objects import (
@@ -237,7 +238,7 @@ class EtcdDatastore:
             for candidate in looked:
                 if candidate in found:
                     obj = self._decode(kind, candidate[len(kind_prefix(kind)) :], found[candidate])
-                    if obj["metadata"]["name"] == name:
+                    if object_key(obj)[1] == name:
                         key, stored = candidate, obj
                         break
             slots[(kind, name)] = _Slot(kind, name, key, reads, stored)
@@ -268,7 +269,7 @@ class EtcdDatastore:
             except DatastoreError as err:
                 log.warning("%s (skipped)", err)
                 continue
-            name = obj["metadata"]["name"]
+            name = object_key(obj)[1]
             exact = parsed[1] == name
             # A policy present under both `<name>` and a legacy `default.<name>` key: the key
             # named exactly wins, as get() does.
@@ -552,14 +553,14 @@ class EtcdDatastore:
                 if prev is not None:
                     obj = self._decode(kind, key_name, prev)
                 else:  # the previous value is already compacted away
-                    obj = canonical({"kind": kind, "metadata": {"name": key_name}})
-                return WatchEvent("DELETED", kind, obj["metadata"]["name"], obj, revision)
+                    obj = stub(kind, key_name)
+                return WatchEvent("DELETED", kind, object_key(obj)[1], obj, revision)
             obj = self._decode(kind, key_name, kv)
         except DatastoreError as err:
             log.warning("%s (event skipped)", err)
             return None
         event_type: EventType = "ADDED" if kv.get("version") == "1" else "MODIFIED"
-        return WatchEvent(event_type, kind, obj["metadata"]["name"], obj, revision)
+        return WatchEvent(event_type, kind, object_key(obj)[1], obj, revision)
 
 
 def _without_rv(obj: JSONObject) -> JSONObject:

@@ -1,10 +1,13 @@
-"""Calico's etcd v3 layout: keys, value JSON and the read-side name rules (reference §8).
+"""Calico's etcd v3 layout: keys, value JSON and the read-side name rules.
 
-Keys are `/calico/resources/v3/projectcalico.org/<plural>/<name>`. A value is the object's JSON
-as libcalico-go writes it: `kind`, `apiVersion`, `metadata`, `spec` in that order, metadata keys
-in Kubernetes' ObjectMeta order, no `resourceVersion` (it is the key's mod_revision). Policies
-also carry the annotation `projectcalico.org/metadata` = `{"name":"<name>"}`, which tells
-readers the real name; it is added on every write and removed on read.
+Keys are `/calico/resources/v3/projectcalico.org/<plural>/<name>`, and
+`…/<plural>/<namespace>/<name>` for a namespaced kind (whose datastore name is
+`<namespace>/<name>`, so the key ends with the same string either way). A value is the object's
+JSON as libcalico-go writes it: `kind`, `apiVersion`, `metadata`, `spec` in that order, metadata
+keys in Kubernetes' ObjectMeta order, no `resourceVersion` (it is the key's mod_revision). Calico
+policies (global, namespaced and staged, not the staged Kubernetes form) also carry the annotation
+`projectcalico.org/metadata` = `{"name":"<name>"}`, which tells readers the real name; it is added
+on every write and removed on read.
 
 Values written by Calico ≤ v3.29 keep default-tier policies under `default.<name>` without that
 annotation; `decode_value` reports them under `<name>`, as current Calico does.
@@ -16,16 +19,16 @@ import json
 from typing import Any
 
 from felis.datastore.errors import InvalidObject
-from felis.datastore.objects import API_VERSION, JSONObject
+from felis.datastore.objects import API_VERSION, NAMESPACED_KINDS, JSONObject, split_name
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
 METADATA_ANNOTATION = "projectcalico.org/metadata"
 LEGACY_POLICY_PREFIX = "default."
 DEFAULT_TIER = "default"
 
-# Calico's cluster-scoped kinds and their key plurals (§8.1). felis.model, when present, is the
+# Calico's cluster-scoped kinds and their key plurals. felis.model, when present, is the
 # authority for the kinds it models; this table covers the rest so that keys written by other
-# Calico tools are recognised (namespaced kinds are not: felis has no namespaces).
+# Calico tools are recognised.
 _PLURALS: dict[str, str] = {
     "GlobalNetworkPolicy": "globalnetworkpolicies",
     "HostEndpoint": "hostendpoints",
@@ -47,7 +50,9 @@ _PLURALS: dict[str, str] = {
 }
 
 # Kinds whose values carry the metadata annotation and whose names follow the tier rules.
-POLICY_KINDS = frozenset({"GlobalNetworkPolicy", "StagedGlobalNetworkPolicy"})
+POLICY_KINDS = frozenset(
+    {"GlobalNetworkPolicy", "StagedGlobalNetworkPolicy", "NetworkPolicy", "StagedNetworkPolicy"}
+)
 
 _TOP_ORDER = ("kind", "apiVersion", "metadata", "spec")
 # Kubernetes ObjectMeta field order (Go struct order, which encoding/json follows).
@@ -99,7 +104,8 @@ def kind_prefix(kind: str) -> str:
 
 
 def key_of(kind: str, name: str) -> str:
-    if "/" in name:
+    namespace, bare = split_name(kind, name)
+    if "/" in bare or "/" in namespace or (kind in NAMESPACED_KINDS and not namespace):
         raise InvalidObject(f"invalid object: {kind}({name!r}): metadata.name must not contain '/'")
     return kind_prefix(kind) + name
 
@@ -108,7 +114,9 @@ def legacy_key_of(kind: str, name: str) -> str | None:
     """Where Calico ≤ v3.29 kept the default-tier policy now called `name`."""
     if kind not in POLICY_KINDS:
         return None
-    return kind_prefix(kind) + LEGACY_POLICY_PREFIX + name
+    namespace, bare = split_name(kind, name)
+    scope = f"{namespace}/" if namespace else ""
+    return kind_prefix(kind) + scope + LEGACY_POLICY_PREFIX + bare
 
 
 def split_key(key: str) -> tuple[str, str] | None:
@@ -117,9 +125,19 @@ def split_key(key: str) -> tuple[str, str] | None:
         return None
     plural, sep, name = key[len(PREFIX) :].partition("/")
     kind = KINDS_BY_PLURAL.get(plural)
-    if kind is None or not sep or not name or "/" in name:
+    if kind is None or not sep or not name:
+        return None
+    namespace, bare = split_name(kind, name)
+    if not bare or "/" in bare or (kind in NAMESPACED_KINDS and not namespace):
         return None
     return kind, name
+
+
+def stub(kind: str, key_name: str) -> JSONObject:
+    """What is known of an object from its key alone (its value already compacted away)."""
+    namespace, bare = split_name(kind, key_name)
+    meta = {"name": bare, "namespace": namespace} if namespace else {"name": bare}
+    return canonical({"kind": kind, "metadata": meta})
 
 
 def _ordered(mapping: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
@@ -166,10 +184,14 @@ def decode_value(kind: str, key_name: str, raw: bytes, mod_revision: int) -> JSO
         raise ValueError("not a Calico object")
     obj.setdefault("kind", kind)
     meta: dict[str, Any] = obj["metadata"]
-    name = meta.get("name") or key_name
+    namespace, bare = split_name(kind, key_name)
+    name = meta.get("name") or bare
     if kind in POLICY_KINDS:
         name = _policy_name(obj, name)
     meta["name"] = name
+    if namespace:
+        # The key is authoritative: it is where Calico's own readers look the object up.
+        meta["namespace"] = namespace
     meta["resourceVersion"] = str(mod_revision)
     return canonical(obj)
 

@@ -24,8 +24,15 @@ OWNED_METADATA = ("resourceVersion", "uid", "creationTimestamp")
 
 API_VERSION = "projectcalico.org/v3"
 
-# Calico creates these on datastore initialisation (reference §1.8); validation pins their
-# order and default action, so they are data here, not configuration.
+# Calico's namespaced kinds that felis stores. The protocol names an object by one string, so a
+# namespaced one is `<namespace>/<name>`: Calico's own etcd key layout, and how calicoctl names
+# it in messages (`NetworkPolicy(team-a/allow-dns)`). Neither part may contain a '/'.
+NAMESPACED_KINDS = frozenset(
+    {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy", "StagedKubernetesNetworkPolicy"}
+)
+
+# Calico creates these on datastore initialisation (docs/calico-semantics.md#tier); validation
+# pins their order and default action, so they are data here, not configuration.
 BUILTIN_TIERS: tuple[tuple[str, int, str], ...] = (
     ("kube-admin", 1000, "Pass"),
     ("default", 1000000, "Deny"),
@@ -57,17 +64,42 @@ def check_key(kind: object, name: object) -> tuple[str, str]:
         raise InvalidObject(
             f"invalid object: {kind}: metadata.name must be a non-empty string, got {name!r}"
         )
+    if kind in NAMESPACED_KINDS:
+        namespace, slash, bare = name.partition("/")
+        if not (slash and namespace and bare) or "/" in bare:
+            raise InvalidObject(
+                f"invalid object: {kind}({name!r}): a namespaced resource is named "
+                "<namespace>/<name>"
+            )
     return kind, name
 
 
+def split_name(kind: str, name: str) -> tuple[str, str]:
+    """(namespace, name) of a key name; the namespace is empty for a cluster-scoped kind."""
+    if kind in NAMESPACED_KINDS:
+        namespace, _, bare = name.partition("/")
+        return namespace, bare
+    return "", name
+
+
 def object_key(obj: object) -> tuple[str, str]:
-    """(kind, name) of a Calico object, or InvalidObject saying what is missing."""
+    """(kind, name) of a Calico object, or InvalidObject saying what is missing; the name of a
+    namespaced object is `<namespace>/<name>`."""
     if not isinstance(obj, dict):
         raise InvalidObject(f"invalid object: expected a JSON object, got {type(obj).__name__}")
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict):
         raise InvalidObject(f"invalid object: {obj.get('kind')!r}: metadata must be an object")
-    return check_key(obj.get("kind"), metadata.get("name"))
+    kind, name = obj.get("kind"), metadata.get("name")
+    if isinstance(kind, str) and kind in NAMESPACED_KINDS and isinstance(name, str) and name:
+        namespace = metadata.get("namespace")
+        if not isinstance(namespace, str) or not namespace:
+            raise InvalidObject(
+                f"invalid object: {kind}({name}): metadata.namespace must be a non-empty string, "
+                f"got {namespace!r}"
+            )
+        name = f"{namespace}/{name}"
+    return check_key(kind, name)
 
 
 def given_resource_version(obj: JSONObject) -> str | None:

@@ -4,7 +4,9 @@ Layout:
 * `meta(key, value)`: `schema` (format version), `revision` (the global revision counter) and
   `compact_revision` (events below it have been discarded).
 * `resources(kind, name, revision, value)`: the current objects; `value` is the stored JSON
-  without `resourceVersion`, which is derived from `revision`.
+  without `resourceVersion`, which is derived from `revision`. `name` is the protocol's name,
+  `<namespace>/<name>` for a namespaced kind: the namespace is part of the identity without a
+  column of its own, so files written before felis knew namespaced kinds need no migration.
 * `events(revision, type, kind, name, value)`: append-only history for watch; `value` is the
   object exactly as a watcher sees it (with resourceVersion).
 

@@ -46,7 +46,7 @@ class SqliteConfig:
 
 @dataclass(frozen=True)
 class EtcdConfig:
-    """Everything calicoctl's environment says about reaching etcd (reference §8.3)."""
+    """Everything calicoctl's environment says about reaching etcd (docs/datastore-etcd.md)."""
 
     endpoints: tuple[str, ...]
     username: str | None = None

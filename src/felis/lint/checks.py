@@ -1,4 +1,4 @@
-"""The doNotTrack pitfalls (landscape §2.2), checked on resources rather than packets.
+"""The doNotTrack pitfalls (docs/lint.md), checked on resources rather than packets.
 
 The checks read rules the way the untracked dataplane runs them. An untracked connection has no
 conntrack entry, so each of its packets is judged alone, by the same host endpoint, in both
@@ -15,6 +15,7 @@ not simulated; `felis trace` answers packet-level questions exactly.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,13 @@ from felis.plan.words import canonical, local_side, peers_text, ports_text, remo
 from felis.selector import parse
 
 DEFAULT_ALLOW_PROFILE = "projectcalico-default-allow"
+NO_HOST_EFFECT = (
+    "NetworkPolicy",
+    "StagedGlobalNetworkPolicy",
+    "StagedNetworkPolicy",
+    "StagedKubernetesNetworkPolicy",
+)
+"""Kinds Calico stores but never programs for a host endpoint (FL011), in report order."""
 _PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 
 
@@ -244,6 +252,7 @@ class Linter:
         for hep in sorted(self.snap.heps.values(), key=lambda h: h.name):
             self.check_dns(hep)
             self.check_profiles(hep)
+        self.check_no_host_effect()
         order = {"warning": 0, "note": 1}
         return sorted(
             self.findings,
@@ -582,6 +591,29 @@ class Linter:
                     fix,
                 )
             )
+
+    # -- kinds Calico never applies to a host endpoint -----------------------------------------
+
+    def check_no_host_effect(self) -> None:
+        """One note for all of them: felis accepts them so that a Calico bundle applies whole,
+        and a note per object would bury the findings that matter."""
+        counts = Counter(kind for kind, _ in self.snap.resources if kind in NO_HOST_EFFECT)
+        if not counts:
+            return
+        listed = ", ".join(f"{counts[kind]} {kind}" for kind in NO_HOST_EFFECT if counts[kind])
+        self.add(
+            Finding(
+                "FL011",
+                NOTE,
+                None,
+                None,
+                f"{listed}: these kinds do not apply to host endpoints (namespaced policies select "
+                "only workload endpoints, staged policies are never programmed); felis stores "
+                "them and leaves them out of every node's rules",
+                "nothing to do if they are meant for workloads; to govern host endpoints, write "
+                "the rules as a GlobalNetworkPolicy",
+            )
+        )
 
     # -- DNS ------------------------------------------------------------------------------
 

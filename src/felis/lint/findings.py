@@ -21,6 +21,7 @@ CODES: dict[str, str] = {
     "FL008": "half-tracked-flow",
     "FL009": "ephemeral-ports-overlap-failsafe",
     "FL010": "unknown-profile",
+    "FL011": "kinds-without-host-effect",
     # FL009 is retired: raw failsafe rules no longer take untracked flows (docs/lint.md).
 }
 """Stable codes: never renumbered, never reused (the names are for humans and --json)."""

@@ -1,4 +1,4 @@
-"""Single-value checks shared by the resource validators (reference §2).
+"""Single-value checks shared by the resource validators (docs/calico-semantics.md#validation).
 
 Each function returns the reasons a value is invalid (empty when it is fine), worded after
 Calico's and Kubernetes' messages, so callers can attach them to a field path.
@@ -47,7 +47,7 @@ _QUALIFIED_MSG = (
 
 
 def _name_reasons(name: str, limit: int, pattern: re.Pattern[str], shape: str) -> list[str]:
-    """The M1-M3 checks of a metadata.name: present, at most `limit` long, `pattern`."""
+    """The checks of a metadata.name: present, at most `limit` long, `pattern`."""
     if name == "":
         return ["name must be specified"]
     reasons = []
@@ -59,7 +59,7 @@ def _name_reasons(name: str, limit: int, pattern: re.Pattern[str], shape: str) -
 
 
 def resource_name_reasons(name: str) -> list[str]:
-    """M1: DNS-1123 subdomain, at most 253 characters."""
+    """Most kinds' names: a DNS-1123 subdomain, at most 253 characters."""
     return _name_reasons(
         name,
         DNS1123_SUBDOMAIN_MAX,
@@ -69,7 +69,7 @@ def resource_name_reasons(name: str) -> list[str]:
 
 
 def policy_name_reasons(name: str) -> list[str]:
-    """M2: a DNS label, optionally with one dot."""
+    """A GlobalNetworkPolicy's name: a DNS label, optionally with one dot."""
     return _name_reasons(
         name,
         DNS1123_SUBDOMAIN_MAX,
@@ -80,7 +80,7 @@ def policy_name_reasons(name: str) -> list[str]:
 
 
 def tier_name_reasons(name: str) -> list[str]:
-    """M3: a single DNS label of at most 63 characters."""
+    """A tier's name: a single DNS label of at most 63 characters."""
     return _name_reasons(
         name,
         DNS1123_LABEL_MAX,
@@ -105,7 +105,7 @@ def _subdomain_reasons(value: str) -> list[str]:
 
 @lru_cache(maxsize=4096)
 def qualified_name_reasons(key: str) -> tuple[str, ...]:
-    """Kubernetes' qualified-name rule for label and annotation keys (M4, M5)."""
+    """Kubernetes' qualified-name rule for label and annotation keys."""
     parts = key.split("/")
     if len(parts) == 1:
         name = parts[0]
@@ -144,7 +144,7 @@ def label_value_reasons(value: str) -> tuple[str, ...]:
 
 
 def port_name_reasons(name: str) -> list[str]:
-    """Kubernetes IANA_SVC_NAME rule for named endpoint ports (H6)."""
+    """Kubernetes IANA_SVC_NAME rule for named endpoint ports."""
     if name == "":
         return ["port name must be specified"]
     reasons = []
@@ -221,7 +221,7 @@ def is_valid_ip(text: str) -> bool:
 
 @lru_cache(maxsize=8192)
 def selector_reason(text: str) -> str | None:
-    """None when the selector parses (§2.10), otherwise the parser's message."""
+    """None when the selector parses, otherwise the parser's message."""
     if not text:
         return None
     try:

@@ -6,11 +6,17 @@ from dataclasses import dataclass
 
 from felis.errors import FelisError
 from felis.model.resources import (
+    FelixConfiguration,
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    NetworkPolicy,
+    NetworkSet,
     Profile,
     Resource,
+    StagedGlobalNetworkPolicy,
+    StagedKubernetesNetworkPolicy,
+    StagedNetworkPolicy,
     Tier,
 )
 
@@ -21,6 +27,7 @@ class KindInfo:
     plural: str
     aliases: tuple[str, ...]
     model: type[Resource]
+    namespaced: bool = False
 
     @property
     def list_kind(self) -> str:
@@ -50,6 +57,62 @@ KINDS: dict[str, KindInfo] = {
         ),
         KindInfo("Tier", "tiers", ("tier", "tiers"), Tier),
         KindInfo("Profile", "profiles", ("profile", "profiles", "pro", "pros"), Profile),
+        KindInfo(
+            "NetworkPolicy",
+            "networkpolicies",
+            ("networkpolicy", "networkpolicies", "policy", "np", "policies", "pol", "pols"),
+            NetworkPolicy,
+            namespaced=True,
+        ),
+        KindInfo(
+            "NetworkSet",
+            "networksets",
+            ("networkset", "networksets", "netsets"),
+            NetworkSet,
+            namespaced=True,
+        ),
+        KindInfo(
+            "StagedGlobalNetworkPolicy",
+            "stagedglobalnetworkpolicies",
+            ("stagedglobalnetworkpolicy", "stagedglobalnetworkpolicies", "sgnp", "sgnps"),
+            StagedGlobalNetworkPolicy,
+        ),
+        KindInfo(
+            "StagedNetworkPolicy",
+            "stagednetworkpolicies",
+            (
+                "stagednetworkpolicy",
+                "stagednetworkpolicies",
+                "stagedpolicy",
+                "snp",
+                "stagedpolicies",
+                "spol",
+                "spols",
+            ),
+            StagedNetworkPolicy,
+            namespaced=True,
+        ),
+        KindInfo(
+            "StagedKubernetesNetworkPolicy",
+            "stagedkubernetesnetworkpolicies",
+            (
+                "stagedkubernetesnetworkpolicy",
+                "stagedkubernetesnetworkpolicies",
+                "stagedkubernetespolicy",
+                "sknp",
+                "stagedkubernetespolicies",
+                "skpol",
+                "skpols",
+            ),
+            StagedKubernetesNetworkPolicy,
+            namespaced=True,
+        ),
+        KindInfo(
+            "FelixConfiguration",
+            "felixconfigurations",
+            ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
+            FelixConfiguration,
+        ),
     )
 }
 

@@ -1,4 +1,4 @@
-"""Manifest loading (reference §9.1) and Calico's JSON encoding of resources.
+"""Manifest loading (calicoctl's input rules, docs/cli.md) and Calico's JSON encoding of resources.
 
 `load_documents` is all-or-nothing: every document is decoded, defaulted and validated, and
 if anything is wrong a single ManifestError lists every problem, one line each.
@@ -19,6 +19,7 @@ from felis.model.paths import from_parts, join, printable
 from felis.model.resources import API_VERSION, PROBLEMS_KEY, Resource, go_float
 from felis.model.yamlsafe import DEFAULT_MAX_BYTES, DecodeProblem, Limits, parse_stream
 
+_API_GROUP = API_VERSION.partition("/")[0]
 _LIST_META_FIELDS = frozenset({"resourceVersion", "continue", "selfLink", "remainingItemCount"})
 
 
@@ -283,18 +284,32 @@ def _from_dict(
     name = _name_of(obj)
     kind_text = kind if isinstance(kind, str) and kind else None
     shown_kind = printable(kind_text)[:80] if kind_text else None
+    kind_path = join(prefix, "kind") if prefix else "kind"
+    info = KINDS.get(kind_text) if kind_text is not None else None
+    api_version = obj.get("apiVersion")
+    # Another API group's kind; a bare version (`v1`) stays an apiVersion problem.
+    foreign = (
+        isinstance(api_version, str)
+        and "/" in api_version
+        and api_version.partition("/")[0] != _API_GROUP
+    )
+    if kind_text is not None and kind_text not in LIST_KINDS and (info is None or foreign):
+        # One line for a kind felis does not handle: a Deployment in a bundle, or another API's
+        # kind of a familiar name (a networking.k8s.io NetworkPolicy is not Calico's).
+        group = ""
+        if isinstance(api_version, str) and api_version and api_version != API_VERSION:
+            group = f" ({printable(api_version)[:80]})"
+        reason = f"resource type '{shown_kind}'{group} is not supported"
+        errors.append(DocumentError(source, index, shown_kind, name, kind_path, reason))
+        return None
     api_ok = _check_api_version(
         obj, source=source, index=index, kind=shown_kind, name=name, prefix=prefix, errors=errors
     )
-    kind_path = join(prefix, "kind") if prefix else "kind"
     if kind_text is None:
         errors.append(DocumentError(source, index, None, name, kind_path, "kind is missing"))
         return None
-    info = KINDS.get(kind_text)
     if info is None:
-        reason = f"resource type '{shown_kind}' is not supported"
-        if kind_text in LIST_KINDS:
-            reason = f"a {kind_text} cannot be nested inside another list"
+        reason = f"a {kind_text} cannot be nested inside another list"
         errors.append(DocumentError(source, index, shown_kind, name, kind_path, reason))
         return None
     if not api_ok:

@@ -1,11 +1,11 @@
-"""Pydantic models of the Calico v3 resources felis understands (reference §1).
+"""Pydantic models of the Calico v3 resources felis understands (docs/calico-semantics.md).
 
 Python attributes are snake_case; the JSON names are Calico's camelCase aliases. Fields are
 declared in the order Go emits them, so a dump reproduces Calico's key order. Unknown fields
 are errors (calicoctl decodes strictly) and scalar types are strict (Go's decoder does not
 turn "80" into a number or 1 into a string).
 
-Every resource is defaulted (§1.10) and checked against Calico's cross-field rules (§2) when
+Every resource is defaulted and checked against Calico's cross-field rules when
 it is built. Built from `felis.model.from_dict`, every problem is collected and reported with
 its field path; built directly in Python, the first problem raises.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -97,11 +97,12 @@ class _Model(BaseModel):
 
 
 class ObjectMeta(_Model):
-    # Strict, unlike the other strings: a name is an identity, and the Go-style string form
-    # of a YAML scalar (`0x10` -> "16", `yes` -> "true") would store a name nobody wrote.
+    # Strict, unlike the other strings: a name (and a namespace) is an identity, and the
+    # Go-style string form of a YAML scalar (`0x10` -> "16", `yes` -> "true") would store a name
+    # nobody wrote.
     name: str = ""
     generate_name: Str = Field("", alias="generateName")
-    namespace: Str = ""
+    namespace: str = ""
     self_link: Str = Field("", alias="selfLink")
     uid: Str = ""
     resource_version: Str = Field("", alias="resourceVersion")
@@ -266,4 +267,29 @@ class Tier(_Resource):
     status: TierStatus = Field(default_factory=TierStatus)
 
 
-Resource = HostEndpoint | GlobalNetworkPolicy | GlobalNetworkSet | Tier | Profile
+# Defined in their own modules, which import this one: imported once the base classes above
+# exist, and named here too, so that every resource model can be imported from this module.
+from felis.model import felixconfig as _felixconfig  # noqa: E402
+from felis.model import namespaced as _namespaced  # noqa: E402
+from felis.model import staged as _staged  # noqa: E402
+
+NetworkPolicy = _namespaced.NetworkPolicy
+NetworkSet = _namespaced.NetworkSet
+StagedGlobalNetworkPolicy = _staged.StagedGlobalNetworkPolicy
+StagedNetworkPolicy = _staged.StagedNetworkPolicy
+StagedKubernetesNetworkPolicy = _staged.StagedKubernetesNetworkPolicy
+FelixConfiguration = _felixconfig.FelixConfiguration
+
+Resource: TypeAlias = (
+    HostEndpoint
+    | GlobalNetworkPolicy
+    | GlobalNetworkSet
+    | Tier
+    | Profile
+    | NetworkPolicy
+    | NetworkSet
+    | StagedGlobalNetworkPolicy
+    | StagedNetworkPolicy
+    | StagedKubernetesNetworkPolicy
+    | FelixConfiguration
+)

@@ -1,15 +1,19 @@
-"""Calico's defaulting (reference §1.10) and cross-field validation rules (§2).
+"""Calico's defaulting and cross-field validation rules (docs/calico-semantics.md#defaults,
+docs/calico-semantics.md#validation).
 
 The pydantic models enforce types, enums and size limits; everything that needs more than
 one value, or a parser, lives here. Each check appends `(path, reason)` pairs so that a
-manifest gets every problem reported at once. Rule ids in comments refer to §2.
+manifest gets every problem reported at once. Comments name the check families of
+docs/calico-semantics.md#validation (metadata, policy, rules, entity rules, host endpoints, …).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from felis.model import checks
 from felis.model.paths import join, printable
@@ -42,7 +46,7 @@ _NUMERIC_PORTS_NEED_PROTOCOL = (
 )
 _PROTOCOL_NAMES = "TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite"
 
-# Built-in tiers whose order and default action Calico pins (§2.9).
+# Built-in tiers whose order and default action Calico pins (docs/calico-semantics.md#tiers).
 BUILTIN_TIERS: dict[str, tuple[float, str]] = {
     "kube-admin": (1000.0, "Pass"),
     "default": (1000000.0, "Deny"),
@@ -58,27 +62,55 @@ def _q(value: object) -> str:
     return printable(str(value))
 
 
+def _no_defaults(resource: Any) -> None:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class KindRules:
+    """Defaulting and checks of a kind modelled in its own module (felis.model.namespaced,
+    felis.model.staged), which registers them in KIND_RULES when it is imported."""
+
+    name_reasons: Callable[[str], list[str]]
+    check: Callable[[Any, list[Problem]], None]
+    defaults: Callable[[Any], None] = _no_defaults
+    namespaced: bool = False
+
+
+KIND_RULES: dict[str, KindRules] = {}
+
+
 # --------------------------------------------------------------------------- defaulting
 
 
 def apply_defaults(resource: Resource) -> None:
-    """§1.10: policy types, policy tier and tier label; a tier's default action."""
-    if resource.kind == "GlobalNetworkPolicy":
-        spec = resource.spec
-        if not spec.types:
-            if not spec.egress:
-                spec.types = ["Ingress"]
-            elif not spec.ingress:
-                spec.types = ["Egress"]
-            else:
-                spec.types = ["Ingress", "Egress"]
-        if not spec.tier:
-            spec.tier = DEFAULT_TIER
-        labels = resource.metadata.labels
-        if labels.get(TIER_LABEL) != spec.tier:
-            labels[TIER_LABEL] = spec.tier
+    """Calico's defaults (docs/calico-semantics.md#defaults): policy types, policy tier and tier
+    label; a tier's default action."""
+    rules = KIND_RULES.get(resource.kind)
+    if rules is not None:
+        rules.defaults(resource)
+    elif resource.kind == "GlobalNetworkPolicy":
+        default_policy(resource)
     elif resource.kind == "Tier" and resource.spec.default_action is None:
         resource.spec.default_action = "Deny"
+
+
+def default_policy(policy: Any) -> None:
+    """Calico's defaulting of every policy kind with Calico rules: types from the rules
+    present, the default tier, and the tier label."""
+    spec = policy.spec
+    if not spec.types:
+        if not spec.egress:
+            spec.types = ["Ingress"]
+        elif not spec.ingress:
+            spec.types = ["Egress"]
+        else:
+            spec.types = ["Ingress", "Egress"]
+    if not spec.tier:
+        spec.tier = DEFAULT_TIER
+    labels = policy.metadata.labels
+    if labels.get(TIER_LABEL) != spec.tier:
+        labels[TIER_LABEL] = spec.tier
 
 
 # --------------------------------------------------------------------------- entry point
@@ -97,11 +129,15 @@ def check_resource(resource: Resource) -> list[Problem]:
         _check_tier(resource, problems)
     elif resource.kind == "Profile":
         _check_profile(resource, problems)
+    rules = KIND_RULES.get(resource.kind)
+    if rules is not None:
+        rules.check(resource, problems)
     return problems
 
 
 def write_problems(resource: Resource, operation: Literal["create", "update"]) -> list[Problem]:
-    """M7, checked by the client library at write time rather than on load."""
+    """The write-time metadata checks (docs/calico-semantics.md#metadata), which Calico's client
+    library makes when it writes rather than on load."""
     meta = resource.metadata
     if operation == "create":
         if meta.resource_version:
@@ -132,8 +168,11 @@ def _check_metadata(meta: ObjectMeta, kind: str, problems: list[Problem]) -> Non
         reasons = checks.tier_name_reasons(meta.name)
     else:
         reasons = checks.resource_name_reasons(meta.name)
+    rules = KIND_RULES.get(kind)
+    if rules is not None:
+        reasons = rules.name_reasons(meta.name)
     problems.extend(("metadata.name", r) for r in reasons)
-    if meta.namespace:
+    if meta.namespace and not (rules is not None and rules.namespaced):
         problems.append(
             (
                 "metadata.namespace",
@@ -162,7 +201,7 @@ def _is_rfc3339(text: str) -> bool:
 
 
 def check_labels(labels: dict[str, str], path: str, problems: list[Problem]) -> None:
-    """M4: keys are qualified names, values are label values."""
+    """Labels (docs/calico-semantics.md#metadata): keys are qualified names, values label values."""
     for key, value in labels.items():
         key_path = join(path, key)
         problems.extend(
@@ -175,7 +214,8 @@ def check_labels(labels: dict[str, str], path: str, problems: list[Problem]) -> 
 
 
 def check_annotations(annotations: dict[str, str], path: str, problems: list[Problem]) -> None:
-    """M5: keys are qualified names once lower-cased; keys+values at most 256 KiB."""
+    """Annotations (docs/calico-semantics.md#metadata): keys are qualified names once lower-cased;
+    keys+values at most 256 KiB."""
     total = 0
     for key, value in annotations.items():
         problems.extend(
@@ -250,15 +290,20 @@ def _check_gnp_flags(spec: GlobalNetworkPolicySpec, problems: list[Problem]) -> 
         problems.append(("spec.performanceHints", "duplicate performance hint"))
 
 
-def _check_rule_direction(rule: Rule, path: str, direction: str, problems: list[Problem]) -> None:
-    """G8-G10: where services and HTTP matches may appear in a global policy."""
+def _check_rule_direction(
+    rule: Rule, path: str, direction: str, problems: list[Problem], *, namespaced: bool = False
+) -> None:
+    """Where services and HTTP matches may appear in a policy (docs/calico-semantics.md#policy).
+    A namespaced policy's service references default to its own namespace, so only a global one
+    must name it."""
     if direction == "egress":
         if rule.source.services is not None:
             problems.append((f"{path}.source.services", "not allowed in egress rule source"))
         if rule.http is not None:
-            problems.append((f"{path}.http", "not allowed in egress rules"))
+            wording = "not allowed in egress rule" if namespaced else "not allowed in egress rules"
+            problems.append((f"{path}.http", wording))
         services = rule.destination.services
-        if services is not None and not services.namespace:
+        if services is not None and not services.namespace and not namespaced:
             problems.append((f"{path}.destination.services.namespace", "must specify a namespace"))
     else:
         if rule.destination.services is not None:
@@ -266,7 +311,7 @@ def _check_rule_direction(rule: Rule, path: str, direction: str, problems: list[
                 (f"{path}.destination.services", "not allowed in ingress rule destination")
             )
         services = rule.source.services
-        if services is not None and not services.namespace:
+        if services is not None and not services.namespace and not namespaced:
             problems.append((f"{path}.source.services.namespace", "must specify a namespace"))
 
 
@@ -288,14 +333,15 @@ def _protocol_problem(protocol: Protocol, path: str, problems: list[Problem]) ->
 
 
 def check_rule(rule: Rule, path: str, problems: list[Problem]) -> None:
-    """R2-R13 and the entity rules (E1-E6) of one rule."""
+    """The rule checks and the entity-rule checks of one rule (docs/calico-semantics.md#rules,
+    docs/calico-semantics.md#entity-rules)."""
     protocol = rule.protocol
     if protocol is not None:
         _protocol_problem(protocol, f"{path}.protocol", problems)
     if rule.not_protocol is not None:
         _protocol_problem(rule.not_protocol, f"{path}.notProtocol", problems)
 
-    # R3/R4: ports only make sense with a port-carrying protocol.
+    # Ports only make sense with a port-carrying protocol.
     for side_name, side in (("source", rule.source), ("destination", rule.destination)):
         for list_name, ports in (("ports", side.ports), ("notPorts", side.not_ports)):
             if not ports:
@@ -307,7 +353,7 @@ def check_rule(rule: Rule, path: str, problems: list[Problem]) -> None:
             elif not protocol.supports_ports:
                 problems.append((list_path, _PORTS_NEED_PROTOCOL))
 
-    # R5-R8: ICMP fields and IP version.
+    # ICMP fields and IP version.
     if rule.icmp is not None and not (
         protocol is not None and (protocol.is_("ICMP") or protocol.is_("ICMPv6"))
     ):
@@ -340,7 +386,7 @@ def check_rule(rule: Rule, path: str, problems: list[Problem]) -> None:
 
 
 def _check_rule_nets(rule: Rule, path: str, problems: list[Problem]) -> None:
-    """E1, R10, R11: CIDR syntax and masking, one IP family, no negated catch-all."""
+    """CIDR syntax and masking, one IP family, no negated catch-all."""
     seen_v4 = seen_v6 = False
     for side_name, side in (("source", rule.source), ("destination", rule.destination)):
         for list_name, nets in (("nets", side.nets), ("notNets", side.not_nets)):
@@ -391,7 +437,8 @@ def _check_rule_nets(rule: Rule, path: str, problems: list[Problem]) -> None:
 
 
 def check_port(port: Port, path: str, problems: list[Problem]) -> None:
-    """§2.6: what the decoder cannot already guarantee about a port value."""
+    """What the decoder cannot already guarantee about a port value
+    (docs/calico-semantics.md#port-values)."""
     if port.min_port > port.max_port:
         problems.append((path, "port range invalid"))
     if port.name:
@@ -404,7 +451,7 @@ def check_port(port: Port, path: str, problems: list[Problem]) -> None:
 
 
 def check_entity_rule(entity: EntityRule, path: str, problems: list[Problem]) -> None:
-    """E2-E6 of one side (source or destination) of a rule."""
+    """The entity-rule checks of one side (source or destination) of a rule."""
     _check_selector(entity.selector, f"{path}.selector", problems, no_global=True)
     _check_selector(entity.not_selector, f"{path}.notSelector", problems, no_global=False)
     ns_selector = entity.namespace_selector
@@ -453,7 +500,7 @@ def check_entity_rule(entity: EntityRule, path: str, problems: list[Problem]) ->
 
 
 def _check_http(rule: Rule, path: str, problems: list[Problem]) -> None:
-    """R12."""
+    """Where an HTTP match may appear, and what it may hold."""
     http = rule.http
     assert http is not None
     if rule.action != "Allow":

@@ -1,4 +1,5 @@
-"""Calico's int-or-string value types: `Port` and `Protocol` (reference §1.5).
+"""Calico's int-or-string value types: `Port` and `Protocol`
+(docs/calico-semantics.md#port-and-protocol-values).
 
 Both decode the way Calico's `numorstring` package does, so that a manifest means the same
 thing here as under calicoctl, and both encode back to the JSON Calico itself would write.

@@ -428,13 +428,18 @@ def make_plan(
     *,
     backend: str = "nftables",
     config: CalcConfig | None = None,
+    config_after: CalcConfig | None = None,
 ) -> Plan:
-    """Compare the node under `current` with the node under `proposed` (both full sets)."""
+    """Compare the node under `current` with the node under `proposed` (both full sets).
+
+    `config_after` is the node's settings under `proposed` when they differ (a FelixConfiguration
+    among the documents); by default both sides use `config`."""
     config = config or CalcConfig()
+    config_b = config_after or config
     before, after = Snapshot(current), Snapshot(proposed)
     spec_a = compute(before.resources.values(), node, None, config)
-    spec_b = compute(after.resources.values(), node, None, config)
-    eps_a, eps_b = before.active(node, config), after.active(node, config)
+    spec_b = compute(after.resources.values(), node, None, config_b)
+    eps_a, eps_b = before.active(node, config), after.active(node, config_b)
     return Plan(
         node=node,
         backend=backend,

@@ -24,15 +24,18 @@ from felis.calc.inputs import (
     gns_info,
     hep_info,
     inherited_labels,
+    network_set_info,
     policy_info,
     profile_info,
     tier_info,
 )
 from felis.calc.policies import EndpointPolicies, classify, sort_policies
+from felis.model.namespaced import qualified_name
 from felis.model.resources import (
     GlobalNetworkPolicy,
     GlobalNetworkSet,
     HostEndpoint,
+    NetworkSet,
     Profile,
     Resource,
     Tier,
@@ -54,7 +57,7 @@ class ActiveEndpoint:
 
 
 def key_of(resource: Resource) -> tuple[str, str]:
-    return (resource.kind, resource.metadata.name)
+    return (resource.kind, qualified_name(resource))
 
 
 class Snapshot:
@@ -94,7 +97,15 @@ class Snapshot:
 
     @cached_property
     def network_sets(self) -> dict[str, GnsInfo]:
-        return {name: gns_info(r) for name, r in self.of_kind(GlobalNetworkSet).items()}
+        """GlobalNetworkSets by name and NetworkSets by `<namespace>/<name>`, with the labels
+        selectors see (a NetworkSet's also its namespace's, as calc indexes them)."""
+        out = {name: gns_info(r) for name, r in self.of_kind(GlobalNetworkSet).items()}
+        for resource in self.resources.values():
+            if isinstance(resource, NetworkSet):
+                info = network_set_info(resource)
+                labels = inherited_labels(info.labels, info.profiles, self.profiles)
+                out[info.name] = replace(info, labels=labels)
+        return out
 
     @cached_property
     def tiers(self) -> dict[str, TierInfo]:
@@ -128,7 +139,7 @@ class Snapshot:
         return [h for h in self.heps.values() if selector.evaluate(h.labels)]
 
     def selector_members(self, selector: Selector) -> tuple[list[str], list[str], list[str]]:
-        """(HostEndpoints with addresses, HostEndpoints without expectedIPs, GlobalNetworkSets)
+        """(HostEndpoints with addresses, HostEndpoints without expectedIPs, network sets)
         whose labels match: the sources of the selector's IP set."""
         with_ips: list[str] = []
         without: list[str] = []

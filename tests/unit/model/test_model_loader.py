@@ -535,7 +535,7 @@ def test_resolve_kind(alias: str, kind: str, plural: str) -> None:
     assert alias.lower() in info.aliases
 
 
-@pytest.mark.parametrize("alias", ["policy", "networkpolicy", "", "gnp ", "x\ny"])
+@pytest.mark.parametrize("alias", ["wep", "workloadendpoint", "", "gnp ", "x\ny"])
 def test_resolve_kind_unknown(alias: str) -> None:
     with pytest.raises(FelisError) as info:
         resolve_kind(alias)

@@ -1043,8 +1043,8 @@ def test_api_version_and_kind_checks() -> None:
     with pytest.raises(ManifestError, match="apiVersion is missing"):
         from_dict(doc)
     doc = hep()
-    doc["kind"] = "NetworkPolicy"
-    with pytest.raises(ManifestError, match="resource type 'NetworkPolicy' is not supported"):
+    doc["kind"] = "WorkloadEndpoint"
+    with pytest.raises(ManifestError, match="resource type 'WorkloadEndpoint' is not supported"):
         from_dict(doc)
     doc = hep()
     del doc["kind"]

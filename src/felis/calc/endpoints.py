@@ -1,4 +1,5 @@
-"""Which host endpoints are active on this node, and on which interface (reference §4.1)."""
+"""Which host endpoints are active on this node, and on which interface
+(docs/calico-semantics.md#active-host-endpoints)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The chains of each table: static chains, dispatch trees, endpoint chains (reference §5.3–5.10).
+"""The chains of each table: static chains, dispatch trees, endpoint chains.
 
 This follows Calico's iptables layout for host endpoints with felis' names and without the
 workload, tunnel, RPF, DSCP, IPVS and NAT pieces (felis polices host endpoints only). See
@@ -144,7 +144,8 @@ class _Tables:
         self, run: list[PolicyInfo], ingress: bool, untracked: bool
     ) -> tuple[Rule, ...]:
         """Consecutive policies with one selector always apply together, so (like Calico's
-        policy groups, §5.10) they get one shared chain and endpoint chains jump to it once."""
+        policy groups: docs/calico-semantics.md#policy-groups) they get one shared chain and
+        endpoint chains jump to it once."""
         selector = run[0].selector
         name = names.group_chain(selector.canonical, ingress, (p.name for p in run))
         if name not in self.group_chains:
@@ -308,9 +309,9 @@ class _Tables:
         incoming: bool,
         default: str | None,
     ) -> list[Chain]:
-        """Calico's two-level prefix tree (§5.8): interfaces sharing the next character after
-        the common prefix are sent on to a child chain, so a packet meets a few rules per level
-        instead of one per interface."""
+        """Calico's two-level prefix tree (docs/calico-semantics.md#dispatch-by-interface):
+        interfaces sharing the next character after the common prefix are sent on to a child
+        chain, so a packet meets a few rules per level instead of one per interface."""
         targets = dict(sorted(entries))
         default_rules = [Rule(action=Goto(default))] if default else []
 
@@ -519,7 +520,8 @@ class _Tables:
                 (
                     self.clear_all(),
                     # "Only if not DNAT'd", written so nft and iptables agree on untracked
-                    # packets (reference §6.0a): never a negated ct-status match.
+                    # packets: never a negated ct-status match
+                    # (docs/calico-semantics.md#untracked-packets-and-dnat-tests).
                     Rule(Match(ct_dnat=True), Return(), "DNAT: policed in mangle POSTROUTING"),
                     Rule(action=Jump(names.TO_HOST_ENDPOINT)),
                     self.accepted(Accept(), accepted_comment),

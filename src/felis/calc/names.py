@@ -1,4 +1,4 @@
-"""Kernel names felis gives its chains and IP sets (reference §5.1, §3.5, §5.14 item 7).
+"""Kernel names felis gives its chains and IP sets (docs/dataplane.md#names).
 
 Names follow Calico's schemes with felis' prefix, so that a reader who knows Calico recognises
 them and so that the 28-character iptables limit (and 31 for ipset) is never exceeded: a name

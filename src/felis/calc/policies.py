@@ -1,4 +1,5 @@
-"""Which policies apply to a host endpoint, in which class and order (reference §4.2, §4.3)."""
+"""Which policies apply to a host endpoint, in which class and order
+(docs/calico-semantics.md#classes and #ordering)."""
 
 from __future__ import annotations
 

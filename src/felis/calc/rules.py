@@ -1,4 +1,4 @@
-"""One policy direction → one policy chain, per IP family (reference §5.9, §3.7, §4.7).
+"""One policy direction → one policy chain, per IP family (docs/dataplane.md#policy-chains).
 
 Calico's iptables renderer needs "match blocks" of scratch-mark rules because one iptables rule
 holds one source net and one multiport match. The IR has no such limits (a list of nets becomes

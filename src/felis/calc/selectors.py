@@ -1,5 +1,6 @@
 """The one selector Calico evaluates for a policy, or for a rule side, once its namespace and
-service-account selectors are folded in (reference §3.7).
+service-account selectors are folded in
+(docs/calico-semantics.md#namespace-and-service-account-selectors).
 
 Pods carry their namespace's labels as `pcns.<label>` and their service account's as
 `pcsa.<label>`, next to `projectcalico.org/namespace` and `projectcalico.org/serviceaccount`.

@@ -1,6 +1,6 @@
 """IP sets for the iptables backend: `ipset restore` input, and `ipset save` read back.
 
-Sets are written in two steps around the table writes (reference §5.11): create and fill before
+Sets are written in two steps around the table writes: create and fill before
 iptables-restore (so new rules find their sets), destroy obsolete ones after (once no rule refers
 to them). `ipset restore` is not transactional, so an existing set is never flushed and refilled:
 the delta adds the missing members first, then deletes the surplus ones.

@@ -193,7 +193,7 @@ _IP_PART = (terms.Net, terms.Iface, terms.Protocol)
 
 def render_match(match: Match, family: Family) -> list[str]:
     """Match text as iptables-save prints it: the fixed header (addresses, interfaces,
-    protocol), then the `-m` matches in Calico's order (reference §5.9 step 3)."""
+    protocol), then the `-m` matches in Calico's order (docs/calico-semantics.md#match-order)."""
     header, matches = _render_match(match, family)
     return [*header, *matches]
 

@@ -162,7 +162,8 @@ def _ct_states(term: terms.CtStates, family: Family) -> str:
 def _ct_dnat(term: terms.CtDnat, family: Family) -> str:
     if term.negated:
         # `ct status != dnat` never matches an untracked packet, unlike iptables'
-        # `! --ctstate DNAT` (reference §6.0a); calc must express it as dnat → return.
+        # `! --ctstate DNAT`; calc must express it as dnat → return
+        # (docs/calico-semantics.md#untracked-packets-and-dnat-tests).
         raise DataplaneRenderError(
             "a `not DNAT` match cannot be rendered identically in nftables "
             "(untracked packets); use ct_dnat=True with Return followed by the rule"

@@ -1,6 +1,6 @@
 """What both renderers share: rule identity (hashes), comments, identifier checks, kernel state.
 
-A rule's identity is a chained hash, like Calico's (reference §7.2) but over felis' own input: for
+A rule's identity is a chained hash, like Calico's but over felis' own input: for
 chain C, h0 = SHA-224(C) and hi = SHA-224(h(i-1) || canonical(rule i)), written into the rule's
 comment as `felis:<first 16 chars of base64url(hi)>`. `canonical` is a text form of the IR rule
 itself, not of any backend's syntax, and C is the IR chain name (not the nft layer-prefixed one),

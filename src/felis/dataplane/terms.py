@@ -1,10 +1,11 @@
 """A rule's match as an ordered sequence of typed terms: the one walk both renderers print.
 
-Both backends print a match in the same order (Calico's, reference §5.9 step 3): interfaces, mark,
-conntrack; then the positive tests (protocol; per side source then destination: net, address
-sets, ports, named-port set; ICMP); then the same tests negated, in the same order. `match_terms`
-is that walk, made once; a renderer only says how it spells each kind of term, in a `TermText`
-table, so the two backends cannot drift apart in which fields they print or in what order.
+Both backends print a match in the same order, Calico's (docs/calico-semantics.md#match-order):
+interfaces, mark, conntrack; then the positive tests (protocol; per side source then destination:
+net, address sets, ports, named-port set; ICMP); then the same tests negated, in the same order.
+`match_terms` is that walk, made once; a renderer only says how it spells each kind of term, in a
+`TermText` table, so the two backends cannot drift apart in which fields they print or in what
+order.
 
 Only the fields a match sets become terms: an empty match has none. A term is pure data (no
 backend syntax, no checks); identifiers are checked by the renderers' spellings and by rulehash.

@@ -1,8 +1,9 @@
-"""Selector syntax tree, its canonical printing (reference §3.5) and a plain interpreter.
+"""Selector syntax tree, its canonical printing and a plain interpreter.
 
-The interpreter (``Node.evaluate``) is the readable definition of the semantics table in
-§3.4; ``felis.selector.compile`` turns the same tree into a much faster function and the
-tests check the two agree.
+The interpreter (``Node.evaluate``) is the readable definition of what a selector means
+(docs/calico-semantics.md#selector-meaning); ``felis.selector.compile`` turns the same tree
+into a much faster function and the tests check the two agree. The canonical printing is
+docs/calico-semantics.md#canonical-form-and-ids.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class NotEquals(_LabelValue):
     OP = "!="
 
     def evaluate(self, labels: Mapping[str, str]) -> bool:
-        # Absent label: matches (Calico's rule, §3.4).
+        # Absent label: matches (Calico's rule).
         return self.name not in labels or labels[self.name] != self.value
 
 

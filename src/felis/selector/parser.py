@@ -1,4 +1,4 @@
-"""Recursive-descent parser for the selector grammar (reference §3.2/§3.3)."""
+"""Recursive-descent parser for the selector grammar (docs/calico-semantics.md#selector-syntax)."""
 
 from __future__ import annotations
 

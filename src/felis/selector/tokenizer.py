@@ -1,4 +1,4 @@
-"""Selector tokenizer (reference §3.1).
+"""Selector tokenizer (docs/calico-semantics.md#selector-syntax).
 
 Context matters in Calico's lexer: the word operators (``in``, ``not in``, ``contains``,
 ``starts with``, ``ends with``) exist only directly after a label, and the functions
@@ -142,8 +142,8 @@ def tokenize(text: str) -> list[Token]:
     for bad in ("\n", "\r"):
         where = text.find(bad)
         if where >= 0:
-            # Calico would accept a line break inside a quoted value; the reference (§3.6)
-            # rejects any selector containing one, and no label value can contain it anyway.
+            # Calico would accept a line break inside a quoted value; felis rejects any
+            # selector containing one (docs/cli.md), and no label value can contain it anyway.
             raise SelectorError(text, where, "line breaks are not allowed in a selector")
     tokens: list[Token] = []
     append = tokens.append

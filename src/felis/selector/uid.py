@@ -14,5 +14,5 @@ def make_unique_id(prefix: str, content: str) -> str:
 
 
 def selector_uid(canonical: str) -> str:
-    """The id Felix derives IP set names from; ``canonical`` must be the §3.5 form."""
+    """The id Felix derives IP set names from; ``canonical`` must be the canonical form."""
     return make_unique_id("s", canonical)

@@ -1,4 +1,4 @@
-"""Does one IR `Match` hold for a packet at one point of its walk (reference: spec.py)."""
+"""Does one IR `Match` hold for a packet at one point of its walk (fields as in spec.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Walk a packet through a `DataplaneSpec` the way netfilter runs it (reference §5.11a).
+"""Walk a packet through a `DataplaneSpec` the way netfilter runs it (docs/trace.md).
 
 Per kernel chain, felis' INSERT hooks run first, then other programs' rules (assumed absent: a
 trace only knows felis' IR), then felis' APPEND hooks, then the chain's policy (assumed ACCEPT).

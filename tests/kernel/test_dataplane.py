@@ -7,6 +7,7 @@ Every test builds its own namespaces (node.py), programs the server namespace wi
 from __future__ import annotations
 
 import json
+import time
 
 from harness import wait_until
 from node import (
@@ -309,6 +310,55 @@ def test_negated_namespace_selector_matches_host_endpoints(node: FelisNode) -> N
     node.serve(8080, 9090)
     assert not node.reach(node.client, 8080), "the Deny Calico enforces is enforced"
     assert node.reach(node.client, 9090), "a positive namespace selector matches no host"
+
+
+def test_network_set_member_is_allowed_by_a_namespace_selector_rule(node: FelisNode) -> None:
+    """A NetworkSet's nets are matched by a GlobalNetworkPolicy rule with a namespaceSelector
+    (they carry their namespace as a label, as in Calico); a GlobalNetworkSet's are not, and a
+    NetworkPolicy in the same bundle does nothing to the host."""
+    node.apply(
+        manifest(
+            HEP,
+            f"""
+        apiVersion: projectcalico.org/v3
+        kind: NetworkSet
+        metadata: {{name: partners, namespace: team-a, labels: {{role: partner}}}}
+        spec: {{nets: [{CLIENT_IP}/32]}}
+        """,
+            f"""
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkSet
+        metadata: {{name: global-partners, labels: {{role: global-partner}}}}
+        spec: {{nets: [{CLIENT_IP}/32]}}
+        """,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: namespaced-partners}
+        spec:
+          selector: memcached == 'server'
+          ingress:
+            - action: Allow
+              protocol: TCP
+              source: {namespaceSelector: all(), selector: role == 'partner'}
+              destination: {ports: [8080]}
+            - action: Allow
+              protocol: TCP
+              source: {namespaceSelector: all(), selector: role == 'global-partner'}
+              destination: {ports: [9090]}
+        """,
+            """
+        apiVersion: projectcalico.org/v3
+        kind: NetworkPolicy
+        metadata: {name: deny-everything, namespace: team-a}
+        spec: {selector: all(), types: [Ingress, Egress], ingress: [{action: Deny}]}
+        """,
+        )
+    )
+    node.converge()
+    node.serve(8080, 9090)
+    assert node.reach(node.client, 8080), "the NetworkSet member is allowed"
+    assert not node.reach(node.client, 9090), "a GlobalNetworkSet has no namespace"
 
 
 def test_catch_all_network_set_is_programmed(node: FelisNode) -> None:
@@ -706,3 +756,26 @@ def test_profiles_allow_after_policies_and_lend_their_labels(node: FelisNode) ->
     node.converge()
     assert not node.reach(node.client, 8080), "the missing profile drops before web is reached"
     assert node.reach(node.client, 9090), "policies run first, and web still lends role=web"
+
+
+def test_kernel_events_repair_a_flushed_ruleset_without_waiting_for_a_check(
+    node: FelisNode,
+) -> None:
+    """`nft flush ruleset` (what an nftables.service restart does) removes felis' rules on
+    both backends; the agent hears of it through the kernel's change events and restores them.
+    The periodic check is set to an hour, so only the events can explain the repair."""
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    node.serve(MEMCACHED)
+    node.start_agent("--refresh-interval", "3600")
+    wait_until(
+        lambda: "raw/felis-pi-memcached-server" in node.chain_hashes(),
+        timeout=20,
+        what="the agent's first sync",
+    )
+    desired = node.chain_hashes()
+    flushed = time.monotonic()
+    node.topo.exec(node.server, ["nft", "flush", "ruleset"])
+    wait_until(lambda: node.chain_hashes() == desired, timeout=20, what="repair after a flush")
+    print(f"{node.backend}: unprotected for {(time.monotonic() - flushed) * 1000:.0f} ms")
+    assert node.reach(node.client, MEMCACHED)
+    assert node.conntrack_for_port(MEMCACHED) == []

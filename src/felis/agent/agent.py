@@ -13,20 +13,25 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from felis.agent.nodes import no_endpoints_warning
 from felis.calc import CalcConfig, Calculator, HostInterface, Skipped
+from felis.calc.felixconfig import ConfigOverrides, EffectiveConfig, effective_config
 from felis.dataplane.kernel import ApplyReport, Dataplane
 from felis.dataplane.spec import DataplaneSpec
 from felis.datastore import Datastore, WatchEvent
 from felis.datastore.errors import Compacted, DatastoreError
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource, from_dict
+from felis.model.felixconfig import FelixConfiguration
 
 log = logging.getLogger("felis.agent")
+
+FELIX_KIND = "FelixConfiguration"
 
 InterfaceReader = Callable[[], Sequence[HostInterface]]
 
@@ -35,6 +40,11 @@ InterfaceReader = Callable[[], Sequence[HostInterface]]
 class AgentSettings:
     node: str
     calc: CalcConfig = field(default_factory=CalcConfig)
+    """The built-in settings, under what FelixConfigurations and `environ` set."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """Where `FELIX_…` variables are read (the command line passes the process environment)."""
+    overrides: ConfigOverrides = field(default_factory=ConfigOverrides)
+    """felis' own options, which win over every other source of a setting."""
     batch_window: float = 0.05
     """How long to keep collecting changes after the first one before applying them together."""
     refresh_interval: float = 30.0
@@ -55,6 +65,8 @@ class AgentState:
     applies: int = 0
     apply_errors: int = 0
     drift_repairs: int = 0
+    drift_backoff_seconds: float = 0.0
+    """Set while repairs wait because another program keeps rewriting felis' rules."""
     last_apply_seconds: float = 0.0
     last_error: str = ""
     endpoints: tuple[str, ...] = ()
@@ -73,6 +85,42 @@ class _Stop(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class KernelChanged:
+    """Another program changed what felis owns in the kernel (felis.dataplane.monitor)."""
+
+    changes: tuple[str, ...]
+
+
+Event = WatchEvent | KernelChanged | BaseException
+
+
+@dataclass
+class FightGuard:
+    """Keeps the agent from fighting another program that keeps rewriting felis' rules: after
+    `limit` repairs within `window` seconds, repairs wait, twice as long each time (up to
+    `longest`), until a quiet window resets it. The periodic check still runs."""
+
+    window: float = 10.0
+    limit: int = 3
+    longest: float = 30.0
+    repairs: deque[float] = field(default_factory=deque)
+    backoff: float = 0.0
+    not_before: float = 0.0
+
+    def repaired(self, now: float) -> float:
+        """Record a repair; the back-off now in force (0: none)."""
+        self.repairs.append(now)
+        while self.repairs and self.repairs[0] < now - self.window:
+            self.repairs.popleft()
+        if len(self.repairs) < self.limit:
+            self.backoff = 0.0
+            return 0.0
+        self.backoff = min(self.longest, max(1.0, self.backoff * 2))
+        self.not_before = now + self.backoff
+        return self.backoff
+
+
 class Agent:
     def __init__(
         self,
@@ -89,11 +137,19 @@ class Agent:
         self.read_interfaces = read_interfaces
         self.on_apply = on_apply
         self.state = AgentState()
-        self._calculator = Calculator(settings.node, settings.calc)
+        self._felix: dict[str, FelixConfiguration] = {}
+        """The stored FelixConfigurations, by name: this node's settings come from them."""
+        self._felix_refused: dict[str, str] = {}
+        """FelixConfigurations that could not be read (name → why), reported as skipped."""
+        self.config = self._resolve_config()
+        self._calculator = Calculator(settings.node, self.config.calc)
         self._interfaces: tuple[HostInterface, ...] = ()
         self._hep_nodes: dict[str, str] = {}
         """spec.node of every HostEndpoint, for the warning when none is on our node."""
-        self._events: queue.Queue[WatchEvent | BaseException] = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
+        self._kernel_changes: tuple[str, ...] = ()
+        """Foreign kernel changes reported since the last drift check."""
+        self.fight = FightGuard()
         self.current_spec: DataplaneSpec | None = None
 
     # -- one-shot -----------------------------------------------------------------------------
@@ -105,6 +161,10 @@ class Agent:
         return self._apply(reason="sync")
 
     # -- daemon -------------------------------------------------------------------------------
+
+    def kernel_changed(self, changes: tuple[str, ...]) -> None:
+        """Called (from the monitor's thread) when another program changed felis' rules."""
+        self._events.put(KernelChanged(changes))
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
@@ -131,6 +191,9 @@ class Agent:
                     if changed:
                         self._apply(reason="datastore change")
                 now = time.monotonic()
+                if self._kernel_changes:
+                    # Checked at once, unless another program keeps rewriting our rules.
+                    next_refresh = min(next_refresh, max(now, self.fight.not_before))
                 if now >= next_interfaces:
                     next_interfaces = self._next(self.settings.interface_interval)
                     if self._refresh_interfaces():
@@ -156,9 +219,9 @@ class Agent:
     def _next(interval: float) -> float:
         return time.monotonic() + interval if interval > 0 else float("inf")
 
-    def _consume(self, first: WatchEvent | BaseException, stop: threading.Event) -> bool:
+    def _consume(self, first: Event, stop: threading.Event) -> bool:
         """Apply `first` and every event arriving within the batch window to the calculator."""
-        batch: list[WatchEvent | BaseException] = [first]
+        batch: list[Event] = [first]
         deadline = time.monotonic() + self.settings.batch_window
         while (remaining := deadline - time.monotonic()) > 0:
             try:
@@ -173,6 +236,8 @@ class Agent:
                 changed = True
             elif isinstance(item, BaseException):
                 raise item
+            elif isinstance(item, KernelChanged):
+                self._kernel_changes += item.changes
             else:
                 changed |= self._handle(item)
         if stop.is_set():
@@ -181,6 +246,8 @@ class Agent:
 
     def _handle(self, event: WatchEvent) -> bool:
         self.state.revision = max(self.state.revision, event.revision)
+        if event.kind == FELIX_KIND:
+            return self._felix_event(event)
         if event.type == "DELETED":
             self._calculator.remove(event.kind, event.name)
             if event.kind == "HostEndpoint":
@@ -236,19 +303,66 @@ class Agent:
         self.state.datastore_ok = True
         calculator = Calculator(self.settings.node, self.settings.calc)
         hep_nodes: dict[str, str] = {}
+        self._felix, self._felix_refused = {}, {}
         for obj in listing.items:
             try:
                 resource = from_dict(obj, source="datastore")
             except FelisError as err:
-                log.error("ignoring stored %s: %s", _describe(obj), err)
+                if obj.get("kind") == FELIX_KIND:
+                    self._felix_refused[_name_of(obj)] = str(err)
+                else:
+                    log.error("ignoring stored %s: %s", _describe(obj), err)
+                continue
+            if isinstance(resource, FelixConfiguration):
+                self._felix[resource.metadata.name] = resource
                 continue
             calculator.upsert(resource)
             self._note_node(resource, hep_nodes)
         if self._interfaces:
             calculator.set_interfaces(self._interfaces)
         self._calculator = calculator
+        self._reconfigure(first=True)
         self._hep_nodes = hep_nodes
         self.state.revision = listing.revision
+
+    def _felix_event(self, event: WatchEvent) -> bool:
+        """A FelixConfiguration changed: the node's settings are resolved again. One that
+        cannot be read counts as absent (the next source decides) and is reported skipped."""
+        self._felix.pop(event.name, None)
+        self._felix_refused.pop(event.name, None)
+        if event.type != "DELETED":
+            try:
+                resource = from_dict(event.object, source="datastore")
+            except FelisError as err:
+                self._felix_refused[event.name] = str(err)
+            else:
+                if isinstance(resource, FelixConfiguration):
+                    self._felix[event.name] = resource
+        return self._reconfigure()
+
+    def _resolve_config(self) -> EffectiveConfig:
+        settings = self.settings
+        return effective_config(
+            settings.environ,
+            settings.node,
+            self._felix.values(),
+            backend=self.dataplane.backend,
+            overrides=settings.overrides,
+            base=settings.calc,
+            refused=self._felix_refused,
+        )
+
+    def _reconfigure(self, *, first: bool = False) -> bool:
+        """Resolve the settings again; True when anything about them changed."""
+        config = self._resolve_config()
+        changed = config != self.config
+        if first or config.calc != self.config.calc:
+            log.info("settings: %s", config.summary())
+        self.config = config
+        # The whole new spec is computed before the one apply that programs it, so a new
+        # failsafe list replaces the old one inside each table's transaction, never after it.
+        self._calculator.set_config(config.calc)
+        return changed
 
     @staticmethod
     def _note_node(resource: Resource, hep_nodes: dict[str, str]) -> None:
@@ -265,14 +379,16 @@ class Agent:
 
     def _apply(self, *, reason: str) -> ApplyReport:
         result = self._calculator.result()
-        for warning in result.warnings:
+        warnings = (*self.config.warnings, *result.warnings)
+        for warning in warnings:
             if warning not in self.state.warnings:
                 log.warning("%s", warning)
-        self.state.warnings = tuple(result.warnings)
-        for skipped in result.skipped:
-            if skipped not in self.state.skipped:
-                log.error("%s", skipped)
-        self.state.skipped = tuple(result.skipped)
+        self.state.warnings = warnings
+        skipped = tuple(sorted((*self.config.skipped, *result.skipped)))
+        for item in skipped:
+            if item not in self.state.skipped:
+                log.error("%s", item)
+        self.state.skipped = skipped
         node_warning = no_endpoints_warning(self.settings.node, self._hep_nodes.values()) or ""
         if node_warning and node_warning != self.state.node_warning:
             log.warning("%s", node_warning)
@@ -296,16 +412,35 @@ class Agent:
         return report
 
     def _repair_drift(self) -> None:
+        seen, self._kernel_changes = self._kernel_changes, ()
         differences = self.dataplane.drift(self._calculator.result().spec)
         if not differences:
             return
         log.warning("kernel drifted from the desired state: %s", "; ".join(differences[:5]))
         self.state.drift_repairs += 1
         self._apply(reason="drift repair")
+        backoff = self.fight.repaired(time.monotonic())
+        if backoff:
+            self.state.drift_backoff_seconds = backoff
+            log.warning(
+                "another program keeps changing felis' rules (%d repairs in %.0f s; last: %s); "
+                "waiting %.0f s before the next repair",
+                len(self.fight.repairs),
+                self.fight.window,
+                "; ".join(seen[:3]) or "found by the periodic check",
+                backoff,
+            )
+        else:
+            self.state.drift_backoff_seconds = 0.0
 
     def _note_error(self, what: str, err: Exception) -> None:
         self.state.last_error = f"{what}: {err}"
         log.error("%s failed: %s", what, err)
+
+
+def _name_of(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata")
+    return str(meta.get("name", "?")) if isinstance(meta, dict) else "?"
 
 
 def _describe(obj: dict[str, Any]) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import sys
 import threading
@@ -17,12 +18,14 @@ import typer
 
 from felis.agent.nodes import no_endpoints_warning
 from felis.calc import CalcConfig, compute, parse_failsafe_ports
+from felis.calc.felixconfig import ConfigOverrides, EffectiveConfig, effective_config
 from felis.cli.output import console
 from felis.cli.resources import DatastoreOption, read_datastore
 from felis.dataplane.spec import Family
 from felis.datastore import open_datastore
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource
+from felis.model.felixconfig import FelixConfiguration
 
 
 class Backend(StrEnum):
@@ -63,8 +66,8 @@ FailsafeInOption = Annotated[
     str | None,
     typer.Option(
         "--failsafe-inbound",
-        help="Inbound failsafe ports, Calico syntax (tcp:22,udp:68,...; 'none'); "
-        "default Calico's, or $FELIS_FAILSAFE_INBOUND_HOST_PORTS",
+        help="Inbound failsafe ports, Calico syntax (tcp:22,udp:68,...; 'none'); wins over "
+        "$FELIX_FAILSAFEINBOUNDHOSTPORTS and the FelixConfigurations (docs/configuration.md)",
         envvar="FELIS_FAILSAFE_INBOUND_HOST_PORTS",
         show_default=False,
     ),
@@ -73,7 +76,8 @@ FailsafeOutOption = Annotated[
     str | None,
     typer.Option(
         "--failsafe-outbound",
-        help="Outbound failsafe ports, Calico syntax; default Calico's",
+        help="Outbound failsafe ports, Calico syntax; wins over "
+        "$FELIX_FAILSAFEOUTBOUNDHOSTPORTS and the FelixConfigurations",
         envvar="FELIS_FAILSAFE_OUTBOUND_HOST_PORTS",
         show_default=False,
     ),
@@ -91,6 +95,34 @@ def calc_config(failsafe_inbound: str | None, failsafe_outbound: str | None) -> 
         failsafe_outbound=defaults.failsafe_outbound
         if failsafe_outbound is None
         else parse_failsafe_ports(failsafe_outbound),
+    )
+
+
+def config_overrides(
+    failsafe_inbound: str | None, failsafe_outbound: str | None
+) -> ConfigOverrides:
+    """felis' own failsafe options: above every other source (docs/configuration.md)."""
+    return ConfigOverrides(
+        None if failsafe_inbound is None else parse_failsafe_ports(failsafe_inbound),
+        None if failsafe_outbound is None else parse_failsafe_ports(failsafe_outbound),
+    )
+
+
+def node_config(
+    resources: list[Resource],
+    node: str,
+    backend: Backend,
+    failsafe_inbound: str | None,
+    failsafe_outbound: str | None,
+) -> EffectiveConfig:
+    """NODE's settings as its agent would resolve them from the same objects, this process'
+    `FELIX_…` environment and felis' options."""
+    return effective_config(
+        os.environ,
+        node,
+        [r for r in resources if isinstance(r, FelixConfiguration)],
+        backend=backend.value,
+        overrides=config_overrides(failsafe_inbound, failsafe_outbound),
     )
 
 
@@ -124,10 +156,11 @@ def render(
     """
     resources = read_datastore(datastore)
     empty = node_warning(resources, node, allow_empty=allow_empty)
-    result = compute(resources, node, None, calc_config(failsafe_inbound, failsafe_outbound))
-    for warning in ([empty] if empty else []) + result.warnings:
+    config = node_config(resources, node, backend, failsafe_inbound, failsafe_outbound)
+    result = compute(resources, node, None, config.calc)
+    for warning in ([empty] if empty else []) + [*config.warnings, *result.warnings]:
         typer.echo(f"# warning: {warning}", err=True)
-    for skipped in result.skipped:
+    for skipped in sorted([*config.skipped, *result.skipped]):
         typer.echo(f"# error: {skipped}", err=True)
     families = {
         FamilyChoice.v4: [Family.V4],
@@ -170,6 +203,14 @@ def agent(
         str, typer.Option("--metrics-address", help="Address the metrics server binds")
     ] = "127.0.0.1",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+    kernel_events: Annotated[
+        bool,
+        typer.Option(
+            "--kernel-events/--no-kernel-events",
+            help="Repair another program's changes to felis' rules as they happen "
+            "(nft monitor), not only at the next drift check",
+        ),
+    ] = True,
 ) -> None:
     """Program this host for NODE and keep it converged.
 
@@ -178,20 +219,23 @@ def agent(
     from felis.agent.agent import Agent, AgentSettings
     from felis.agent.interfaces import read_interfaces
     from felis.dataplane.kernel import open_dataplane
+    from felis.dataplane.monitor import KernelMonitor, OwnProcesses
 
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    dataplane = open_dataplane(backend.value)
+    own_processes = OwnProcesses()
+    dataplane = open_dataplane(backend.value, runner=own_processes.runner())
     if cleanup:
         report = dataplane.cleanup()
         typer.echo(f"cleanup: {report.summary()}")
         return
     settings = AgentSettings(
         node=node,
-        calc=calc_config(failsafe_inbound, failsafe_outbound),
+        environ=dict(os.environ),
+        overrides=config_overrides(failsafe_inbound, failsafe_outbound),
         refresh_interval=refresh_interval,
     )
     with closing(open_datastore(datastore)) as store:
@@ -219,9 +263,15 @@ def agent(
             registry, metrics = build_registry(runner, _conntrack_reader())
             runner.on_apply = metrics.observe_apply
             server = serve_metrics(runner, registry, metrics_address, metrics_port)
+        monitor = None
+        if kernel_events:
+            monitor = KernelMonitor(backend.value, own_processes, runner.kernel_changed)
+            monitor.start()
         try:
             runner.run(stop)
         finally:
+            if monitor is not None:
+                monitor.stop()
             if server is not None:
                 server.shutdown()
 
@@ -255,8 +305,8 @@ def status(
 
     resources = read_datastore(datastore)
     empty = node_warning(resources, node, allow_empty=True)
-    config = calc_config(failsafe_inbound, failsafe_outbound)
-    result = compute(resources, node, read_interfaces(), config)
+    config = node_config(resources, node, backend, failsafe_inbound, failsafe_outbound)
+    result = compute(resources, node, read_interfaces(), config.calc)
     dataplane = open_dataplane(backend.value)
     drift = dataplane.drift(result.spec)
     counters = dataplane.counters(result.spec)
@@ -267,8 +317,9 @@ def status(
         "endpoints": list(result.spec.endpoints),
         "in_sync": not drift,
         "drift": drift,
-        "warnings": ([empty] if empty else []) + list(result.warnings),
-        "skipped": [str(skipped) for skipped in result.skipped],
+        "warnings": ([empty] if empty else []) + [*config.warnings, *result.warnings],
+        "skipped": [str(skipped) for skipped in sorted([*config.skipped, *result.skipped])],
+        "settings": config.summary(),
         "conntrack": conntrack,
         "rules": [
             {
@@ -298,6 +349,7 @@ def _print_status(report: dict[str, Any]) -> None:
     state = "in sync" if report["in_sync"] else "DRIFTED: " + "; ".join(report["drift"])
     out.print(f"[bold]{escape(report['node'])}[/] ({report['backend']}): {escape(state)}")
     out.print(escape(f"host endpoints: {', '.join(report['endpoints']) or 'none active'}"))
+    out.print(escape(f"settings: {report['settings']}"))
     ct = report["conntrack"]
     out.print(
         f"conntrack: {ct['entries']}/{ct['max']} entries, drop {ct.get('drop', 0)}, "

@@ -49,7 +49,8 @@ from felis.dataplane.kernel import (
     NftablesDataplane,
     open_dataplane,
 )
-from felis.dataplane.rulehash import clear_memos, expand_rules
+from felis.dataplane.memo import clear_memos
+from felis.dataplane.rule_identity import expand_rules
 from felis.dataplane.spec import DataplaneSpec
 from felis.model import Resource, from_dict
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from harness import Topology, topology, wait_until
 
-from felis.dataplane import iptables, nftables
+from felis.dataplane import iptables, nftables_readback
 from felis.dataplane.ipset import parse_ipset_save
 from felis.dataplane.spec import Family
 
@@ -219,7 +219,7 @@ class FelisNode:
             )
             if proc.returncode != 0:
                 return {}
-            state = nftables.parse_nft_json(proc.stdout, Family.V4)
+            state = nftables_readback.parse_nft_json(proc.stdout, Family.V4)
         else:
             text = self.topo.exec(self.server, ["iptables-save"]).stdout
             state = iptables.IptablesState(tables=iptables.parse_iptables_save(text))
@@ -235,7 +235,7 @@ class FelisNode:
             )
             if proc.returncode != 0:
                 return {}
-            sets = nftables.parse_nft_json(proc.stdout, Family.V4).sets
+            sets = nftables_readback.parse_nft_json(proc.stdout, Family.V4).sets
         else:
             sets = parse_ipset_save(self.topo.exec(self.server, ["ipset", "save"]).stdout)
         return {name: state.members for name, state in sets.items()}

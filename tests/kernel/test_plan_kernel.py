@@ -11,7 +11,7 @@ import textwrap
 from node import CLIENT_HEP, HEP, NODE, SEED_POLICY, FelisNode, manifest
 
 from felis.calc import compute
-from felis.dataplane import iptables, nftables
+from felis.dataplane import iptables, nftables, nftables_readback
 from felis.dataplane.ipset import parse_ipset_save
 from felis.dataplane.spec import Family
 from felis.model import Resource, load_documents
@@ -35,7 +35,10 @@ def real_delta(node: FelisNode, proposed: list[Resource]) -> str:
     ruleset = compute(proposed, NODE).spec.ruleset(Family.V4)
     if node.backend == "nftables":
         proc = node.topo.exec(node.server, ["nft", "-j", "list", "table", "ip", "felis"])
-        return nftables.render_delta(ruleset, nftables.parse_nft_json(proc.stdout, Family.V4)) or ""
+        return (
+            nftables.render_delta(ruleset, nftables_readback.parse_nft_json(proc.stdout, Family.V4))
+            or ""
+        )
     saved = node.topo.exec(node.server, ["iptables-save"]).stdout
     sets = parse_ipset_save(node.topo.exec(node.server, ["ipset", "save"]).stdout)
     state = iptables.IptablesState(tables=iptables.parse_iptables_save(saved), sets=sets)

@@ -38,7 +38,9 @@ from felis.calc.layout import Endpoint, build_tables
 from felis.calc.policies import EndpointPolicies, classify, sort_policies, untracked_ignored
 from felis.calc.rules import RenderedChain, render_policy_chain
 from felis.calc.sources import NetsSource, PortsSource, SetSource
-from felis.dataplane.rulehash import check_chain_alone, check_iface, normalise_members
+from felis.dataplane.identifiers import check_iface
+from felis.dataplane.ir_checks import check_chain_alone
+from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import (
     Chain,
     DataplaneSpec,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from felis.calc import names
 from felis.calc.config import CalcConfig
+from felis.calc.dispatch import dispatch
 from felis.calc.failsafe import failsafe_in_rules, failsafe_out_rules
 from felis.calc.fastpath import FastPath
 from felis.calc.inputs import HepInfo, PolicyInfo
@@ -23,7 +24,6 @@ from felis.dataplane.spec import (
     CtState,
     Drop,
     Family,
-    Goto,
     Hook,
     HookPosition,
     Jump,
@@ -300,44 +300,6 @@ class _Tables:
             rules.append(Rule(action=Return(), comment="Return for accepted forward traffic"))
         return Chain(names.endpoint_chain(prefix, ep.iface), tuple(rules))
 
-    # ------------------------------------------------------------------ dispatch
-
-    def dispatch(
-        self,
-        root: str,
-        entries: Iterable[tuple[str, str]],
-        incoming: bool,
-        default: str | None,
-    ) -> list[Chain]:
-        """Calico's two-level prefix tree (docs/calico-semantics.md#dispatch-by-interface):
-        interfaces sharing the next character after the common prefix are sent on to a child
-        chain, so a packet meets a few rules per level instead of one per interface."""
-        targets = dict(sorted(entries))
-        default_rules = [Rule(action=Goto(default))] if default else []
-
-        def goto(iface: str, target: str) -> Rule:
-            match = Match(in_iface=iface) if incoming else Match(out_iface=iface)
-            return Rule(match, Goto(target))
-
-        if not targets:
-            return [Chain(root, tuple(default_rules))]
-        common = _common_prefix(list(targets))
-        groups: dict[str, list[str]] = {}
-        for iface in targets:
-            groups.setdefault(iface[: len(common) + 1], []).append(iface)
-        root_rules: list[Rule] = []
-        chains: list[Chain] = []
-        for key, members in groups.items():
-            if len(members) == 1:
-                root_rules.append(goto(members[0], targets[members[0]]))
-                continue
-            child = names.dispatch_child(root, key[-1])
-            root_rules.append(goto(key + "+", child))
-            child_rules = [goto(m, targets[m]) for m in members] + default_rules
-            chains.append(Chain(child, tuple(child_rules)))
-        chains.insert(0, Chain(root, tuple(root_rules + default_rules)))
-        return chains
-
     # ------------------------------------------------------------------ tables
 
     def raw(self) -> tuple[list[Chain], tuple[Hook, ...]]:
@@ -367,7 +329,7 @@ class _Tables:
             (names.TO_HOST_ENDPOINT, names.TO_HOST_PREFIX, False),
         ):
             entries = [(ep.iface, names.endpoint_chain(prefix, ep.iface)) for ep in untracked]
-            chains += self.dispatch(root, entries, incoming, None)
+            chains += dispatch(root, entries, incoming, None)
         for ep in untracked:
             chains += [self.untracked_chain(ep, True), self.untracked_chain(ep, False)]
         chains += [self.untracked_deny(True), self.untracked_deny(False), self.untracked_accept()]
@@ -450,13 +412,13 @@ class _Tables:
         star_to = (
             names.endpoint_chain(names.TO_HOST_PREFIX, star.iface) if star is not None else None
         )
-        chains += self.dispatch(
+        chains += dispatch(
             names.FROM_HOST_ENDPOINT,
             [(ep.iface, names.endpoint_chain(names.FROM_HOST_PREFIX, ep.iface)) for ep in pre_dnat],
             True,
             star_from,
         )
-        chains += self.dispatch(
+        chains += dispatch(
             names.TO_HOST_ENDPOINT,
             [
                 (ep.iface, names.endpoint_chain(names.TO_HOST_PREFIX, ep.iface))
@@ -538,7 +500,7 @@ class _Tables:
         ):
             default = names.endpoint_chain(prefix, star.iface) if star is not None else None
             entries = [(ep.iface, names.endpoint_chain(prefix, ep.iface)) for ep in everyone]
-            chains += self.dispatch(root, entries, incoming, default)
+            chains += dispatch(root, entries, incoming, default)
         if star is not None:
             everyone.append(star)
         for ep in everyone:
@@ -582,14 +544,6 @@ def _same_selector_runs(policies: Iterable[PolicyInfo]) -> list[list[PolicyInfo]
         else:
             runs.append([policy])
     return runs
-
-
-def _common_prefix(words: list[str]) -> str:
-    first, last = min(words), max(words)
-    size = 0
-    while size < min(len(first), len(last)) and first[size] == last[size]:
-        size += 1
-    return first[:size]
 
 
 def reachable(chains: Mapping[str, Chain], roots: Iterable[str]) -> dict[str, Chain]:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from felis.dataplane.rulehash import (
-    DataplaneRenderError,
-    SetState,
-    check_set_name,
+from felis.dataplane.identifiers import DataplaneRenderError, check_set_name
+from felis.dataplane.kernel_state import SetState, set_kind_conflicts
+from felis.dataplane.set_members import (
     normalise_member,
     normalise_members,
-    set_kind_conflicts,
     sorted_members,
     sorted_normal_members,
 )

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from felis.dataplane import terms
+from felis.dataplane.identifiers import DataplaneRenderError, check_iface, protocol_name
 from felis.dataplane.ipset import (
     SET_NAME_PREFIX,
     obsolete_sets,
@@ -34,28 +35,26 @@ from felis.dataplane.ipset import (
     render_ipset_full,
     render_ipset_update,
 )
-from felis.dataplane.rulehash import (
+from felis.dataplane.ir_checks import check_ruleset
+from felis.dataplane.kernel_state import (
     ChainState,
-    DataplaneRenderError,
-    IdentityMemo,
     KernelRule,
     SetState,
     TableState,
-    chain_kernel_rules,
     chain_state,
-    check_iface,
-    check_ruleset,
     desired_hooks,
     dirty_chains,
     hook_hashes,
     hooks_in_place,
-    normalise_members,
+)
+from felis.dataplane.memo import IdentityMemo, register_memo
+from felis.dataplane.rule_identity import (
+    chain_kernel_rules,
     normalise_ports,
     port_chunks,
-    protocol_name,
-    register_memo,
     rule_comment,
 )
+from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import (
     CHAIN_PREFIX,
     TABLE_ORDER,

@@ -29,9 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from felis.dataplane import iptables, nftables
+from felis.dataplane import iptables, nftables, nftables_readback
 from felis.dataplane.ipset import parse_ipset_save
-from felis.dataplane.rulehash import chain_hashes, desired_hooks, expand_rules, hook_hashes
+from felis.dataplane.kernel_state import desired_hooks, hook_hashes
+from felis.dataplane.rule_identity import chain_hashes, expand_rules
 from felis.dataplane.spec import NFT_TABLE, DataplaneSpec, Family, Ruleset, Table
 from felis.errors import FelisError
 from felis.sysexec import CommandError, Runner, run
@@ -332,28 +333,30 @@ _NftWork = list[tuple[Family, str, str]]
 """[(family, transaction, description)] of the families whose table differs."""
 
 
-class NftablesDataplane(_RememberingDataplane[nftables.NftState, _NftWork]):
+class NftablesDataplane(_RememberingDataplane[nftables_readback.NftState, _NftWork]):
     """Our own `ip felis` / `ip6 felis` tables, both written by one `nft -f` transaction."""
 
     backend = "nftables"
 
-    def _read(self, family: Family) -> nftables.NftState:
-        argv = ["nft", "-j", "list", "table", nftables.nft_family(family), NFT_TABLE]
+    def _read(self, family: Family) -> nftables_readback.NftState:
+        argv = ["nft", "-j", "list", "table", nftables_readback.nft_family(family), NFT_TABLE]
         proc = self.runner(argv, netns=self.netns, check=False)
         if proc.returncode != 0:
             if "No such file or directory" in proc.stderr:
-                return nftables.NftState()
+                return nftables_readback.NftState()
             raise CommandError(argv, proc.returncode, proc.stderr, netns=self.netns)
-        return nftables.parse_nft_json(proc.stdout, family)
+        return nftables_readback.parse_nft_json(proc.stdout, family)
 
-    def _read_all(self, families: Sequence[Family]) -> dict[Family, nftables.NftState]:
+    def _read_all(self, families: Sequence[Family]) -> dict[Family, nftables_readback.NftState]:
         if len(families) < 2:
             return {family: self._read(family) for family in families}
         with ThreadPoolExecutor(max_workers=len(families)) as pool:
             futures = {family: pool.submit(self._read, family) for family in families}
         return {family: future.result() for family, future in futures.items()}
 
-    def _plan(self, spec: DataplaneSpec, states: Mapping[Family, nftables.NftState]) -> _NftWork:
+    def _plan(
+        self, spec: DataplaneSpec, states: Mapping[Family, nftables_readback.NftState]
+    ) -> _NftWork:
         out: _NftWork = []
         for family in FAMILIES:
             state = states[family]
@@ -368,13 +371,13 @@ class NftablesDataplane(_RememberingDataplane[nftables.NftState, _NftWork]):
         return out
 
     def _state_after(
-        self, spec: DataplaneSpec, states: Mapping[Family, nftables.NftState]
-    ) -> dict[Family, nftables.NftState]:
+        self, spec: DataplaneSpec, states: Mapping[Family, nftables_readback.NftState]
+    ) -> dict[Family, nftables_readback.NftState]:
         # Our table holds exactly the ruleset, whatever it held before; no ruleset, no table.
         return {
             family: nftables.state_after(ruleset)
             if (ruleset := spec.rulesets.get(family)) is not None
-            else nftables.NftState()
+            else nftables_readback.NftState()
             for family in FAMILIES
         }
 

@@ -8,7 +8,8 @@ net, address sets, ports, named-port set; ICMP); then the same tests negated, in
 order.
 
 Only the fields a match sets become terms: an empty match has none. A term is pure data (no
-backend syntax, no checks); identifiers are checked by the renderers' spellings and by rulehash.
+backend syntax, no checks); identifiers are checked by the renderers' spellings and by the
+`identifiers` module.
 """
 
 from __future__ import annotations

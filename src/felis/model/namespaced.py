@@ -29,7 +29,8 @@ from felis.model.resources import (
     _Model,
     _Resource,
 )
-from felis.model.validate import KIND_RULES, KindRules, Problem
+from felis.model.validate import KIND_RULES, KindRules
+from felis.model.validate_meta import Problem, _q
 
 DEFAULT_NAMESPACE: Final = "default"
 
@@ -104,8 +105,7 @@ def check_namespace(meta: ObjectMeta, problems: list[Problem]) -> None:
             "starting and ending with an alphanumeric character"
         )
     problems.extend(
-        ("metadata.namespace", f"invalid namespace '{_validate._q(namespace)}': {r}")
-        for r in reasons
+        ("metadata.namespace", f"invalid namespace '{_q(namespace)}': {r}") for r in reasons
     )
 
 
@@ -127,7 +127,7 @@ def check_network_policy_spec(spec: NetworkPolicySpec, problems: list[Problem]) 
         problems.append(
             (
                 "spec.tier",
-                f"invalid tier name '{_validate._q(spec.tier)}': must be a valid resource name",
+                f"invalid tier name '{_q(spec.tier)}': must be a valid resource name",
             )
         )
     _validate._check_selector(spec.selector, "spec.selector", problems, no_global=True)

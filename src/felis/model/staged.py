@@ -27,7 +27,8 @@ from felis.model.namespaced import (
     network_policy_name_reasons,
 )
 from felis.model.resources import GlobalNetworkPolicySpec, PolicyType, Str, _Model, _Resource
-from felis.model.validate import KIND_RULES, KindRules, Problem
+from felis.model.validate import KIND_RULES, KindRules
+from felis.model.validate_meta import Problem
 from felis.model.values import Port
 
 StagedAction = Literal["Set", "Delete", "Learn", "Ignore"]

@@ -9,14 +9,13 @@ docs/calico-semantics.md#validation (metadata, policy, rules, entity rules, host
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from felis.model import checks
-from felis.model.paths import join, printable
+from felis.model.paths import join
+from felis.model.validate_meta import Problem, _is_rfc3339, _q, check_annotations, check_labels
 
 if TYPE_CHECKING:
     from felis.model.resources import (
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     )
     from felis.model.values import Port, Protocol
 
-Problem = tuple[str, str]
 
 TIER_LABEL = "projectcalico.org/tier"
 NAMESPACE_LABEL = "projectcalico.org/namespace"
@@ -52,14 +50,6 @@ BUILTIN_TIERS: dict[str, tuple[float, str]] = {
     "default": (1000000.0, "Deny"),
     "kube-baseline": (10000000.0, "Pass"),
 }
-
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def _q(value: object) -> str:
-    return printable(str(value))
 
 
 def _no_defaults(resource: Any) -> None:
@@ -188,50 +178,6 @@ def _check_metadata(meta: ObjectMeta, kind: str, problems: list[Problem]) -> Non
             problems.append((f"metadata.{field}", f"invalid RFC3339 time '{_q(stamp)}'"))
     check_labels(meta.labels, "metadata.labels", problems)
     check_annotations(meta.annotations, "metadata.annotations", problems)
-
-
-def _is_rfc3339(text: str) -> bool:
-    if not _RFC3339.fullmatch(text):
-        return False
-    try:
-        datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
-    except ValueError:
-        return False
-    return True
-
-
-def check_labels(labels: dict[str, str], path: str, problems: list[Problem]) -> None:
-    """Labels (docs/calico-semantics.md#metadata): keys are qualified names, values label values."""
-    for key, value in labels.items():
-        key_path = join(path, key)
-        problems.extend(
-            (key_path, f"invalid label key: {r}") for r in checks.qualified_name_reasons(key)
-        )
-        problems.extend(
-            (key_path, f"invalid label value '{_q(value)}': {r}")
-            for r in checks.label_value_reasons(value)
-        )
-
-
-def check_annotations(annotations: dict[str, str], path: str, problems: list[Problem]) -> None:
-    """Annotations (docs/calico-semantics.md#metadata): keys are qualified names once lower-cased;
-    keys+values at most 256 KiB."""
-    total = 0
-    for key, value in annotations.items():
-        problems.extend(
-            (join(path, key), f"invalid annotation key: {r}")
-            for r in checks.qualified_name_reasons(key.lower())
-        )
-        total += len(key.encode("utf-8", "surrogatepass"))
-        total += len(value.encode("utf-8", "surrogatepass"))
-    if total > checks.ANNOTATIONS_MAX_BYTES:
-        problems.append(
-            (
-                path,
-                "total size of annotations is too large by "
-                f"{total - checks.ANNOTATIONS_MAX_BYTES} bytes",
-            )
-        )
 
 
 # --------------------------------------------------------------------------- GlobalNetworkPolicy

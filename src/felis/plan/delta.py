@@ -13,18 +13,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from felis.dataplane import iptables, nftables
-from felis.dataplane.rulehash import (
+from felis.dataplane import iptables, nftables, nftables_readback
+from felis.dataplane.kernel_state import (
     ChainState,
     KernelRule,
     SetState,
     TableState,
-    chain_hashes,
     desired_hooks,
-    expand_rules,
     hook_hashes,
-    normalise_members,
 )
+from felis.dataplane.rule_identity import chain_hashes, expand_rules
+from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import DataplaneSpec, Family, Ruleset, Table
 
 FAMILIES = (Family.V4, Family.V6)
@@ -75,11 +74,11 @@ def iptables_state(ruleset: Ruleset | None) -> iptables.IptablesState:
     return iptables.IptablesState(tables=_tables(ruleset, with_text=True), sets=_sets(ruleset))
 
 
-def nft_state(ruleset: Ruleset | None) -> nftables.NftState:
+def nft_state(ruleset: Ruleset | None) -> nftables_readback.NftState:
     """What `nft -j list table` would read back after programming `ruleset`."""
     if ruleset is None:
-        return nftables.NftState()
-    return nftables.NftState(
+        return nftables_readback.NftState()
+    return nftables_readback.NftState(
         exists=True, tables=_tables(ruleset, with_text=False), sets=_sets(ruleset)
     )
 

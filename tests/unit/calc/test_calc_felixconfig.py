@@ -21,7 +21,7 @@ from felis.calc.config import DEFAULT_LOG_PREFIX
 from felis.calc.felixconfig import PARAMS, ConfigOverrides, effective_config
 from felis.calc.hooks import place_hooks
 from felis.dataplane import iptables
-from felis.dataplane.rulehash import hooks_in_place
+from felis.dataplane.kernel_state import hooks_in_place
 from felis.dataplane.spec import Family, HookPosition, MarkBits, Table
 from felis.model import from_dict
 from felis.model.felixconfig import HONOURED_FIELDS, SPEC_FIELDS, FelixConfiguration

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pytest
 from ir_fixtures import PI, seed_ruleset, with_chain
 
-from felis.dataplane import iptables, nftables
+from felis.dataplane import iptables, nftables, nftables_readback
 from felis.dataplane.kernel import IptablesDataplane, NftablesDataplane
 from felis.dataplane.spec import (
     Accept,
@@ -110,8 +110,8 @@ def restore_text(ruleset: Ruleset, state: iptables.IptablesState) -> str:
     return iptables.render_delta(ruleset, state).restore
 
 
-def nft_delta(ruleset: Ruleset, state: nftables.NftState | None = None) -> str:
-    text = nftables.render_delta(ruleset, state or nftables.NftState())
+def nft_delta(ruleset: Ruleset, state: nftables_readback.NftState | None = None) -> str:
+    text = nftables.render_delta(ruleset, state or nftables_readback.NftState())
     assert text is not None
     return text
 

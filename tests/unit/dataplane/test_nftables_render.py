@@ -26,7 +26,7 @@ from ir_fixtures import (
 )
 from test_iptables_render import check_golden
 
-from felis.dataplane import nftables, rulehash
+from felis.dataplane import nftables, nftables_readback, spec
 from felis.dataplane.spec import (
     Chain,
     Family,
@@ -68,7 +68,7 @@ class NftSim:
     """Applies our `nft -f` statements to a model of one table and prints `nft -j` JSON."""
 
     def __init__(self, family: Family) -> None:
-        self.fam = nftables.nft_family(family)
+        self.fam = nftables_readback.nft_family(family)
         self.exists = False
         self.chains: dict[str, list[tuple[int, str]]] = {}
         self.base: dict[str, str] = {}
@@ -83,7 +83,7 @@ class NftSim:
         return any(re.search(pattern, text) for rules in self.chains.values() for _, text in rules)
 
     def apply(self, text: str) -> None:
-        prefix = f"{self.fam} {rulehash.CHAIN_PREFIX[:-1]}"
+        prefix = f"{self.fam} {spec.CHAIN_PREFIX[:-1]}"
         for line in text.splitlines():
             if not line:
                 continue
@@ -171,8 +171,10 @@ class NftSim:
                 items.append({"rule": rule})
         return json.dumps({"nftables": items})
 
-    def state(self) -> nftables.NftState:
-        return nftables.parse_nft_json(self.json(), Family.V4 if self.fam == "ip" else Family.V6)
+    def state(self) -> nftables_readback.NftState:
+        return nftables_readback.parse_nft_json(
+            self.json(), Family.V4 if self.fam == "ip" else Family.V6
+        )
 
 
 def fresh(ruleset: Ruleset) -> NftSim:

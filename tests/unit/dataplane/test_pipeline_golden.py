@@ -27,7 +27,7 @@ import pytest
 from felis import sysexec
 from felis.calc import compute
 from felis.dataplane import iptables, nftables
-from felis.dataplane.rulehash import clear_memos
+from felis.dataplane.memo import clear_memos
 from felis.dataplane.spec import DataplaneSpec, Family, SetKind, Table
 from felis.model import load_documents
 

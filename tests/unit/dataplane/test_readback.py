@@ -13,7 +13,7 @@ import pytest
 from ir_fixtures import PI, all_rulesets, seed_ruleset, without_ingress_policy
 
 from felis.calc import compute
-from felis.dataplane import iptables, nftables, rulehash
+from felis.dataplane import iptables, nftables, nftables_readback, rule_identity, set_members
 from felis.dataplane.ipset import parse_ipset_save
 from felis.dataplane.spec import Family, IpSet, Ruleset, SetKind, Table
 from felis.errors import FelisError
@@ -186,7 +186,7 @@ NFT_JSON = {
 
 
 def test_parse_nft_json() -> None:
-    state = nftables.parse_nft_json(json.dumps(NFT_JSON), Family.V4)
+    state = nftables_readback.parse_nft_json(json.dumps(NFT_JSON), Family.V4)
     assert state.exists
     raw = state.tables[Table.RAW]
     assert raw.chains["PREROUTING"].hashes == ("AAAAAAAAAAAAAAAA",)
@@ -207,11 +207,11 @@ def test_parse_nft_json() -> None:
 
 
 def test_parse_nft_json_edge_cases() -> None:
-    assert nftables.parse_nft_json("", Family.V4) == nftables.NftState()
+    assert nftables_readback.parse_nft_json("", Family.V4) == nftables_readback.NftState()
     with pytest.raises(FelisError):
-        nftables.parse_nft_json("{not json", Family.V4)
+        nftables_readback.parse_nft_json("{not json", Family.V4)
     # The v6 table is not read as v4.
-    assert not nftables.parse_nft_json(json.dumps(NFT_JSON), Family.V6).exists
+    assert not nftables_readback.parse_nft_json(json.dumps(NFT_JSON), Family.V6).exists
 
 
 @pytest.mark.parametrize(
@@ -225,7 +225,7 @@ def test_catch_all_member_is_written_as_two_halves(
     family: Family, kind: SetKind, catch_all: str, listed: list[str]
 ) -> None:
     # ipset refuses a zero prefix length; the halves are the normal form for both backends.
-    want = rulehash.normalise_members(kind, [catch_all, *listed[:1]], family)
+    want = set_members.normalise_members(kind, [catch_all, *listed[:1]], family)
     assert want == frozenset(listed)
     settype = "hash:net" if kind is SetKind.NET else "hash:net,port"
     inet = "inet" if family is Family.V4 else "inet6"
@@ -237,11 +237,11 @@ def test_catch_all_member_is_written_as_two_halves(
 
 def test_unspecified_address_is_left_out_of_ip_port_sets() -> None:
     # ipset refuses it in hash:ip,port; both backends leave it out alike.
-    v4 = rulehash.normalise_members(
+    v4 = set_members.normalise_members(
         SetKind.IP_PORT, ["0.0.0.0,tcp:80", "10.0.0.1,tcp:80"], Family.V4
     )
     assert v4 == frozenset({"10.0.0.1,tcp:80"})
-    v6 = rulehash.normalise_members(SetKind.IP_PORT, ["::,tcp:80", "::1,udp:53"], Family.V6)
+    v6 = set_members.normalise_members(SetKind.IP_PORT, ["::,tcp:80", "::1,udp:53"], Family.V6)
     assert v6 == frozenset({"::1,udp:53"})
 
 
@@ -269,7 +269,7 @@ def test_catch_all_reads_back_from_nft_however_listed(elements: list[object]) ->
             },
         ]
     }
-    state = nftables.parse_nft_json(json.dumps(doc), Family.V4)
+    state = nftables_readback.parse_nft_json(json.dumps(doc), Family.V4)
     assert state.sets["felis4-s-a"].members == frozenset({"0.0.0.0/1", "128.0.0.0/1"})
 
 
@@ -369,7 +369,9 @@ def test_round_trip_through_the_kernel(name: str, tmp_path: Path) -> None:
         sets=parse_ipset_save((tmp_path / "dump.ipset").read_text()),
     )
     assert iptables.render_delta(ruleset, ipt_state).empty
-    nft_state = nftables.parse_nft_json((tmp_path / "dump.json").read_text(), ruleset.family)
+    nft_state = nftables_readback.parse_nft_json(
+        (tmp_path / "dump.json").read_text(), ruleset.family
+    )
     assert nftables.render_delta(ruleset, nft_state) is None
     # The two backends agree on every chain's hash list.
     for table, spec in ruleset.tables.items():
@@ -388,7 +390,7 @@ def test_round_trip_through_hand_written_dump() -> None:
     ruleset = seed_ruleset()
     text = iptables.render_full(ruleset).tables[Table.RAW]
     hashes = {
-        name: rulehash.chain_hashes(name, rulehash.expand_rules(chain.rules))
+        name: rule_identity.chain_hashes(name, rule_identity.expand_rules(chain.rules))
         for name, chain in ruleset.tables[Table.RAW].chains.items()
     }
     lines = ["*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]"]
@@ -447,8 +449,10 @@ def test_deltas_apply_to_a_real_kernel() -> None:
             sets=parse_ipset_save(run("ipset", "save")),
         )
 
-    def nft_state() -> nftables.NftState:
-        return nftables.parse_nft_json(run("nft", "-j", "list", "table", "ip", "felis"), Family.V4)
+    def nft_state() -> nftables_readback.NftState:
+        return nftables_readback.parse_nft_json(
+            run("nft", "-j", "list", "table", "ip", "felis"), Family.V4
+        )
 
     try:
         seed = seed_ruleset()

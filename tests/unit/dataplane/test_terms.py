@@ -9,7 +9,8 @@ import pytest
 from ir_fixtures import ACCEPT, PASS, TCP, UDP, all_rulesets, ports, seed_ruleset
 
 from felis.dataplane import iptables, nftables, terms
-from felis.dataplane.rulehash import clear_memos, expand_rules
+from felis.dataplane.memo import clear_memos
+from felis.dataplane.rule_identity import expand_rules
 from felis.dataplane.spec import CtState, Family, IcmpMatch, Match, PortRange, Ruleset, Table
 from felis.dataplane.terms import (
     AddrSet,

@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -31,15 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from felis.datastore import open_datastore
 from felis.model import from_dict, to_dict
-from workloads import big_cluster
+from workloads import agent_in_namespace, big_cluster
 
 NODE = "bench-node"
 SERVER_IP = "198.18.0.1"
-SYNC_DEADLINE = 120.0
-
-
-def _run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=60)
 
 
 def _seed(url: str) -> None:
@@ -57,38 +51,8 @@ def _timed(argv: list[str]) -> float:
 
 def _synced(url: str, backend: str) -> float:
     """Seconds from spawning the agent in a fresh namespace to its `sync:` log line."""
-    ns = f"felis-bench-{secrets.token_hex(3)}"
-    _run("ip", "netns", "add", ns)
-    process: subprocess.Popen[str] | None = None
-    try:
-        _run("ip", "-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
-        _run("ip", "-n", ns, "addr", "add", f"{SERVER_IP}/24", "dev", "eth0")
-        for link in ("lo", "eth0", "peer0"):
-            _run("ip", "-n", ns, "link", "set", link, "up")
-        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "felis", "agent"]
-        argv += ["--node", NODE, "--backend", backend, "--datastore", url]
-        argv += ["--log-level", "info"]
-        began = time.perf_counter()
-        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
-        assert process.stderr is not None
-        deadline = began + SYNC_DEADLINE
-        seen = []
-        for line in process.stderr:  # the agent logs to stderr, one line per event
-            if " sync: " in line:
-                return time.perf_counter() - began
-            seen.append(line)
-            if time.perf_counter() > deadline:
-                break
-        raise RuntimeError(f"agent never reported its sync: {''.join(seen[-5:])}")
-    finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+    with agent_in_namespace(NODE, SERVER_IP, url, backend) as agent:
+        return agent.synced_after
 
 
 def main() -> None:

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
+
+SYNC_DEADLINE = 120.0
 
 
 def big_cluster(local_node: str, local_ip: str, spread: int) -> list[dict[str, Any]]:
@@ -57,3 +66,63 @@ def big_cluster(local_node: str, local_ip: str, spread: int) -> list[dict[str, A
             }
         )
     return objects
+
+
+@dataclass
+class RunningAgent:
+    ns: str
+    process: subprocess.Popen[str]
+    synced_after: float
+    """Seconds from spawning the agent to its `sync:` log line (kernel programmed)."""
+
+
+def _ip(*argv: str) -> None:
+    subprocess.run(["ip", *argv], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def agent_in_namespace(
+    node: str, address: str, url: str, backend: str, *extra: str
+) -> Iterator[RunningAgent]:
+    """`felis agent` in a fresh network namespace whose `eth0` (a veth with its peer in the
+    same namespace) has `address`; yields once the agent reports its first sync. The agent's
+    log is not read afterwards; it is discarded. The namespace and agent go on exit."""
+    ns = f"felis-bench-{secrets.token_hex(3)}"
+    _ip("netns", "add", ns)
+    process: subprocess.Popen[str] | None = None
+    try:
+        _ip("-n", ns, "link", "add", "eth0", "type", "veth", "peer", "name", "peer0")
+        _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        for link in ("lo", "eth0", "peer0"):
+            _ip("-n", ns, "link", "set", link, "up")
+        argv = ["ip", "netns", "exec", ns, sys.executable, "-m", "felis", "agent"]
+        argv += ["--node", node, "--backend", backend, "--datastore", url, *extra]
+        began = time.perf_counter()
+        process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:  # the agent logs to stderr, one line per event
+            if " sync: " in line:
+                break
+            seen.append(line)
+            if time.perf_counter() > began + SYNC_DEADLINE:
+                raise RuntimeError(f"agent never reported its sync: {''.join(seen[-5:])}")
+        else:
+            raise RuntimeError(f"agent ended before its sync: {''.join(seen[-5:])}")
+        synced = time.perf_counter() - began
+        # Nobody reads the log from here on: a full pipe would stall the agent.
+        drain = subprocess.Popen(["cat"], stdin=process.stderr, stdout=subprocess.DEVNULL)
+        try:
+            yield RunningAgent(ns, process, synced)
+        finally:
+            drain.kill()
+            drain.wait()
+    finally:
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)

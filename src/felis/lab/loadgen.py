@@ -11,24 +11,18 @@ Both print one JSON object per line: `{"type": "interval"|"summary", "t", "compl
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-from felis import sysexec
-from felis.lab import netns as ns
+from felis import compiled, sysexec
 from felis.lab.errors import LabCommandError, LabError
 from felis.lab.safety import require_lab_address
 
 SOURCE_NAME = "loadgen.c"
-COMPILE_TIMEOUT = 300.0
 """Seconds a compile may take; generous, as the machine may be busy with a run."""
 EXIT_TIMEOUT = 30.0
 """Seconds the client may take to exit once it has closed its output."""
@@ -111,45 +105,30 @@ def parse_report_line(line: str) -> LoadReport | None:
         raise LabError(f"load generator printed an unreadable line: {line[:80]!r}") from exc
 
 
-def cache_dir() -> Path:
-    if env := os.environ.get("FELIS_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "felis"
-
-
 def source_bytes() -> bytes:
-    return (resources.files("felis.lab") / SOURCE_NAME).read_bytes()
+    return compiled.source_bytes("felis.lab", SOURCE_NAME)
 
 
 def binary_path(cache: Path | None = None) -> Path:
-    digest = hashlib.sha256(source_bytes()).hexdigest()[:16]
-    return (cache or cache_dir()) / f"loadgen-{digest}"
+    return compiled.output_path("felis.lab", SOURCE_NAME, "loadgen", cache)
 
 
 def build(cache: Path | None = None, compiler: str | None = None) -> Path | None:
     """Path of the compiled C client, compiling it if needed; None when there is no compiler."""
-    target = binary_path(cache)
-    if target.is_file() and os.access(target, os.X_OK):
-        return target
     cc = compiler or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".build-") as tmp:
-        src = Path(tmp) / SOURCE_NAME
-        src.write_bytes(source_bytes())
-        out = Path(tmp) / "loadgen"
-        proc = ns.run(
-            [cc, "-O2", "-pthread", "-o", str(out), str(src)],
-            timeout=COMPILE_TIMEOUT,
-            check=False,
+    try:
+        return compiled.build(
+            "felis.lab",
+            SOURCE_NAME,
+            "loadgen",
+            lambda src, out: [cc, "-O2", "-pthread", "-o", str(out), str(src)],
+            cache=cache,
+            error=LabCommandError,
         )
-        if proc.returncode != 0:
-            raise LabError(f"compiling {SOURCE_NAME} failed: {sysexec.error_line(proc.stderr)}")
-        # Atomic: a concurrent build or a reader never sees a half-written binary.
-        os.replace(out, target)
-    return target
+    except LabCommandError as err:
+        raise LabError(f"compiling {SOURCE_NAME} failed: {err}") from None
 
 
 def command(spec: LoadSpec, binary: Path | None) -> list[str]:

@@ -1,0 +1,214 @@
+"""Loading, attaching, updating and removing felis' XDP program on an interface.
+
+`ip link` loads and attaches the compiled object (native mode where the driver has it, generic
+otherwise); `bpftool` reads and writes the program's maps by id. Map and program ids are global,
+so only the `ip` commands need the interface's network namespace.
+
+No bpffs pins are needed for protection to survive an agent restart: an attached program holds
+its maps, and a restarted agent finds both again through the interface (`ip -d link` names the
+program, `bpftool prog show` its maps). The program is recognised as felis' by its name;
+another tool's XDP program is never replaced or removed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from felis import compiled
+from felis.errors import FelisError
+from felis.sysexec import CommandError, Runner, run
+from felis.xdp import maps
+from felis.xdp.maps import Blocklist
+
+PROGRAM_NAME = "felis_blocklist"
+SOURCE = "blocklist.c"
+_MODES = {1: "native", 2: "generic", 3: "offload"}
+
+
+class XdpError(CommandError):
+    """An XDP command failed (one line, like every command error)."""
+
+
+def build(cache: Path | None = None) -> Path:
+    """The compiled XDP object, built with clang for BPF on first use."""
+    clang = shutil.which("clang")
+    if clang is None:
+        raise FelisError("XDP needs clang to build its program (Debian: apt-get install clang)")
+    return compiled.build(
+        "felis.xdp",
+        SOURCE,
+        "blocklist",
+        lambda src, out: [
+            clang,
+            "-O2",
+            "-g",
+            "-Wall",
+            "-target",
+            "bpf",
+            "-I/usr/include/x86_64-linux-gnu",
+            "-c",
+            str(src),
+            "-o",
+            str(out),
+        ],
+        cache=cache,
+        error=XdpError,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attached:
+    iface: str
+    program: int
+    mode: str
+    """`native`, `generic` or `offload`."""
+    maps: dict[str, int]
+
+
+class XdpDataplane:
+    def __init__(
+        self, netns: str | None = None, *, runner: Runner = run, obj: Path | None = None
+    ) -> None:
+        self.netns = netns
+        self.runner = runner
+        self._obj = obj
+
+    def _ip(self, *argv: str) -> str:
+        return self.runner(["ip", *argv], netns=self.netns, timeout=30).stdout
+
+    def _bpftool(self, *argv: str, input_text: str | None = None) -> Any:
+        out = self.runner(["bpftool", "-j", *argv], input_text=input_text, timeout=60).stdout
+        return json.loads(out) if out.strip() else None
+
+    def _program(self, iface: str) -> dict[str, Any] | None:
+        (link,) = json.loads(self._ip("-j", "-d", "link", "show", "dev", iface))
+        xdp = link.get("xdp")
+        return xdp if isinstance(xdp, dict) and "prog" in xdp else None
+
+    def status(self, iface: str) -> Attached | None:
+        """felis' program on `iface`, or None (nothing attached, or another tool's program)."""
+        xdp = self._program(iface)
+        if xdp is None or xdp["prog"].get("name") != PROGRAM_NAME:
+            return None
+        program = int(xdp["prog"]["id"])
+        info = self._bpftool("prog", "show", "id", str(program))
+        found = {}
+        for map_id in info.get("map_ids", []):
+            shown = self._bpftool("map", "show", "id", str(map_id))
+            found[str(shown["name"])] = int(map_id)
+        return Attached(iface, program, _MODES.get(int(xdp.get("mode", 0)), "unknown"), found)
+
+    def attach(self, iface: str, *, generic: bool = False) -> Attached:
+        """felis' program on `iface`, attaching it if needed: native mode first, else generic."""
+        current = self.status(iface)
+        if current is not None:
+            return current
+        other = self._program(iface)
+        if other is not None:
+            raise FelisError(
+                f"another XDP program ({other['prog'].get('name', '?')}) is attached to {iface}; "
+                "felis leaves it in place and does not attach its own"
+            )
+        obj = str(self._obj or build())
+        modes = ["xdpgeneric"] if generic else ["xdpdrv", "xdpgeneric"]
+        for index, mode in enumerate(modes):
+            try:
+                self._ip("link", "set", "dev", iface, mode, "obj", obj, "sec", "xdp")
+                break
+            except CommandError:
+                if index == len(modes) - 1:
+                    raise
+        attached = self.status(iface)
+        if attached is None:
+            raise FelisError(f"XDP program did not stay attached to {iface}")
+        return attached
+
+    def detach(self, iface: str) -> bool:
+        """Remove felis' program from `iface` (its maps go with it); another tool's program is
+        left alone. True when something was removed."""
+        attached = self.status(iface)
+        if attached is None:
+            return False
+        mode = {"native": "xdpdrv", "generic": "xdpgeneric"}.get(attached.mode, "xdp")
+        self._ip("link", "set", "dev", iface, mode, "off")
+        return True
+
+    # -- maps ---------------------------------------------------------------------------------
+
+    def _dump(self, map_id: int) -> list[dict[str, Any]]:
+        return list(self._bpftool("map", "dump", "id", str(map_id)) or [])
+
+    @staticmethod
+    def _bytes(words: list[str]) -> bytes:
+        return bytes(int(w, 16) for w in words)
+
+    def blocked(self, attached: Attached) -> dict[str, int]:
+        """The networks in the program's blocklists, with their entry ids."""
+        out = {}
+        for name in (maps.BLOCKLIST_V4, maps.BLOCKLIST_V6):
+            for entry in self._dump(attached.maps[name]):
+                key, value = self._bytes(entry["key"]), self._bytes(entry["value"])
+                out[maps.lpm_cidr(key)] = maps.read_id(value)
+        return out
+
+    def failsafe(self, attached: Attached) -> set[bytes]:
+        return {self._bytes(e["key"]) for e in self._dump(attached.maps[maps.FAILSAFE])}
+
+    def sync(self, attached: Attached, wanted: Blocklist) -> int:
+        """Make the maps hold `wanted`, in place (the program is not reloaded); the number of
+        entries written or removed. Failsafe ports are added before any block and removed after,
+        so no moment has a new block without its failsafe exceptions."""
+        current = self.blocked(attached)
+        ids = maps.assign_ids(wanted.networks, current)
+        fs_now = self.failsafe(attached)
+        fs_wanted = {maps.failsafe_key(proto, port) for proto, port in wanted.failsafe}
+        lines: list[str] = []
+        fs_map = attached.maps[maps.FAILSAFE]
+        for key in sorted(fs_wanted - fs_now):
+            lines.append(_map_command("update", fs_map, key, b"\x01"))
+        for cidr, entry in sorted(ids.items()):
+            if current.get(cidr) == entry:
+                continue
+            zero = maps.entry_id(entry)
+            # A reused id starts counting from zero for its new network.
+            lines.append(_map_command("update", attached.maps[maps.COUNTERS], zero, bytes(8)))
+            lines.append(
+                _map_command("update", _family_map(attached, cidr), maps.lpm_key(cidr), zero)
+            )
+        for cidr in sorted(set(current) - set(ids)):
+            lines.append(_map_command("delete", _family_map(attached, cidr), maps.lpm_key(cidr)))
+        for key in sorted(fs_now - fs_wanted):
+            lines.append(_map_command("delete", fs_map, key))
+        if lines:
+            script = "".join(line + "\n" for line in lines)
+            self.runner(["bpftool", "batch", "file", "-"], input_text=script, timeout=120)
+        return len(lines)
+
+    def counters(self, attached: Attached) -> dict[str, int]:
+        """Packets dropped per blocked network, summed over CPUs."""
+        ids = self.blocked(attached)
+        totals: dict[int, int] = {}
+        wanted = set(ids.values())
+        for entry in self._dump(attached.maps[maps.COUNTERS]):
+            key = maps.read_id(self._bytes(entry["key"]))
+            if key in wanted:
+                totals[key] = sum(
+                    int.from_bytes(self._bytes(cpu["value"]), "little") for cpu in entry["values"]
+                )
+        return {cidr: totals.get(entry, 0) for cidr, entry in ids.items()}
+
+
+def _family_map(attached: Attached, cidr: str) -> int:
+    return attached.maps[maps.BLOCKLIST_V6 if ":" in cidr else maps.BLOCKLIST_V4]
+
+
+def _map_command(verb: str, map_id: int, key: bytes, value: bytes | None = None) -> str:
+    """One line of a `bpftool batch` script."""
+    words = ["map", verb, "id", str(map_id), "key", *maps.hex_words(key)]
+    if value is not None:
+        words += ["value", *maps.hex_words(value)]
+    return " ".join(words)

@@ -11,6 +11,10 @@ from typing import Any
 import pytest
 from etcd_harness import EtcdCluster, etcd_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "datastore"))
+
+from test_datastore_concurrency import check_tier_race, race_tiers
+
 pytestmark = pytest.mark.cluster
 
 WORKER = Path(__file__).with_name("_ds_worker.py")
@@ -94,3 +98,16 @@ def test_concurrent_read_modify_write_loses_no_update(etcd: EtcdCluster, tmp_pat
         )
         # One successful write per increment; a lost compare-and-swap writes nothing.
         assert store.revision() == int(created["metadata"]["resourceVersion"]) + 2 * INCREMENTS
+
+
+def test_a_policy_and_the_deletion_of_its_tier_never_both_succeed(
+    etcd: EtcdCluster, tmp_path: Path
+) -> None:
+    rounds = 20
+    with etcd_store(etcd) as store:
+        race_tiers(store, rounds)
+    outputs = run_pair(
+        etcd, tmp_path, ["tier-race", "tier", str(rounds)], ["tier-race", "policy", str(rounds)]
+    )
+    with etcd_store(etcd) as store:
+        check_tier_race(outputs, store, rounds)

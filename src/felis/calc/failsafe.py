@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from felis.dataplane.spec import Accept, Family, Match, PortRange, Rule, safe_comment
 from felis.errors import FelisError
-
-_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
+from felis.model.constants import PORT_PROTOCOL_NUMBERS
 
 
 class FailsafeError(FelisError, ValueError):
@@ -32,7 +31,7 @@ class FailsafePort:
     for outbound ones); None means any address."""
 
     def __post_init__(self) -> None:
-        if self.protocol not in _PROTOCOLS:
+        if self.protocol not in PORT_PROTOCOL_NUMBERS:
             raise FailsafeError(
                 f"failsafe port protocol must be tcp, udp or sctp, not {self.protocol!r}"
             )
@@ -87,7 +86,7 @@ def _parse_entry(entry: str) -> FailsafePort:
         raise FailsafeError(
             f"failsafe entry {entry!r}: expected port, proto:port or proto:net:port"
         )
-    if proto not in _PROTOCOLS:
+    if proto not in PORT_PROTOCOL_NUMBERS:
         raise FailsafeError(f"failsafe entry {entry!r}: protocol must be tcp, udp or sctp")
     net: str | None = None
     if rest.startswith("["):
@@ -142,7 +141,7 @@ def _rule(group: list[FailsafePort], *, source_port: bool, net_is_source: bool, 
     ports = tuple(PortRange(port, port) for port in numbers)
     first = group[0]
     match = Match(
-        protocol=_PROTOCOLS[first.protocol],
+        protocol=PORT_PROTOCOL_NUMBERS[first.protocol],
         src_ports=ports if source_port else (),
         dst_ports=() if source_port else ports,
         src_net=first.net if net_is_source else None,

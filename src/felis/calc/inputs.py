@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from felis.calc.selectors import NAMESPACE_LABEL, policy_selector
 from felis.dataplane.spec import Family
+from felis.model.constants import BUILTIN_TIERS_BY_NAME, DEFAULT_TIER, PORT_PROTOCOL_NAMES
 from felis.model.namespaced import qualified_name
 from felis.model.resources import (
     GlobalNetworkPolicy,
@@ -28,18 +29,7 @@ from felis.model.resources import (
 )
 from felis.selector import Selector
 
-DEFAULT_TIER = "default"
 STAR_INTERFACE = "*"
-
-# Tiers Calico creates on datastore initialisation; their order and action are fixed by
-# validation, so they exist with these settings whether or not they are stored.
-BUILTIN_TIERS: Mapping[str, tuple[float, str]] = {
-    "kube-admin": (1000.0, "Pass"),
-    "default": (1_000_000.0, "Deny"),
-    "kube-baseline": (10_000_000.0, "Pass"),
-}
-
-_PORT_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -180,7 +170,7 @@ def hep_info(hep: HostEndpoint) -> HepInfo:
     ports = []
     for port in spec.ports:
         number = port.protocol.number
-        proto = _PORT_PROTOCOL_NAMES.get(number) if number is not None else None
+        proto = PORT_PROTOCOL_NAMES.get(number) if number is not None else None
         if proto is not None:
             ports.append(NamedPort(port.name, proto, port.port))
     addrs = [ipaddress.ip_address(ip) for ip in spec.expected_ips]
@@ -224,16 +214,16 @@ def network_set_info(netset: NetworkSet) -> GnsInfo:
 
 def tier_info(tier: Tier) -> TierInfo:
     name = tier.metadata.name
-    builtin = BUILTIN_TIERS.get(name)
+    builtin = BUILTIN_TIERS_BY_NAME.get(name)
     if builtin is not None:
-        return TierInfo(name, builtin[0], builtin[1])
+        return TierInfo(name, float(builtin.order), builtin.default_action)
     return TierInfo(name, tier.spec.order, tier.spec.default_action or "Deny")
 
 
 def builtin_or_missing_tier(name: str) -> TierInfo:
-    builtin = BUILTIN_TIERS.get(name)
+    builtin = BUILTIN_TIERS_BY_NAME.get(name)
     if builtin is not None:
-        return TierInfo(name, builtin[0], builtin[1])
+        return TierInfo(name, float(builtin.order), builtin.default_action)
     return TierInfo(name, None, "Deny", valid=False)
 
 

@@ -33,11 +33,10 @@ from felis.dataplane.spec import (
     SetMark,
     safe_comment,
 )
+from felis.model.constants import PORT_PROTOCOL_NAMES
 from felis.model.resources import EntityRule, ICMPFields
 from felis.model.resources import Rule as ApiRule
 from felis.selector import Selector, parse
-
-_PORT_PROTOCOL_NAMES = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ def entity_selector(entity: EntityRule) -> Selector | None:
 def named_port_protocol(protocol: int | None) -> str:
     if protocol is None:
         return "any"
-    return _PORT_PROTOCOL_NAMES.get(protocol, "any")
+    return PORT_PROTOCOL_NAMES.get(protocol, "any")
 
 
 class _Builder:

@@ -13,15 +13,16 @@ import typer
 from felis.cli.dataplane import FailsafeInOption, FailsafeOutOption, calc_config
 from felis.cli.exits import FOUND
 from felis.cli.output import ReportFormat
-from felis.cli.plan import check_like_apply
 from felis.cli.resources import (
     DatastoreOption,
     RecursiveOption,
     load_resources,
     read_datastore,
     read_manifests,
+    reported,
 )
 from felis.model import Resource
+from felis.resources import check_write, stored_view
 
 
 def lint(
@@ -60,7 +61,7 @@ def lint(
     elif filename is not None:
         incoming = read_manifests(filename, recursive)
         current = read_datastore(datastore)
-        check_like_apply(current, incoming)
+        reported(lambda: check_write(incoming, stored_view(current)))
         resources = overlay(current, [item.resource for item in incoming])
         complete = True
         scope = f"{filename} applied on the datastore"

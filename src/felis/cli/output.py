@@ -11,6 +11,8 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from felis.model.constants import API_VERSION
+
 
 class GetFormat(StrEnum):
     ps = "ps"
@@ -202,7 +204,7 @@ def _as_document(kind: str, objects: Sequence[Obj], revision: int | None, listin
     if not listing and len(objects) == 1:
         return objects[0]
     return {
-        "apiVersion": "projectcalico.org/v3",
+        "apiVersion": API_VERSION,
         "items": list(objects),
         "kind": f"{kind}List",
         "metadata": {"resourceVersion": str(revision)} if revision is not None else {},

@@ -7,8 +7,7 @@ error it is everywhere), 1 an error.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -23,25 +22,17 @@ from felis.cli.dataplane import (
 )
 from felis.cli.exits import FOUND
 from felis.cli.output import ReportFormat
-from felis.cli.preflight import Key, write_problems_against
 from felis.cli.resources import (
     DatastoreOption,
     FilenameOption,
     RecursiveOption,
-    fail_on,
     read_datastore,
     read_manifests,
+    reported,
 )
-from felis.model import Located, Resource, qualified_name, to_dict
+from felis.resources import check_write, stored_view
 
 OutputOption = Annotated[ReportFormat, typer.Option("--output", "-o", help="Output format")]
-
-
-def check_like_apply(stored: Sequence[Resource], incoming: Sequence[Located]) -> None:
-    """The checks `felis apply` makes against the datastore, so a plan never promises what
-    apply would refuse; every problem printed, as apply prints them."""
-    objects: dict[Key, dict[str, Any]] = {(r.kind, qualified_name(r)): to_dict(r) for r in stored}
-    fail_on(write_problems_against(incoming, objects, "apply"))
 
 
 def plan(
@@ -65,7 +56,8 @@ def plan(
 
     incoming = read_manifests(filename, recursive)
     current = read_datastore(datastore)
-    check_like_apply(current, incoming)
+    # The checks apply makes, so a plan never promises what apply would refuse.
+    reported(lambda: check_write(incoming, stored_view(current)))
     proposed = overlay(current, [item.resource for item in incoming])
     empty = node_warning(proposed, node, allow_empty=True)
     if empty:

@@ -1,35 +1,23 @@
 """calicoctl-style resource commands: validate, apply, create, replace, delete, get.
 
-Where felis deliberately differs from calicoctl (docs/cli.md says so too): a multi-document
-write is all-or-nothing. calicoctl processes documents one by one and may leave a partial
-success behind; felis checks every document first, against the datastore too, reports every
-problem, and then writes them in one datastore transaction, so a bad or conflicting document
-means nothing was written. The summary line counts what happened, not what was asked for.
+The semantics (parsing, checks against the datastore, all-or-nothing writes) are
+`felis.resources`'; this module reads the command line and the input files and prints. The
+summary line counts what happened, not what was asked for.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from typing import Annotated, Any
+from typing import Annotated, TypeVar
 
 import typer
 
 from felis.cli.exits import BadUsage, CommandFailed
 from felis.cli.inputs import read_sources
 from felis.cli.output import GetFormat, render
-from felis.cli.preflight import (
-    DeleteTarget,
-    Key,
-    WriteVerb,
-    delete_problems,
-    kinds_to_read,
-    read_stored,
-    write_problems_against,
-)
-from felis.datastore import Datastore, Missing, open_datastore
-from felis.datastore.objects import apply_action
+from felis.datastore import Missing, open_datastore
 from felis.errors import FelisError
 from felis.model import (
     DEFAULT_NAMESPACE,
@@ -38,10 +26,16 @@ from felis.model import (
     Located,
     Resource,
     from_dict,
-    load_located,
     qualified_name,
     resolve_kind,
-    to_dict,
+)
+from felis.resources import (
+    DeleteTarget,
+    MappingView,
+    Problems,
+    ResourceService,
+    parse,
+    preview_apply,
 )
 
 DatastoreOption = Annotated[
@@ -71,6 +65,9 @@ NamespaceOption = Annotated[
 ]
 
 
+_T = TypeVar("_T")
+
+
 def fail_on(problems: Sequence[str], what: str = "nothing was done") -> None:
     """Print every problem on its own line and stop, when there is any."""
     if problems:
@@ -79,39 +76,22 @@ def fail_on(problems: Sequence[str], what: str = "nothing was done") -> None:
         raise CommandFailed(f"{len(problems)} problem(s); {what}")
 
 
-def read_manifests(filename: str, recursive: bool) -> list[Located]:
-    """Every resource of every source with its document, or CommandFailed after printing each
-    problem on its line.
+def reported(run: Callable[[], _T], what: str = "nothing was done") -> _T:
+    """`run()`, its Problems printed one per line as fail_on prints them."""
+    try:
+        return run()
+    except Problems as err:
+        fail_on(err.lines(), what)
+        raise  # not reached: fail_on raised
 
-    All-or-nothing across sources, as in calicoctl. A resource given twice is an error: the
-    second would silently win over the first.
-    """
-    items: list[Located] = []
-    problems: list[str] = []
-    for source in read_sources(filename, recursive=recursive):
-        try:
-            items.extend(load_located(source.data, source.name))
-        except FelisError as err:
-            problems.extend(err.lines() if hasattr(err, "lines") else [str(err)])
-    fail_on(problems or _duplicates(items))
+
+def read_manifests(filename: str, recursive: bool) -> list[Located]:
+    """Every resource of every source with its document (`felis.resources.parse`), or
+    CommandFailed after printing each problem on its line."""
+    items = reported(lambda: parse(read_sources(filename, recursive=recursive)))
     if not items:
         raise FelisError(f"no resources specified in {filename}")
     return items
-
-
-def _duplicates(items: Iterable[Located]) -> list[str]:
-    first: dict[Key, Located] = {}
-    problems = []
-    for item in items:
-        key = _key(item)
-        earlier = first.setdefault(key, item)
-        if earlier is not item:
-            where = f"document {earlier.index}"
-            if earlier.source != item.source:
-                where = f"{earlier.source} {where}"
-            reason = f"also given in {where}; each resource may appear only once"
-            problems.append(str(item.error(None, reason)))
-    return problems
 
 
 def load_resources(filename: str, recursive: bool) -> list[Resource]:
@@ -132,10 +112,6 @@ def kind_argument(kind: str) -> KindInfo:
     except FelisError as err:
         kinds = ", ".join(info.aliases[0] for info in KINDS.values())
         raise BadUsage(f"{err} (kinds: {kinds})") from None
-
-
-def _key(item: Located) -> Key:
-    return (item.resource.kind, qualified_name(item.resource))
 
 
 def _namespace_of(info: KindInfo, namespace: str | None, all_namespaces: bool = False) -> str:
@@ -184,22 +160,9 @@ def _action_counts(actions: Counter[str]) -> str:
 
 
 @contextmanager
-def _writing(
-    datastore: str | None, items: Sequence[Located], verb: WriteVerb, *, skip_existing: bool = False
-) -> Iterator[tuple[Datastore, list[Located]]]:
-    """The datastore, initialised, and the items to write once every check against what it
-    stores has passed (with `skip_existing`, those that exist are left out); closed afterwards."""
+def _service(datastore: str | None) -> Iterator[ResourceService]:
     with closing(open_datastore(datastore)) as store:
-        store.ensure_initialized()
-        stored = read_stored(store, kinds_to_read(r.resource.kind for r in items))
-        if skip_existing:
-            items = [item for item in items if _key(item) not in stored]
-        fail_on(write_problems_against(items, stored, verb))
-        yield store, list(items)
-
-
-def _objects(items: Sequence[Located]) -> list[dict[str, Any]]:
-    return [to_dict(item.resource) for item in items]
+        yield ResourceService(store)
 
 
 def validate(
@@ -235,21 +198,21 @@ def apply(
     if dry_run:
         _dry_run(datastore, items)
         return
-    with _writing(datastore, items, "apply") as (store, todo):
-        results = store.apply(_objects(todo))
+    with _service(datastore) as service:
+        results = reported(lambda: service.apply(items))
     _report("applied", kinds, Counter(result.action for result in results))
 
 
 def _dry_run(datastore: str | None, items: Sequence[Located]) -> None:
+    what = "nothing would be written"
     try:
         with closing(open_datastore(datastore, read_only=True)) as store:
-            stored = read_stored(store, kinds_to_read(item.resource.kind for item in items))
+            planned = reported(lambda: ResourceService(store).preview_apply(items), what)
     except Missing:
-        stored = {}  # what apply would start from: it creates the datastore
-    fail_on(write_problems_against(items, stored, "apply"), "nothing would be written")
+        # What apply would start from: it creates the datastore.
+        planned = reported(lambda: preview_apply(items, MappingView({})), what)
     actions: Counter[str] = Counter()
-    for item, obj in zip(items, _objects(items), strict=True):
-        action = apply_action(obj, stored.get(_key(item)))
+    for item, action in zip(items, planned, strict=True):
         actions[action] += 1
         typer.echo(f"{item.resource.kind} {qualified_name(item.resource)}: would be {action}")
     typer.echo(
@@ -271,11 +234,10 @@ def create(
     Fails, writing nothing, if any already exists (unless --skip-exists).
     """
     items = read_manifests(filename, recursive)
-    with _writing(datastore, items, "create", skip_existing=skip_exists) as (store, todo):
-        if todo:
-            store.create_all(_objects(todo))
-    skipped = len(items) - len(todo)
-    _report("created", [i.resource.kind for i in todo], None, skipped, "already exist")
+    with _service(datastore) as service:
+        done = reported(lambda: service.create(items, skip_existing=skip_exists))
+    kinds = [item.resource.kind for item in done.created]
+    _report("created", kinds, None, done.skipped, "already exist")
 
 
 def replace(
@@ -288,8 +250,8 @@ def replace(
     Fails, writing nothing, if any does not exist.
     """
     items = read_manifests(filename, recursive)
-    with _writing(datastore, items, "replace") as (store, todo):
-        results = store.apply(_objects(todo))
+    with _service(datastore) as service:
+        results = reported(lambda: service.replace(items))
     counts: Counter[str] = Counter(result.action for result in results)
     _report("replaced", [item.resource.kind for item in items], counts)
 
@@ -313,17 +275,11 @@ def delete(
     namespace -n (default: default); a manifest names its own.
     """
     targets = _delete_targets(kind, names, filename, recursive, namespace)
-    # Read first, read-only: deleting from a datastore that does not exist must not create it.
-    with closing(open_datastore(datastore, read_only=True)) as reader:
-        stored = read_stored(reader, kinds_to_read(t.kind for t in targets))
-    present = [t for t in targets if (t.kind, t.name) in stored]
-    todo = present if skip_not_exists else targets
-    fail_on(delete_problems(todo, stored))
-    if todo:
-        with closing(open_datastore(datastore)) as store:
-            store.delete_all([(t.kind, t.name, t.resource_version) for t in todo])
-    skipped = len(targets) - len(todo)
-    _report("deleted", [t.kind for t in todo], None, skipped, "did not exist")
+    # Opened read-only first: deleting from a datastore that does not exist must not create it.
+    open_datastore(datastore, read_only=True).close()
+    with _service(datastore) as service:
+        done = reported(lambda: service.delete(targets, skip_missing=skip_not_exists))
+    _report("deleted", [t.kind for t in done.deleted], None, done.skipped, "did not exist")
 
 
 def _delete_targets(

@@ -21,8 +21,9 @@ from felis.cli.dataplane import (
 from felis.cli.exits import BadUsage
 from felis.cli.output import ReportFormat, console
 from felis.cli.resources import DatastoreOption, read_datastore
-from felis.dataplane.spec import PORT_PROTOCOLS, CtState, Table
+from felis.dataplane.spec import CtState, Table
 from felis.errors import FelisError
+from felis.model.constants import PORT_PROTOCOLS
 from felis.trace.assume import PacketRequest, setup
 from felis.trace.packet import Direction, TraceError, parse_host_port, parse_protocol
 from felis.trace.walk import CONNTRACK, Step, TraceResult, Verdict

@@ -1,6 +1,6 @@
-"""Pure analysis of conntrack snapshots: who fills the table, how fast, and what to do about it.
+"""Pure analysis of conntrack samples: who fills the table, how fast, and what to do about it.
 
-Nothing here reads the kernel; `felis.conntrack.kernel` builds the `Snapshot`s.
+Nothing here reads the kernel; `felis.conntrack.kernel` takes the `ConntrackSample`s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ FORWARDED = "fwd"
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class ConntrackSample:
     """What the kernel showed at one moment in one namespace."""
 
     taken_at: float  # monotonic seconds
@@ -154,7 +154,9 @@ def summarize_peers(peers: Iterable[str], limit: int = 8) -> tuple[str, ...]:
     return tuple(out)
 
 
-def advise(first: Snapshot, second: Snapshot, *, min_share: float = MIN_SHARE) -> Advice:
+def advise(
+    first: ConntrackSample, second: ConntrackSample, *, min_share: float = MIN_SHARE
+) -> Advice:
     """Compare two snapshots of the same namespace taken a short interval apart.
 
     New entries are the original tuples present in the second dump but not in the first: exact

@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from felis.conntrack.analysis import Snapshot
+from felis.conntrack.analysis import ConntrackSample
 from felis.conntrack.parse import (
     Entry,
     parse_entries,
@@ -93,13 +93,13 @@ def addresses(netns: str | None = None) -> dict[str, str]:
         raise ConntrackError(f"ip -j addr show printed unreadable JSON: {exc}") from exc
 
 
-def snapshot(netns: str | None = None, *, with_entries: bool = True) -> Snapshot:
+def snapshot(netns: str | None = None, *, with_entries: bool = True) -> ConntrackSample:
     taken = time.monotonic()
     count = read_count(netns)
     stats = read_stats(netns)
     entries = list_entries(netns) if with_entries else []
     addr = addresses(netns) if with_entries else {}
-    return Snapshot(
+    return ConntrackSample(
         taken_at=taken,
         count=count,
         max=read_max(netns),

@@ -9,6 +9,7 @@ import yaml
 
 from felis.conntrack.analysis import Listener
 from felis.errors import FelisError
+from felis.model.constants import API_VERSION
 
 _NAME_BAD = re.compile(r"[^a-z0-9.-]+")
 
@@ -37,7 +38,7 @@ def policy_documents(
     source: dict[str, object] = {"nets": nets} if nets else {}
     destination: dict[str, object] = {"nets": nets} if nets else {}
     hep: dict[str, object] = {
-        "apiVersion": "projectcalico.org/v3",
+        "apiVersion": API_VERSION,
         "kind": "HostEndpoint",
         "metadata": {"name": hep_name, "labels": {"host-endpoint": hep_name}},
         "spec": {
@@ -47,7 +48,7 @@ def policy_documents(
         },
     }
     gnp: dict[str, object] = {
-        "apiVersion": "projectcalico.org/v3",
+        "apiVersion": API_VERSION,
         "kind": "GlobalNetworkPolicy",
         "metadata": {"name": resource_name("notrack", hep_name, proto, str(listener.port))},
         "spec": {

@@ -1,6 +1,14 @@
 """Versioned store of Calico JSON objects: the protocol, the SQLite backend, URL selection."""
 
-from felis.datastore.base import ApplyResult, Datastore, DeleteKey, Listing, WatchEvent
+from felis.datastore.base import (
+    ApplyResult,
+    Datastore,
+    DeleteKey,
+    Listing,
+    ReadView,
+    WatchEvent,
+    WriteCheck,
+)
 from felis.datastore.errors import (
     AlreadyExists,
     Compacted,
@@ -35,10 +43,12 @@ __all__ = [
     "Listing",
     "Missing",
     "NotFound",
+    "ReadView",
     "SqliteConfig",
     "SqliteDatastore",
     "Unavailable",
     "WatchEvent",
+    "WriteCheck",
     "open_datastore",
     "parse_url",
     "resolve_config",

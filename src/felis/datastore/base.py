@@ -12,13 +12,22 @@ interprets `spec`. It owns three metadata fields:
 * `creationTimestamp`: RFC3339 UTC (`2026-11-26T07:00:00Z`), set on create, kept by updates.
 
 Values passed in are never mutated; values returned are fresh copies.
+
+The multi-object writes take `checks`: a callback the backend calls inside the write's
+transaction with a `ReadView` of what is stored, before the write changes anything. It refuses
+the write by raising (nothing is written and its exception propagates), so a rule that spans
+objects (a policy's tier must exist, a tier holding policies must stay) holds even when two
+clients write at once. Whatever the callback read is unchanged when the write commits: SQLite
+holds its write lock throughout; etcd pins what was read in the commit's compares and, when
+another writer got in first, runs the whole round again, callback included, on a fresh read.
+The callback may therefore run more than once and must do nothing but read and raise.
 """
 
 from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -69,6 +78,30 @@ class ApplyResult:
         return object_key(self.object)[1]
 
 
+Key = tuple[str, str]
+"""(kind, name) of a stored object; the name of a namespaced kind is `<namespace>/<name>`."""
+
+
+class ReadView(Protocol):
+    """The stored objects as a write transaction sees them, before that write (see the module
+    docstring). Objects carry their resourceVersion."""
+
+    def get_all(self, keys: Sequence[Key]) -> dict[Key, JSONObject | None]:
+        """Each key's stored object, None when absent. The write fails and is retried (etcd) or
+        cannot interleave (SQLite) when any of them is created, changed or deleted meanwhile."""
+        ...
+
+    def list(self, kind: str) -> builtins.list[JSONObject]:
+        """Every stored object of `kind`, sorted by name. On etcd the write is retried when an
+        object of `kind` is created or changed meanwhile, but not when one is only deleted: a
+        check that needs an object to exist reads it with `get_all`."""
+        ...
+
+
+WriteCheck = Callable[[ReadView], None]
+"""A `checks` callback: reads the view, raises to refuse the write."""
+
+
 @runtime_checkable
 class Datastore(Protocol):
     def get(self, kind: str, name: str) -> JSONObject:
@@ -84,8 +117,11 @@ class Datastore(Protocol):
         carries a resourceVersion (as Calico's client library refuses it on create)."""
         ...
 
-    def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
-        """Create every object in one transaction; on any failure nothing is written."""
+    def create_all(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
+        """Create every object in one transaction; on any failure nothing is written. `checks`:
+        see the module docstring."""
         ...
 
     def update(self, obj: JSONObject) -> JSONObject:
@@ -93,8 +129,11 @@ class Datastore(Protocol):
         otherwise, also when missing); NotFound if absent. uid/creationTimestamp are kept."""
         ...
 
-    def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
-        """calicoctl-apply semantics for many objects in ONE all-or-nothing transaction.
+    def apply(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[ApplyResult]:
+        """calicoctl-apply semantics for many objects in ONE all-or-nothing transaction
+        (`checks`: see the module docstring).
 
         Absent object → created (a resourceVersion on it is ignored, as calicoctl does).
         Present object → if the input carries a resourceVersion it must match (Conflict, and
@@ -110,8 +149,11 @@ class Datastore(Protocol):
         `resource_version` is given and differs from the stored one."""
         ...
 
-    def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
-        """Delete every key in one transaction; on any failure nothing is deleted."""
+    def delete_all(
+        self, keys: Sequence[DeleteKey], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
+        """Delete every key in one transaction; on any failure nothing is deleted. `checks`:
+        see the module docstring."""
         ...
 
     def watch(

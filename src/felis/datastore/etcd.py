@@ -2,14 +2,17 @@
 
 Keys, values and name rules are in felis.datastore.etcd_codec, the HTTP side (etcd3gw over the
 JSON gateway, failover, errors) in felis.datastore.etcd_client, watching in
-felis.datastore.etcd_watch. This module holds the write logic.
+felis.datastore.etcd_watch, a write round's slots and view in felis.datastore.etcd_round. This
+module holds the write logic.
 
-Every write method works in rounds: read every key involved in one consistent snapshot, decide
-in memory exactly as the SQLite backend does (same errors, same "unchanged" rule, objects
-processed in order), then commit everything in ONE etcd transaction whose compares pin every
-key to the mod_revision it was read at (0 = absent). If another writer got in between, the
-transaction fails as a whole, nothing is written, and the round starts again from a fresh read;
-a real compare-and-swap conflict is found by the evaluation and raised without writing.
+Every write method works in rounds: run the caller's `checks` on a view that records what it
+reads, read every key involved, decide in memory exactly as the SQLite backend does (same
+errors, same "unchanged" rule, objects processed in order), then commit everything in ONE etcd
+transaction whose compares pin every key read to the mod_revision it was read at (0 = absent),
+and every kind the checks listed to "nothing modified since the listing". If another writer got
+in between, the transaction fails as a whole, nothing is written, and the round starts again
+from a fresh read, checks included; a real compare-and-swap conflict is found by the
+evaluation and raised without writing.
 
 Differences from the SQLite backend that callers can see:
 * a multi-object write commits at ONE revision: all objects it wrote share that
@@ -28,7 +31,6 @@ import copy
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from felis.datastore.base import (
@@ -38,6 +40,7 @@ from felis.datastore.base import (
     EventType,
     Listing,
     WatchEvent,
+    WriteCheck,
 )
 from felis.datastore.errors import (
     AlreadyExists,
@@ -66,6 +69,7 @@ from felis.datastore.etcd_codec import (
     split_key,
     stub,
 )
+from felis.datastore.etcd_round import RoundView, Slot, listing_compares, without_rv
 from felis.datastore.etcd_watch import EtcdWatch
 from felis.datastore.objects import (
     JSONObject,
@@ -91,31 +95,6 @@ MAX_ROUNDS = 50
 # Up to this many keys are read with one multi-range transaction; more are read as prefix
 # ranges pinned at one revision (the server limits operations per transaction).
 _MAX_POINT_READS = 100
-
-
-@dataclass
-class _Slot:
-    """One (kind, name) during a write round."""
-
-    kind: str
-    name: str
-    key: str  # the etcd key that holds the object (or will)
-    reads: dict[str, int]  # every key looked at → mod_revision read (0 = absent)
-    stored: JSONObject | None  # felis view as read, with resourceVersion
-    state: JSONObject | None = None  # planned content (felis view, no resourceVersion)
-    dirty: bool = False
-    pending: builtins.list[JSONObject] = field(default_factory=list)  # results awaiting an rv
-
-    def __post_init__(self) -> None:
-        if self.stored is not None:
-            self.state = copy.deepcopy(self.stored)
-
-    @property
-    def version(self) -> str | None:
-        """resourceVersion of the planned state (None if absent, "" if not yet committed)."""
-        if self.state is None:
-            return None
-        return str(self.state["metadata"].get("resourceVersion", ""))
 
 
 def open_etcd(config: EtcdConfig) -> EtcdDatastore:
@@ -218,7 +197,7 @@ class EtcdDatastore:
         except ServerError as err:
             raise self._server_error(err) from None
 
-    def _slots(self, wanted: builtins.list[tuple[str, str]]) -> dict[tuple[str, str], _Slot]:
+    def _slots(self, wanted: builtins.list[tuple[str, str]]) -> dict[tuple[str, str], Slot]:
         keys: builtins.list[str] = []
         for kind, name in wanted:
             keys.append(key_of(kind, name))
@@ -226,7 +205,7 @@ class EtcdDatastore:
             if legacy is not None:
                 keys.append(legacy)
         found = self._read_keys(list(dict.fromkeys(keys)))
-        slots: dict[tuple[str, str], _Slot] = {}
+        slots: dict[tuple[str, str], Slot] = {}
         for kind, name in wanted:
             if (kind, name) in slots:
                 continue
@@ -241,7 +220,7 @@ class EtcdDatastore:
                     if object_key(obj)[1] == name:
                         key, stored = candidate, obj
                         break
-            slots[(kind, name)] = _Slot(kind, name, key, reads, stored)
+            slots[(kind, name)] = Slot(kind, name, key, reads, stored)
         return slots
 
     def get(self, kind: str, name: str) -> JSONObject:
@@ -252,8 +231,10 @@ class EtcdDatastore:
         return slot.stored
 
     def list(self, kind: str | None = None) -> Listing:
+        return self._list(PREFIX if kind is None else kind_prefix(kind))
+
+    def _list(self, prefix: str) -> Listing:
         client = self._live()
-        prefix = PREFIX if kind is None else kind_prefix(kind)
         try:
             kvs, revision = client.range(prefix, prefix=True)
         except ServerError as err:
@@ -287,9 +268,11 @@ class EtcdDatastore:
 
     # -- the write engine ----------------------------------------------------------------
 
-    def _commit(self, slots: dict[tuple[str, str], _Slot]) -> int | None:
+    def _commit(
+        self, slots: dict[tuple[str, str], Slot], listed: dict[str, int] | None = None
+    ) -> int | None:
         """One transaction for every planned change; its revision, None if it lost a race."""
-        compares: builtins.list[dict[str, Any]] = []
+        compares = listing_compares(listed or {})
         ops: builtins.list[dict[str, Any]] = []
         for slot in slots.values():
             for key, mod in slot.reads.items():
@@ -308,7 +291,7 @@ class EtcdDatastore:
                     {
                         "request_put": {
                             "key": b64(slot.key),
-                            "value": b64(encode_value(_without_rv(slot.state))),
+                            "value": b64(encode_value(without_rv(slot.state))),
                         }
                     }
                 )
@@ -324,7 +307,7 @@ class EtcdDatastore:
             return self._own_write(slots)
         return None
 
-    def _own_write(self, slots: dict[tuple[str, str], _Slot]) -> int | None:
+    def _own_write(self, slots: dict[tuple[str, str], Slot]) -> int | None:
         """After a lost connection: did our retried transaction's first copy commit?
 
         It did exactly when every key now holds the bytes we wrote (a fresh uid makes a
@@ -341,7 +324,7 @@ class EtcdDatastore:
                     return None
                 continue
             if kv is None or unb64(kv.get("value", "")) != encode_value(
-                _without_rv(slot.state)
+                without_rv(slot.state)
             ).encode("utf-8"):
                 return None
             revisions.add(int(kv["mod_revision"]))
@@ -352,17 +335,22 @@ class EtcdDatastore:
     def _transact(
         self,
         wanted: builtins.list[tuple[str, str]],
-        plan: Callable[[dict[tuple[str, str], _Slot]], _T],
+        plan: Callable[[dict[tuple[str, str], Slot]], _T],
+        checks: WriteCheck | None = None,
     ) -> _T:
-        """The write rounds of the module docstring: read every `wanted` key, let `plan` decide
-        on the slots (it raises to refuse, writing nothing), commit; again from a fresh read
-        while a concurrent writer keeps winning. Returns what `plan` returned, with the
-        commit's resourceVersion filled in."""
+        """The write rounds of the module docstring: run `checks` on a fresh view, read every
+        `wanted` key, let `plan` decide on the slots (either raises to refuse, writing nothing),
+        commit; again from a fresh read while a concurrent writer keeps winning. Returns what
+        `plan` returned, with the commit's resourceVersion filled in."""
         self._live()
         for _ in range(MAX_ROUNDS):
-            slots = self._slots(wanted)
+            view = RoundView(self._slots, self._list)
+            if checks is not None:
+                checks(view)
+            # The slots the checks read are the ones written: one read, one pin, per key.
+            slots = view.read(wanted)
             outcome = plan(slots)
-            revision = self._commit(slots)
+            revision = self._commit(slots, view.listed)
             if revision is not None:
                 self._finish(slots, revision)
                 return outcome
@@ -372,13 +360,13 @@ class EtcdDatastore:
         )
 
     @staticmethod
-    def _finish(slots: dict[tuple[str, str], _Slot], revision: int) -> None:
+    def _finish(slots: dict[tuple[str, str], Slot], revision: int) -> None:
         for slot in slots.values():
             for obj in slot.pending:
                 obj["metadata"]["resourceVersion"] = str(revision)
 
     @staticmethod
-    def _put(slot: _Slot, stored: JSONObject) -> JSONObject:
+    def _put(slot: Slot, stored: JSONObject) -> JSONObject:
         """Plan writing `stored`; the returned copy gets its resourceVersion at commit."""
         planned = dict(stored)
         planned["metadata"] = {**stored["metadata"], "resourceVersion": ""}
@@ -393,14 +381,16 @@ class EtcdDatastore:
     def create(self, obj: JSONObject) -> JSONObject:
         return self.create_all([obj])[0]
 
-    def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
+    def create_all(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
         keyed = [(object_key(obj), obj) for obj in objs]
         for (kind, name), obj in keyed:
             key_of(kind, name)
             check_creatable(kind, name, obj)
         forms = [new_stored_form(obj) for _, obj in keyed]
 
-        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[JSONObject]:
+        def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[JSONObject]:
             created = []
             for ((kind, name), _), form in zip(keyed, forms, strict=True):
                 slot = slots[(kind, name)]
@@ -409,14 +399,14 @@ class EtcdDatastore:
                 created.append(self._put(slot, form))
             return created
 
-        return self._transact([key for key, _ in keyed], plan)
+        return self._transact([key for key, _ in keyed], plan, checks)
 
     def update(self, obj: JSONObject) -> JSONObject:
         kind, name = object_key(obj)
         key_of(kind, name)
         given = given_resource_version(obj)
 
-        def plan(slots: dict[tuple[str, str], _Slot]) -> JSONObject:
+        def plan(slots: dict[tuple[str, str], Slot]) -> JSONObject:
             slot = slots[(kind, name)]
             if slot.state is None:
                 raise NotFound(kind, name)
@@ -427,14 +417,14 @@ class EtcdDatastore:
 
         return self._transact([(kind, name)], plan)
 
-    def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
+    def apply(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[ApplyResult]:
         keyed = [(object_key(obj), obj) for obj in objs]
         for (kind, name), _ in keyed:
             key_of(kind, name)
-        if not keyed:
-            return []
 
-        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[ApplyResult]:
+        def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[ApplyResult]:
             results: builtins.list[ApplyResult] = []
             for (kind, name), obj in keyed:
                 slot = slots[(kind, name)]
@@ -447,7 +437,7 @@ class EtcdDatastore:
                     if given is not None and given != latest:
                         raise Conflict(kind, name, given, latest)
                     wanted = canonical(updated_stored_form(obj, slot.state))
-                    if wanted == _without_rv(slot.state):
+                    if wanted == without_rv(slot.state):
                         action, stored = "unchanged", copy.deepcopy(slot.state)
                         if slot.dirty:
                             slot.pending.append(stored)
@@ -456,19 +446,21 @@ class EtcdDatastore:
                 results.append(ApplyResult(action, stored))
             return results
 
-        return self._transact([key for key, _ in keyed], plan)
+        return self._transact([key for key, _ in keyed], plan, checks)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
 
-    def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
+    def delete_all(
+        self, keys: Sequence[DeleteKey], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
         checked = []
         for item in keys:
             target = delete_target(item)
             key_of(target[0], target[1])
             checked.append(target)
 
-        def plan(slots: dict[tuple[str, str], _Slot]) -> builtins.list[JSONObject]:
+        def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[JSONObject]:
             deleted = []
             for kind, name, guard in checked:
                 slot = slots[(kind, name)]
@@ -482,12 +474,12 @@ class EtcdDatastore:
                 slot.dirty = True
             return deleted
 
-        return self._transact([(kind, name) for kind, name, _ in checked], plan)
+        return self._transact([(kind, name) for kind, name, _ in checked], plan, checks)
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
 
-        def plan(slots: dict[tuple[str, str], _Slot]) -> None:
+        def plan(slots: dict[tuple[str, str], Slot]) -> None:
             # Nothing missing: nothing to write, and _commit sends nothing.
             for tier in tiers:
                 slot = slots[("Tier", tier["metadata"]["name"])]
@@ -561,12 +553,6 @@ class EtcdDatastore:
             return None
         event_type: EventType = "ADDED" if kv.get("version") == "1" else "MODIFIED"
         return WatchEvent(event_type, kind, object_key(obj)[1], obj, revision)
-
-
-def _without_rv(obj: JSONObject) -> JSONObject:
-    out = dict(obj)
-    out["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
-    return out
 
 
 __all__ = ["GRPC_INVALID_ARGUMENT", "EtcdDatastore", "open_etcd"]

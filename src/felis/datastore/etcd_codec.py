@@ -19,16 +19,17 @@ import json
 from typing import Any
 
 from felis.datastore.errors import InvalidObject
-from felis.datastore.objects import API_VERSION, NAMESPACED_KINDS, JSONObject, split_name
+from felis.datastore.objects import NAMESPACED_KINDS, JSONObject, split_name
+from felis.model import KINDS
+from felis.model.constants import API_VERSION, DEFAULT_TIER, TIERED_KINDS
 
 PREFIX = "/calico/resources/v3/projectcalico.org/"
 METADATA_ANNOTATION = "projectcalico.org/metadata"
-LEGACY_POLICY_PREFIX = "default."
-DEFAULT_TIER = "default"
+LEGACY_POLICY_PREFIX = f"{DEFAULT_TIER}."
 
-# Calico's cluster-scoped kinds and their key plurals. felis.model, when present, is the
-# authority for the kinds it models; this table covers the rest so that keys written by other
-# Calico tools are recognised.
+# Calico's cluster-scoped kinds and their key plurals. felis.model is the authority for the
+# kinds it models; this table covers the rest so that keys written by other Calico tools are
+# recognised.
 _PLURALS: dict[str, str] = {
     "GlobalNetworkPolicy": "globalnetworkpolicies",
     "HostEndpoint": "hostendpoints",
@@ -49,10 +50,6 @@ _PLURALS: dict[str, str] = {
     "Node": "nodes",
 }
 
-# Kinds whose values carry the metadata annotation and whose names follow the tier rules.
-POLICY_KINDS = frozenset(
-    {"GlobalNetworkPolicy", "StagedGlobalNetworkPolicy", "NetworkPolicy", "StagedNetworkPolicy"}
-)
 
 _TOP_ORDER = ("kind", "apiVersion", "metadata", "spec")
 # Kubernetes ObjectMeta field order (Go struct order, which encoding/json follows).
@@ -75,15 +72,7 @@ _META_ORDER = (
 )
 
 
-def _model_plurals() -> dict[str, str]:
-    try:
-        from felis.model import KINDS
-    except ImportError:  # felis.model not built yet: the local table is complete for felis
-        return {}
-    return {kind: info.plural for kind, info in KINDS.items()}
-
-
-PLURALS: dict[str, str] = {**_PLURALS, **_model_plurals()}
+PLURALS: dict[str, str] = {**_PLURALS, **{kind: info.plural for kind, info in KINDS.items()}}
 KINDS_BY_PLURAL: dict[str, str] = {plural: kind for kind, plural in PLURALS.items()}
 
 
@@ -112,7 +101,7 @@ def key_of(kind: str, name: str) -> str:
 
 def legacy_key_of(kind: str, name: str) -> str | None:
     """Where Calico ≤ v3.29 kept the default-tier policy now called `name`."""
-    if kind not in POLICY_KINDS:
+    if kind not in TIERED_KINDS:
         return None
     namespace, bare = split_name(kind, name)
     scope = f"{namespace}/" if namespace else ""
@@ -164,7 +153,7 @@ def encode_value(obj: JSONObject) -> str:
     value = canonical(obj)
     meta = dict(value["metadata"])
     meta.pop("resourceVersion", None)
-    if kind in POLICY_KINDS:
+    if kind in TIERED_KINDS:
         annotations = dict(meta.get("annotations") or {})
         annotations[METADATA_ANNOTATION] = json.dumps(
             {"name": meta["name"]}, separators=(",", ":"), ensure_ascii=False
@@ -186,7 +175,7 @@ def decode_value(kind: str, key_name: str, raw: bytes, mod_revision: int) -> JSO
     meta: dict[str, Any] = obj["metadata"]
     namespace, bare = split_name(kind, key_name)
     name = meta.get("name") or bare
-    if kind in POLICY_KINDS:
+    if kind in TIERED_KINDS:
         name = _policy_name(obj, name)
     meta["name"] = name
     if namespace:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from felis.datastore.errors import InvalidObject
+from felis.model.constants import API_VERSION, BUILTIN_TIERS
 
 if TYPE_CHECKING:
     from felis.datastore.base import ApplyAction, DeleteKey
@@ -22,8 +23,6 @@ JSONObject = dict[str, Any]
 # Metadata fields the datastore owns: whatever a caller puts there is replaced.
 OWNED_METADATA = ("resourceVersion", "uid", "creationTimestamp")
 
-API_VERSION = "projectcalico.org/v3"
-
 # Calico's namespaced kinds that felis stores. The protocol names an object by one string, so a
 # namespaced one is `<namespace>/<name>`: Calico's own etcd key layout, and how calicoctl names
 # it in messages (`NetworkPolicy(team-a/allow-dns)`). Neither part may contain a '/'.
@@ -31,16 +30,9 @@ NAMESPACED_KINDS = frozenset(
     {"NetworkPolicy", "NetworkSet", "StagedNetworkPolicy", "StagedKubernetesNetworkPolicy"}
 )
 
-# Calico creates these on datastore initialisation (docs/calico-semantics.md#tier); validation
-# pins their order and default action, so they are data here, not configuration.
-BUILTIN_TIERS: tuple[tuple[str, int, str], ...] = (
-    ("kube-admin", 1000, "Pass"),
-    ("default", 1000000, "Deny"),
-    ("kube-baseline", 10000000, "Pass"),
-)
-
 
 def builtin_tier_objects() -> list[JSONObject]:
+    """The built-in tiers as Calico creates them on datastore initialisation."""
     return [
         {
             "apiVersion": API_VERSION,

@@ -30,7 +30,15 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from felis.datastore.base import ApplyResult, DeleteKey, EventType, Listing, WatchEvent
+from felis.datastore.base import (
+    ApplyResult,
+    DeleteKey,
+    EventType,
+    Key,
+    Listing,
+    WatchEvent,
+    WriteCheck,
+)
 from felis.datastore.errors import (
     AlreadyExists,
     Compacted,
@@ -114,6 +122,36 @@ class _Txn:
             "INSERT INTO events (revision, type, kind, name, value) VALUES (?, ?, ?, ?, ?)",
             (self.revision, event, kind, name, encode(obj)),
         )
+
+
+class _TxnView:
+    """The `ReadView` of a write transaction: it holds the write lock, so nothing read here can
+    change before the write commits."""
+
+    def __init__(self, txn: _Txn) -> None:
+        self._txn = txn
+
+    def get_all(self, keys: Sequence[Key]) -> dict[Key, JSONObject | None]:
+        found: dict[Key, JSONObject | None] = {}
+        for kind, name in keys:
+            row = self._txn.load(kind, name)
+            if row is None:
+                found[(kind, name)] = None
+            else:
+                row[1]["metadata"]["resourceVersion"] = str(row[0])
+                found[(kind, name)] = row[1]
+        return found
+
+    def list(self, kind: str) -> builtins.list[JSONObject]:
+        rows = self._txn.conn.execute(
+            "SELECT revision, value FROM resources WHERE kind = ? ORDER BY name", (kind,)
+        ).fetchall()
+        return [decode(value, int(revision)) for revision, value in rows]
+
+
+def _run_checks(checks: WriteCheck | None, txn: _Txn) -> None:
+    if checks is not None:
+        checks(_TxnView(txn))
 
 
 class SqliteDatastore:
@@ -342,11 +380,14 @@ class SqliteDatastore:
     def create(self, obj: JSONObject) -> JSONObject:
         return self.create_all([obj])[0]
 
-    def create_all(self, objs: Sequence[JSONObject]) -> builtins.list[JSONObject]:
+    def create_all(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
         keyed = [(object_key(obj), obj) for obj in objs]
         for (kind, name), obj in keyed:
             check_creatable(kind, name, obj)
         with self._write() as txn:
+            _run_checks(checks, txn)
             created = []
             for (kind, name), obj in keyed:
                 if txn.load(kind, name) is not None:
@@ -366,9 +407,12 @@ class SqliteDatastore:
                 raise Conflict(kind, name, given, str(revision))
             return txn.put("MODIFIED", kind, name, updated_stored_form(obj, current))
 
-    def apply(self, objs: Sequence[JSONObject]) -> builtins.list[ApplyResult]:
+    def apply(
+        self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
+    ) -> builtins.list[ApplyResult]:
         keyed = [(object_key(obj), obj) for obj in objs]
         with self._write() as txn:
+            _run_checks(checks, txn)
             results = []
             for (kind, name), obj in keyed:
                 row = txn.load(kind, name)
@@ -391,9 +435,12 @@ class SqliteDatastore:
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
 
-    def delete_all(self, keys: Sequence[DeleteKey]) -> builtins.list[JSONObject]:
+    def delete_all(
+        self, keys: Sequence[DeleteKey], *, checks: WriteCheck | None = None
+    ) -> builtins.list[JSONObject]:
         checked = [delete_target(key) for key in keys]
         with self._write() as txn:
+            _run_checks(checks, txn)
             deleted = []
             for kind, name, guard in checked:
                 row = txn.load(kind, name)

@@ -14,20 +14,16 @@ Precedence: the explicit URL (`--datastore`; an empty one is an error, not "unse
 each variable also read with a `CALICO_` prefix, which wins; endpoints alone imply etcdv3 as in
 calicoctl), else `sqlite:///var/lib/felis/felis.db`.
 
-The etcd backend lives in `felis.datastore.etcd`, which must provide
-`open_etcd(config: EtcdConfig) -> Datastore`; without that module an etcd selection raises
-Unavailable.
+The etcd backend, `felis.datastore.etcd`, is imported only when etcd is chosen: it needs the
+`felis[etcd]` extra, and without it choosing etcd fails with one line naming the extra.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from felis.datastore.base import Datastore
 from felis.datastore.errors import Unavailable
@@ -140,13 +136,9 @@ def resolve_config(url: str | None = None, env: Mapping[str, str] | None = None)
 def open_config(config: DatastoreConfig) -> Datastore:
     if isinstance(config, SqliteConfig):
         return SqliteDatastore(config.path, read_only=config.read_only)
-    if importlib.util.find_spec("felis.datastore.etcd") is None:
-        raise Unavailable(
-            "etcd datastore not available in this build yet "
-            f"(endpoints {','.join(config.endpoints)})"
-        )
-    module = importlib.import_module("felis.datastore.etcd")
-    return cast(Datastore, module.open_etcd(config))
+    from felis.datastore.etcd import open_etcd
+
+    return open_etcd(config)
 
 
 def open_datastore(url: str | None = None, *, read_only: bool = False) -> Datastore:

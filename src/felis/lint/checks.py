@@ -24,7 +24,6 @@ from felis.calc.inputs import STAR_INTERFACE, HepInfo, PolicyInfo
 from felis.calc.selectors import rule_side_selector
 from felis.lint.findings import NOTE, WARNING, Finding, dump_yaml
 from felis.lint.rule_shapes import (
-    _PROTO_NUMBERS,
     _allows_icmp,
     _entity_yaml,
     _first_peers,
@@ -39,6 +38,7 @@ from felis.lint.rule_shapes import (
     counterpart_yaml,
     port_in,
 )
+from felis.model.constants import API_VERSION, PORT_PROTOCOL_NUMBERS, PORT_PROTOCOLS
 from felis.model.resources import Rule
 from felis.model.values import Port
 from felis.plan.snapshot import Snapshot
@@ -164,7 +164,7 @@ class Linter:
             "add the peers' addresses, e.g.:\n"
             + dump_yaml(
                 {
-                    "apiVersion": "projectcalico.org/v3",
+                    "apiVersion": API_VERSION,
                     "kind": "GlobalNetworkSet",
                     "metadata": {"name": "peers", "labels": labels or {"<label>": "<value>"}},
                     "spec": {"nets": ["<peer CIDR>"]},
@@ -304,7 +304,7 @@ class Linter:
     # -- ICMP -----------------------------------------------------------------------------
 
     def check_icmp(self, policy: PolicyInfo) -> None:
-        flows = [r for r in policy.ingress if r.action == "Allow" and _proto(r) in (6, 17, 132)]
+        flows = [r for r in policy.ingress if r.action == "Allow" and _proto(r) in PORT_PROTOCOLS]
         if not flows:
             return
         ingress_rules: list[Rule] = []
@@ -383,7 +383,7 @@ class Linter:
                 for entry in entries:
                     if entry.net is not None:
                         continue
-                    number = _PROTO_NUMBERS[entry.protocol]
+                    number = PORT_PROTOCOL_NUMBERS[entry.protocol]
                     if proto not in (None, number) or not port_in(ports, entry.port):
                         continue
                     hits.append(f"{where} {entry.protocol}:{entry.port}")
@@ -477,7 +477,7 @@ class Linter:
         if not classes.has_untracked:
             return
         for proto_name in ("udp", "tcp"):
-            number = _PROTO_NUMBERS[proto_name]
+            number = PORT_PROTOCOL_NUMBERS[proto_name]
             failsafe = any(
                 e.protocol == proto_name and e.port == 53 and e.net is None
                 for e in self.config.failsafe_outbound

@@ -14,8 +14,6 @@ from felis.model.resources import EntityRule, Rule
 from felis.model.values import Port
 from felis.plan.words import canonical, local_side, ports_text, remote_side
 
-_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
-
 
 @dataclass(frozen=True, slots=True)
 class _Located:

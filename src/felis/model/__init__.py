@@ -5,6 +5,7 @@ obj = to_dict(resources[0])                         # Calico's JSON form
 same = from_dict(obj)
 """
 
+from felis.model.constants import API_VERSION, DEFAULT_TIER
 from felis.model.errors import DocumentError, ManifestError
 from felis.model.kinds import KINDS, LIST_KINDS, KindInfo, resolve_kind
 from felis.model.loader import (
@@ -18,7 +19,6 @@ from felis.model.loader import (
 )
 from felis.model.namespaced import DEFAULT_NAMESPACE, qualified_name
 from felis.model.resources import (
-    API_VERSION,
     EndpointPort,
     EntityRule,
     GlobalNetworkPolicy,
@@ -45,8 +45,8 @@ from felis.model.resources import (
     TierSpec,
     TierStatus,
 )
-from felis.model.validate import DEFAULT_TIER, TIER_LABEL, write_problems
-from felis.model.values import Port, Protocol
+from felis.model.validate import TIER_LABEL, write_problems
+from felis.model.values import Port, ProtocolValue
 from felis.model.yamlsafe import Limits
 
 __all__ = [
@@ -76,7 +76,7 @@ __all__ = [
     "NetworkSet",
     "ObjectMeta",
     "Port",
-    "Protocol",
+    "ProtocolValue",
     "Resource",
     "Rule",
     "RuleMetadata",

@@ -11,13 +11,10 @@ import re
 from functools import lru_cache
 from typing import NamedTuple
 
-from felis.selector import SelectorError, parse
+from felis.selector import SelectorError
 
-try:
-    # Validation needs only the syntax check, not the compiled evaluator parse() builds.
-    from felis.selector.parser import parse_ast as _syntax_check
-except ImportError:  # pragma: no cover - fall back to the public entry point
-    _syntax_check = parse  # type: ignore[assignment]
+# Validation needs only the syntax check, not the compiled evaluator parse() builds.
+from felis.selector.parser import parse_ast as _syntax_check
 
 _NAME_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _NAME_SUBDOMAIN = _NAME_LABEL + r"(\." + _NAME_LABEL + r")*"

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from felis.model import checks
+from felis.model.constants import PORT_PROTOCOL_NUMBERS
 from felis.model.paths import join, printable
 from felis.model.resources import PROBLEMS_KEY, Str, _Model, _Resource
 
@@ -104,6 +105,7 @@ HONOURED_FIELDS: Final = frozenset(
         "iptablesMarkMask",
         "nftablesMarkMask",
         "interfaceExclude",
+        "xdpEnabled",
     }
 )
 
@@ -117,8 +119,9 @@ _ENDPOINT_TO_HOST_ACTION = re.compile(r"(?i)(Drop|Accept|Return)?")
 _LOG_PREFIX = re.compile(r"[a-zA-Z0-9%: /_-]*")
 _IFACE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,15}")
 _IFACE_REGEX = re.compile(r"/\S+/")
-FAILSAFE_PROTOCOLS: Final = ("tcp", "udp", "sctp")
-"""Compared lower-cased: Calico lower-cases a protocol before Felix reads it."""
+FAILSAFE_PROTOCOLS: Final = tuple(PORT_PROTOCOL_NUMBERS)
+"""The protocols with ports, compared lower-cased: Calico lower-cases a protocol before Felix
+reads it."""
 
 Problem = tuple[str, str]
 

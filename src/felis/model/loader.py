@@ -13,13 +13,13 @@ from typing import IO, Any
 
 from pydantic import ValidationError
 
+from felis.model.constants import API_GROUP, API_VERSION
 from felis.model.errors import DocumentError, ManifestError
 from felis.model.kinds import KINDS, LIST_KINDS
 from felis.model.paths import from_parts, join, printable
-from felis.model.resources import API_VERSION, PROBLEMS_KEY, Resource, go_float
+from felis.model.resources import PROBLEMS_KEY, Resource, go_float
 from felis.model.yamlsafe import DEFAULT_MAX_BYTES, DecodeProblem, Limits, parse_stream
 
-_API_GROUP = API_VERSION.partition("/")[0]
 _LIST_META_FIELDS = frozenset({"resourceVersion", "continue", "selfLink", "remainingItemCount"})
 
 
@@ -291,7 +291,7 @@ def _from_dict(
     foreign = (
         isinstance(api_version, str)
         and "/" in api_version
-        and api_version.partition("/")[0] != _API_GROUP
+        and api_version.partition("/")[0] != API_GROUP
     )
     if kind_text is not None and kind_text not in LIST_KINDS and (info is None or foreign):
         # One line for a kind felis does not handle: a Deployment in a bundle, or another API's

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from felis.model import checks
 from felis.model import validate as _validate
+from felis.model.constants import DEFAULT_TIER
 from felis.model.resources import (
     ObjectMeta,
     PerformanceHint,
@@ -123,7 +124,7 @@ def network_policy_name_reasons(name: str) -> list[str]:
 
 def check_network_policy_spec(spec: NetworkPolicySpec, problems: list[Problem]) -> None:
     """Calico's NetworkPolicy spec checks, also those of a staged one that sets a policy."""
-    if spec.tier and spec.tier != _validate.DEFAULT_TIER and not checks.is_valid_name(spec.tier):
+    if spec.tier and spec.tier != DEFAULT_TIER and not checks.is_valid_name(spec.tier):
         problems.append(
             (
                 "spec.tier",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from decimal import Decimal
-from typing import Annotated, Any, Final, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
     BaseModel,
@@ -26,9 +26,8 @@ from pydantic import (
 )
 
 from felis.model import validate as _validate
-from felis.model.values import Port, Protocol
-
-API_VERSION: Final = "projectcalico.org/v3"
+from felis.model.constants import API_VERSION
+from felis.model.values import Port, ProtocolValue
 
 Action = Literal["Allow", "Deny", "Log", "Pass"]
 PolicyType = Literal["Ingress", "Egress"]
@@ -161,9 +160,9 @@ class RuleMetadata(_Model):
 class Rule(_Model):
     action: Action
     ip_version: Literal[4, 6] | None = Field(None, alias="ipVersion")
-    protocol: Protocol | None = None
+    protocol: ProtocolValue | None = None
     icmp: ICMPFields | None = None
-    not_protocol: Protocol | None = Field(None, alias="notProtocol")
+    not_protocol: ProtocolValue | None = Field(None, alias="notProtocol")
     not_icmp: ICMPFields | None = Field(None, alias="notICMP")
     source: EntityRule = Field(default_factory=EntityRule)
     destination: EntityRule = Field(default_factory=EntityRule)
@@ -188,7 +187,7 @@ class GlobalNetworkPolicySpec(_Model):
 
 class EndpointPort(_Model):
     name: Str
-    protocol: Protocol
+    protocol: ProtocolValue
     port: int = Field(ge=1, le=65535)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from felis.model import checks
+from felis.model.constants import BUILTIN_TIERS_BY_NAME, CALICO_PROTOCOL_NAMES, DEFAULT_TIER
 from felis.model.paths import join
 from felis.model.validate_meta import Problem, _is_rfc3339, _q, check_annotations, check_labels
 
@@ -30,26 +31,18 @@ if TYPE_CHECKING:
         Rule,
         Tier,
     )
-    from felis.model.values import Port, Protocol
+    from felis.model.values import Port, ProtocolValue
 
 
 TIER_LABEL = "projectcalico.org/tier"
 NAMESPACE_LABEL = "projectcalico.org/namespace"
-DEFAULT_TIER = "default"
 
 GLOBAL_ONLY_IN_NAMESPACE_SELECTOR = "global() can only be used in an EntityRule namespaceSelector"
 _PORTS_NEED_PROTOCOL = "rules that specify ports must set protocol to TCP or UDP or SCTP"
 _NUMERIC_PORTS_NEED_PROTOCOL = (
     "rules with numeric port or port range must set protocol to TCP or UDP or SCTP"
 )
-_PROTOCOL_NAMES = "TCP, UDP, ICMP, ICMPv6, SCTP, UDPLite"
-
-# Built-in tiers whose order and default action Calico pins (docs/calico-semantics.md#tiers).
-BUILTIN_TIERS: dict[str, tuple[float, str]] = {
-    "kube-admin": (1000.0, "Pass"),
-    "default": (1000000.0, "Deny"),
-    "kube-baseline": (10000000.0, "Pass"),
-}
+_PROTOCOL_NAMES = ", ".join(CALICO_PROTOCOL_NAMES)
 
 
 def _no_defaults(resource: Any) -> None:
@@ -264,7 +257,7 @@ def _check_rule_direction(
 # --------------------------------------------------------------------------- Rule
 
 
-def _protocol_problem(protocol: Protocol, path: str, problems: list[Problem]) -> None:
+def _protocol_problem(protocol: ProtocolValue, path: str, problems: list[Problem]) -> None:
     reason = protocol.invalid_reason()
     if reason == "protocol number invalid":
         problems.append((path, "protocol number invalid: 0 (must be 1-255)"))
@@ -560,13 +553,13 @@ def _check_profile(profile: Profile, problems: list[Problem]) -> None:
 
 
 def _check_tier(tier: Tier, problems: list[Problem]) -> None:
-    pinned = BUILTIN_TIERS.get(tier.metadata.name)
+    pinned = BUILTIN_TIERS_BY_NAME.get(tier.metadata.name)
     if pinned is None:
         return
-    order, action = pinned
+    order, action = pinned.order, pinned.default_action
     name = tier.metadata.name
     if tier.spec.order != order:
-        problems.append(("spec.order", f"{name} tier order must be {int(order)}"))
+        problems.append(("spec.order", f"{name} tier order must be {order}"))
     if tier.spec.default_action != action:
         problems.append(
             ("spec.defaultAction", f"The '{name}' tier must have default action '{action}'")

@@ -1,4 +1,4 @@
-"""Calico's int-or-string value types: `Port` and `Protocol`
+"""Calico's int-or-string value types: `Port` and `ProtocolValue`
 (docs/calico-semantics.md#port-and-protocol-values).
 
 Both decode the way Calico's `numorstring` package does, so that a manifest means the same
@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
+from felis.model.constants import CALICO_PROTOCOL_NUMBERS, PORT_PROTOCOL_NUMBERS, PORT_PROTOCOLS
+
 # Go's regexp `\d` is ASCII-only; Python's is not, hence the explicit classes.
 _ALL_DIGITS = re.compile(r"[0-9]+")
 _PORT_RANGE = re.compile(r"([0-9]+):([0-9]+)")
@@ -22,11 +24,8 @@ _PORT_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 _UINT16_MAX = 65535
 _UINT8_MAX = 255
 
-PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
-PROTOCOL_NUMBERS = {"TCP": 6, "UDP": 17, "ICMP": 1, "ICMPv6": 58, "SCTP": 132, "UDPLite": 136}
 # Calico also accepts the lower-case v1 spellings when deciding whether ports make sense.
-_PORT_PROTOCOL_NAMES = frozenset({"TCP", "UDP", "SCTP", "tcp", "udp", "sctp"})
-_PORT_PROTOCOL_NUMBERS = frozenset({6, 17, 132})
+_PORT_PROTOCOL_NAMES = frozenset(PORT_PROTOCOL_NUMBERS) | {n.upper() for n in PORT_PROTOCOL_NUMBERS}
 
 
 def _type_name(value: object) -> str:
@@ -146,7 +145,7 @@ def _port_to_json(port: Port) -> int | str:
 
 
 @dataclass(frozen=True, slots=True)
-class Protocol:
+class ProtocolValue:
     """An IP protocol as a number 0-255 or a name, kept exactly as decoded.
 
     A numeric string is decoded to its number (as Calico does); any other string is kept
@@ -156,8 +155,8 @@ class Protocol:
     value: int | str
 
     @classmethod
-    def parse(cls, value: object) -> Protocol:
-        if isinstance(value, Protocol):
+    def parse(cls, value: object) -> ProtocolValue:
+        if isinstance(value, ProtocolValue):
             return value
         if isinstance(value, str):
             if _ALL_DIGITS.fullmatch(value) and int(value) <= _UINT8_MAX:
@@ -174,23 +173,23 @@ class Protocol:
         """The protocol number: the value itself, or the number of a known name."""
         if isinstance(self.value, int):
             return self.value
-        return PROTOCOL_NUMBERS.get(self.value)
+        return CALICO_PROTOCOL_NUMBERS.get(self.value)
 
     @property
     def supports_ports(self) -> bool:
         if isinstance(self.value, int):
-            return self.value in _PORT_PROTOCOL_NUMBERS
+            return self.value in PORT_PROTOCOLS
         return self.value in _PORT_PROTOCOL_NAMES
 
     def is_(self, name: str) -> bool:
         """True when this is protocol `name` given either by name or by number (CEL's test)."""
-        return self.value == name or self.value == PROTOCOL_NUMBERS[name]
+        return self.value == name or self.value == CALICO_PROTOCOL_NUMBERS[name]
 
     def invalid_reason(self) -> str | None:
         """Calico's protocol check: a number 1-255 or one of the exact-case names."""
         if isinstance(self.value, int):
             return "protocol number invalid" if self.value == 0 else None
-        if self.value not in PROTOCOL_NUMBERS:
+        if self.value not in CALICO_PROTOCOL_NUMBERS:
             return "protocol name invalid"
         return None
 
@@ -210,11 +209,11 @@ class Protocol:
         )
 
 
-_PROTOCOL_CACHE: dict[object, Protocol] = {}
+_PROTOCOL_CACHE: dict[object, ProtocolValue] = {}
 
 
-def _validate_protocol(value: object) -> Protocol:
-    if type(value) is Protocol:
+def _validate_protocol(value: object) -> ProtocolValue:
+    if type(value) is ProtocolValue:
         return value
     # Protocols repeat endlessly in real manifests; a tiny cache keeps decoding cheap.
     key = (type(value), value) if isinstance(value, int | str) else None
@@ -223,7 +222,7 @@ def _validate_protocol(value: object) -> Protocol:
         if cached is not None:
             return cached
     try:
-        result = Protocol.parse(value)
+        result = ProtocolValue.parse(value)
     except ValueError as exc:
         raise PydanticCustomError("protocol", "{reason}", {"reason": str(exc)}) from None
     if key is not None and len(_PROTOCOL_CACHE) < 1024:
@@ -231,5 +230,5 @@ def _validate_protocol(value: object) -> Protocol:
     return result
 
 
-def _protocol_to_json(protocol: Protocol) -> int | str:
+def _protocol_to_json(protocol: ProtocolValue) -> int | str:
     return protocol.value

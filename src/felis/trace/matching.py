@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from felis.dataplane.spec import (
-    PROTOCOL_NUMBERS,
     CtState,
     IcmpMatch,
     IpSet,
@@ -15,6 +14,7 @@ from felis.dataplane.spec import (
     PortRange,
     SetKind,
 )
+from felis.model.constants import PROTOCOL_NUMBERS
 from felis.trace.packet import Packet, TraceError
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -7,8 +7,9 @@ import ipaddress
 from dataclasses import dataclass
 from enum import StrEnum
 
-from felis.dataplane.spec import PORT_PROTOCOLS, PROTOCOL_NAMES, PROTOCOL_NUMBERS, CtState, Family
+from felis.dataplane.spec import CtState, Family
 from felis.errors import FelisError
+from felis.model.constants import PORT_PROTOCOLS, PROTOCOL_NAMES, PROTOCOL_NUMBERS
 
 ICMP_PROTOCOLS = frozenset({1, 58})
 LOOKUP_STATES = frozenset({CtState.NEW, CtState.ESTABLISHED, CtState.RELATED, CtState.INVALID})

@@ -2,7 +2,7 @@ from felis.conntrack.analysis import (
     FORWARDED,
     INBOUND,
     OUTBOUND,
-    Snapshot,
+    ConntrackSample,
     advise,
     classify,
     port_totals,
@@ -20,8 +20,10 @@ def tw(src: str, sport: int, dport: int = 12211, dst: str = "198.18.0.1") -> Ent
     )
 
 
-def snap(t: float, entries: list[Entry], count: int | None = None, drop: int = 0) -> Snapshot:
-    return Snapshot(
+def snap(
+    t: float, entries: list[Entry], count: int | None = None, drop: int = 0
+) -> ConntrackSample:
+    return ConntrackSample(
         taken_at=t,
         count=len(entries) if count is None else count,
         max=1000,

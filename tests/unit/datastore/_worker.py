@@ -10,6 +10,10 @@ modes:
   fill PREFIX COUNT BATCH  apply COUNT new GlobalNetworkSets, BATCH per call
   update WRITER            read the counter before READY, then update it (CAS race)
   apply WRITER             the same through apply
+  tier-race ROLE ROUNDS    round i, through the resource service: ROLE `tier` deletes Tier
+                           race-<i>, ROLE `policy` creates a policy in it; the two roles meet
+                           at a barrier before every round. Prints one 1 (done) or 0 (refused)
+                           per round.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from felis.datastore import Conflict, Datastore, open_datastore
+from felis.model import load_located
+from felis.resources import DeleteTarget, Problems, ResourceService
+
+TIER_RACE_ROLES = ("tier", "policy")
 
 
 def _wait_go(ready: Path, go: Path) -> None:
@@ -71,6 +79,40 @@ def fill(store: Datastore, prefix: str, count: int, batch: int) -> str:
     return f"applied={count}"
 
 
+def _barrier(folder: Path, round_: int, role: str) -> None:
+    """Wait until the other role has reached round `round_` too."""
+    (folder / f"round-{round_}-{role}").touch()
+    other = next(r for r in TIER_RACE_ROLES if r != role)
+    end = time.monotonic() + 60
+    while not (folder / f"round-{round_}-{other}").exists():
+        if time.monotonic() > end:
+            raise SystemExit(f"{other} never reached round {round_}")
+        time.sleep(0.0005)
+
+
+def tier_race(store: Datastore, role: str, rounds: int, folder: Path) -> str:
+    """The two writers of a tier race: one deletes the tier, one creates a policy in it."""
+    service = ResourceService(store)
+    done = []
+    for i in range(rounds):
+        name = f"race-{i}"
+        document = (
+            f"apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\n"
+            f"metadata: {{name: {name}.p}}\nspec: {{tier: {name}, selector: all()}}\n"
+        )
+        items = load_located(document.encode(), "race.yaml")
+        _barrier(folder, i, role)
+        try:
+            if role == "tier":
+                service.delete([DeleteTarget("Tier", name)])
+            else:
+                service.create(items)
+            done.append("1")
+        except Problems:
+            done.append("0")
+    return "".join(done)
+
+
 def race(store: Datastore, mode: str, writer: str, ready: Path, go: Path) -> str:
     """Both workers read the same version, then write at the same moment."""
     obj = store.get("GlobalNetworkSet", "counter")
@@ -93,6 +135,10 @@ def main() -> None:
     try:
         if mode in ("update", "apply"):
             print(race(store, mode, args[0], ready, go))
+            return
+        if mode == "tier-race":
+            _wait_go(ready, go)
+            print(tier_race(store, args[0], int(args[1]), ready.parent))
             return
         if mode == "increment":
             _wait_go(ready, go)

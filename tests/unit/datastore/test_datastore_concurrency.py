@@ -7,9 +7,34 @@ from pathlib import Path
 
 from dstest_helpers import collect_events, finish, gnp, start_worker, wait_for_files
 
-from felis.datastore import SqliteDatastore
+from felis.datastore import Datastore, SqliteDatastore
+from felis.model import load_located
+from felis.resources import ResourceService
 
 INCREMENTS = 150
+TIER_RACE_ROUNDS = 25
+
+
+def race_tiers(store: Datastore, rounds: int) -> None:
+    """The tiers `race-0` … of the `tier-race` worker mode."""
+    documents = "---\n".join(
+        f"apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {{name: race-{i}}}\n"
+        "spec: {order: 100}\n"
+        for i in range(rounds)
+    )
+    ResourceService(store).apply(load_located(documents.encode(), "tiers.yaml"))
+
+
+def check_tier_race(outputs: list[str], store: Datastore, rounds: int) -> None:
+    """Each round, exactly one of the two writers succeeded, and what is stored says which."""
+    deleted, created = (out.strip() for out in outputs)
+    assert len(deleted) == len(created) == rounds
+    both_or_neither = [i for i in range(rounds) if deleted[i] == created[i]]
+    assert both_or_neither == [], f"rounds where not exactly one writer won: {both_or_neither}"
+    tiers = {o["metadata"]["name"] for o in store.list("Tier").items}
+    policies = {o["metadata"]["name"] for o in store.list("GlobalNetworkPolicy").items}
+    for i in range(rounds):
+        assert (f"race-{i}" in tiers) == (f"race-{i}.p" in policies) == (created[i] == "1")
 
 
 def run_pair(db_path: Path, tmp_path: Path, args_a: list[str], args_b: list[str]) -> list[str]:
@@ -99,3 +124,18 @@ def test_watch_sees_changes_made_by_another_process(db_path: Path, tmp_path: Pat
     assert [e.name for e in events] == [f"remote-{i:05d}" for i in range(30)]
     assert [e.revision for e in events] == list(range(since + 1, since + 31))
     assert {e.type for e in events} == {"ADDED"}
+
+
+def test_a_policy_and_the_deletion_of_its_tier_never_both_succeed(
+    db_path: Path, tmp_path: Path
+) -> None:
+    """One process deletes tier T while the other creates a policy in T, round after round:
+    the checks run inside the write's transaction, so one of them always sees the other."""
+    with SqliteDatastore(db_path) as store:
+        race_tiers(store, TIER_RACE_ROUNDS)
+    rounds = str(TIER_RACE_ROUNDS)
+    outputs = run_pair(
+        db_path, tmp_path, ["tier-race", "tier", rounds], ["tier-race", "policy", rounds]
+    )
+    with SqliteDatastore(db_path) as store:
+        check_tier_race(outputs, store, TIER_RACE_ROUNDS)

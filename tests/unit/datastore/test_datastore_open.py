@@ -3,7 +3,6 @@ one."""
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
 from pathlib import Path
 
@@ -22,8 +21,6 @@ from felis.datastore import (
     resolve_config,
 )
 from felis.errors import FelisError
-
-HAS_ETCD = importlib.util.find_spec("felis.datastore.etcd") is not None
 
 
 @pytest.mark.parametrize(
@@ -105,15 +102,18 @@ def test_calicoctl_environment_errors() -> None:
         resolve_config(None, {"DATASTORE_TYPE": "kubernetes"})
 
 
-@pytest.mark.skipif(HAS_ETCD, reason="the etcd backend exists in this build")
-def test_etcd_is_selected_but_not_available_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_calicoctl_environment_opens_the_etcd_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    from felis.datastore.etcd import EtcdDatastore
+
     monkeypatch.delenv("FELIS_DATASTORE", raising=False)
     monkeypatch.setenv("CALICO_DATASTORE_TYPE", "etcdv3")
-    monkeypatch.setenv("CALICO_ETCD_ENDPOINTS", "http://127.0.0.1:2379")
-    with pytest.raises(Unavailable) as err:
-        open_datastore()
-    assert str(err.value).startswith("etcd datastore not available in this build yet")
-    assert "\n" not in str(err.value)
+    monkeypatch.setenv("CALICO_ETCD_ENDPOINTS", "http://198.18.0.1:2379,http://198.18.0.2:2379")
+    store = open_datastore()  # nothing is sent before the first read or write
+    try:
+        assert isinstance(store, EtcdDatastore)
+        assert store.config == EtcdConfig(("http://198.18.0.1:2379", "http://198.18.0.2:2379"))
+    finally:
+        store.close()
 
 
 def test_open_datastore_from_felis_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

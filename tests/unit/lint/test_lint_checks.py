@@ -287,6 +287,23 @@ def test_failsafe_overlap(action: str, severity: str) -> None:
     assert "FL007" not in codes(lint(docs(SEED_TEXT, CLIENT, ssh), no_failsafe))
 
 
+def test_an_sctp_failsafe_port_is_checked_like_tcp_and_udp() -> None:
+    sctp = """
+        apiVersion: projectcalico.org/v3
+        kind: GlobalNetworkPolicy
+        metadata: {name: sctp}
+        spec:
+          selector: memcached == 'server'
+          ingress:
+            - action: Deny
+              protocol: SCTP
+              destination: {ports: [3868]}
+    """
+    config = CalcConfig(failsafe_inbound=parse_failsafe_ports("tcp:22,sctp:3868"))
+    finding = only(lint(docs(SEED_TEXT, CLIENT, sctp), config), "FL007")
+    assert "local sctp:3868" in finding.message
+
+
 def test_untracked_allow_overlapping_failsafe_is_a_note_about_tracking() -> None:
     etcd = SEED_TEXT.replace("- 12211", "- 2379")
     found = {f.where: f for f in lint(docs(etcd, CLIENT)) if f.code == "FL007"}

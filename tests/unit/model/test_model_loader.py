@@ -19,7 +19,7 @@ from felis.model import (
     HostEndpoint,
     ManifestError,
     Port,
-    Protocol,
+    ProtocolValue,
     Tier,
     from_dict,
     load_documents,
@@ -52,7 +52,7 @@ def test_seed_manifest_loads_and_defaults_as_in_reference() -> None:
     assert policy.spec.types == ["Ingress", "Egress"]
     assert policy.metadata.labels == {"projectcalico.org/tier": "default"}
     assert policy.spec.do_not_track and policy.spec.apply_on_forward
-    assert policy.spec.ingress[0].protocol == Protocol("TCP")
+    assert policy.spec.ingress[0].protocol == ProtocolValue("TCP")
     assert policy.spec.ingress[0].destination.ports == [Port.single(12211)]
     assert policy.spec.egress[0].source.ports == [Port.single(12211)]
     assert policy.spec.egress[0].destination.selector == "memcached == 'client'"
@@ -256,7 +256,7 @@ def test_python_construction_by_field_name() -> None:
             ingress=[
                 Rule(
                     action="Allow",
-                    protocol=Protocol("TCP"),
+                    protocol=ProtocolValue("TCP"),
                     destination=EntityRule(ports=[Port.single(22)]),
                 )
             ],

@@ -1,10 +1,10 @@
-"""Port and Protocol: Calico's int-or-string decoding and encoding (reference §1.5)."""
+"""Port and ProtocolValue: Calico's int-or-string decoding and encoding (reference §1.5)."""
 
 from __future__ import annotations
 
 import pytest
 
-from felis.model import Port, Protocol
+from felis.model import Port, ProtocolValue
 
 
 @pytest.mark.parametrize(
@@ -74,7 +74,7 @@ def test_port_properties() -> None:
     ],
 )
 def test_protocol(raw: int | str, value: int | str, number: int | None, ports: bool) -> None:
-    protocol = Protocol.parse(raw)
+    protocol = ProtocolValue.parse(raw)
     assert protocol.value == value
     assert protocol.number == number
     assert protocol.supports_ports is ports
@@ -82,11 +82,11 @@ def test_protocol(raw: int | str, value: int | str, number: int | None, ports: b
 
 
 def test_protocol_validity_and_range() -> None:
-    assert Protocol(0).invalid_reason() == "protocol number invalid"
-    assert Protocol("tcp").invalid_reason() == "protocol name invalid"
-    assert Protocol("TCP").invalid_reason() is None
-    assert Protocol(1).is_("ICMP") and Protocol("ICMP").is_("ICMP")
+    assert ProtocolValue(0).invalid_reason() == "protocol number invalid"
+    assert ProtocolValue("tcp").invalid_reason() == "protocol name invalid"
+    assert ProtocolValue("TCP").invalid_reason() is None
+    assert ProtocolValue(1).is_("ICMP") and ProtocolValue("ICMP").is_("ICMP")
     with pytest.raises(ValueError, match="out of range"):
-        Protocol.parse(256)
+        ProtocolValue.parse(256)
     with pytest.raises(ValueError, match="integer or a string"):
-        Protocol.parse(6.0)
+        ProtocolValue.parse(6.0)

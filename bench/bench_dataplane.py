@@ -5,8 +5,8 @@ tables, after port expansion), generated the way `bench_calc.py` generates its c
 host endpoints, policies in 5 tiers, 500 rule selectors, 200 network sets) and pushed through
 `felis.calc`, so the rules are felis' real output:
 
-(a) calc + render: `compute()` and a cold `render_full` of both families (renderer memos
-    cleared first), CPU time, median;
+(a) calc + render: `compute()` and a cold `render_full` of both families (a fresh render
+    cache), CPU time, median;
 (b) full apply through felis (`Dataplane.apply` on an empty namespace: read back, render with
     cold memos, write) against loading felis' own `render_full` text by hand (`ipset restore` +
     `iptables-restore --noflush` + `ip6tables-restore --noflush`, or `nft -f` per family), each
@@ -49,7 +49,7 @@ from felis.dataplane.kernel import (
     NftablesDataplane,
     open_dataplane,
 )
-from felis.dataplane.memo import clear_memos
+from felis.dataplane.memo import RenderCache
 from felis.dataplane.rule_identity import expand_rules
 from felis.dataplane.spec import DataplaneSpec
 from felis.model import Resource, from_dict
@@ -143,12 +143,17 @@ def ms(value: float) -> str:
     return f"{value * 1000:.1f} ms"
 
 
-def render_full(backend: str, spec: DataplaneSpec) -> None:
+def render_full(backend: str, spec: DataplaneSpec, cache: RenderCache) -> None:
     for ruleset in spec.rulesets.values():
         if backend == "iptables":
-            iptables.render_full(ruleset)
+            iptables.render_full(ruleset, cache=cache)
         else:
-            nftables.render_full(ruleset)
+            nftables.render_full(ruleset, cache=cache)
+
+
+def new_dataplane(backend: str) -> IptablesDataplane | NftablesDataplane:
+    """A dataplane with its own, empty render cache."""
+    return IptablesDataplane() if backend == "iptables" else NftablesDataplane()
 
 
 def load_by_hand(backend: str, texts: list[tuple[str, str]]) -> None:
@@ -194,9 +199,9 @@ def scenario(size: str, n_policies: int, backends: list[str], repeat: int, chang
         samples = []
         for _ in range(repeat):
             fresh = compute(resources, cluster.NODE, INTERFACES).spec
-            clear_memos()
-            samples.append(cpu(lambda: render_full(backend, fresh)))  # noqa: B023
-        warm = cpu(lambda: render_full(backend, fresh))  # noqa: B023
+            cache = RenderCache()
+            samples.append(cpu(lambda: render_full(backend, fresh, cache)))  # noqa: B023
+        warm = cpu(lambda: render_full(backend, fresh, cache))  # noqa: B023
         print(
             f"(a) render {backend} (both families): cold median {ms(statistics.median(samples))}"
             f" CPU, memoised {ms(warm)}; calc + render "
@@ -209,7 +214,7 @@ def scenario(size: str, n_policies: int, backends: list[str], repeat: int, chang
 
 
 def full_apply(backend: str, resources: list[Resource], repeat: int) -> None:
-    # (b) felis apply (cold memos) vs the same text by hand, interleaved, fresh namespace each.
+    # (b) felis apply (cold cache) vs the same text by hand, interleaved, fresh namespace each.
     by_hand, felis, felis_warm = [], [], []
     for _ in range(repeat):
         spec = compute(resources, cluster.NODE, INTERFACES).spec
@@ -217,15 +222,14 @@ def full_apply(backend: str, resources: list[Resource], repeat: int) -> None:
         reset_netns()
         by_hand.append(wall(lambda: load_by_hand(backend, texts)))  # noqa: B023
         reset_netns()
-        clear_memos()
         spec = compute(resources, cluster.NODE, INTERFACES).spec
-        dataplane = open_dataplane(backend)
+        dataplane = new_dataplane(backend)
         felis.append(wall(lambda: dataplane.apply(spec)))  # noqa: B023
         reset_netns()
-        # The same with the spec already rendered once (what `felis render` or a previous
-        # apply leaves memoised): the kernel-facing part alone.
-        render_full(backend, spec)
-        dataplane = open_dataplane(backend)
+        # The same with the spec already rendered once into the dataplane's cache (what a
+        # previous apply leaves memoised): the kernel-facing part alone.
+        dataplane = new_dataplane(backend)
+        render_full(backend, spec, dataplane.cache)
         felis_warm.append(wall(lambda: dataplane.apply(spec)))  # noqa: B023
         assert not dataplane.drift(spec), "full apply left a difference"
     hand, cold, warm = (statistics.median(x) for x in (by_hand, felis, felis_warm))

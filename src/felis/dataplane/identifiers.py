@@ -1,7 +1,11 @@
 """Identifier checks: everything that reaches a command line or an nft file passes one of these.
 
 They are pure and the same few hundred names recur in every render, so valid names are remembered
-(a refused name raises, and is therefore never cached).
+(a refused name raises, and is therefore never cached). These are the only module-level memos of
+the dataplane (everything else lives in each dataplane's `memo.RenderCache`), and may be: each
+maps a short string (and a family) to a verdict about that string alone, the same for every spec
+and every dataplane, so sharing it cannot leak one owner's state into another's; they hold only
+strings, never an IR object or an object identity, and are bounded. calc runs the same checks.
 """
 
 from __future__ import annotations
@@ -11,16 +15,15 @@ import ipaddress
 import re
 from collections.abc import Mapping
 
-from felis.dataplane.memo import register_memo
 from felis.dataplane.spec import (
     CHAIN_PREFIX,
     MAX_CHAIN_NAME,
     MAX_IPSET_NAME,
-    PROTOCOL_NAMES,
     Family,
     Table,
 )
 from felis.errors import FelisError
+from felis.model.constants import PROTOCOL_NAMES
 
 MAX_LOG_PREFIX = 29
 """iptables' LOG target limit (nft allows more; one limit keeps both identical)."""
@@ -38,6 +41,8 @@ class DataplaneRenderError(FelisError):
 
 
 _CHECK_CACHE = 1 << 16
+"""Bound of each check's module-level memo (why these may be module-level: the module docstring;
+check_net's key also holds the family, an enum member)."""
 
 _IFACE_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}\+?$")
 _CHAIN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_./-]*$")
@@ -116,14 +121,3 @@ def protocol_name(number: int) -> str:
     if not 0 <= number <= 255:
         raise DataplaneRenderError(f"invalid IP protocol number {number}")
     return PROTOCOL_NAMES.get(number, str(number))
-
-
-for _cached in (
-    check_iface,
-    check_chain,
-    check_set_name,
-    check_comment,
-    check_log_prefix,
-    check_net,
-):
-    register_memo(_cached.cache_clear)

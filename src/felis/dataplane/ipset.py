@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from felis.dataplane.identifiers import DataplaneRenderError, check_set_name
 from felis.dataplane.kernel_state import SetState, set_kind_conflicts
+from felis.dataplane.memo import RenderCache
 from felis.dataplane.set_members import (
     normalise_member,
     normalise_members,
@@ -45,13 +46,9 @@ def _create_line(ipset: IpSet, family: Family, exist: bool) -> str:
     return line + " -exist" if exist else line
 
 
-def _sorted_normal(ipset: IpSet, family: Family) -> tuple[str, ...]:
-    if isinstance(ipset.members, frozenset):
-        return sorted_normal_members(ipset.kind, ipset.members, family)
-    return tuple(sorted_members(ipset.kind, normalise_members(ipset.kind, ipset.members, family)))
-
-
-def render_ipset_full(sets: Mapping[str, IpSet], family: Family) -> str | None:
+def render_ipset_full(
+    sets: Mapping[str, IpSet], family: Family, cache: RenderCache | None = None
+) -> str | None:
     """Create (if missing), flush and fill every set: for a node that has none of them yet."""
     lines = []
     for name in sorted(sets):
@@ -59,12 +56,16 @@ def render_ipset_full(sets: Mapping[str, IpSet], family: Family) -> str | None:
         check_set_name(name)
         lines.append(_create_line(ipset, family, exist=True))
         lines.append(f"flush {name}")
-        lines.extend(f"add {name} {m}" for m in _sorted_normal(ipset, family))
+        members = sorted_normal_members(ipset.kind, ipset.members, family, cache)
+        lines.extend(f"add {name} {m}" for m in members)
     return "\n".join([*lines, "COMMIT", ""]) if lines else None
 
 
 def render_ipset_update(
-    sets: Mapping[str, IpSet], family: Family, current: Mapping[str, SetState]
+    sets: Mapping[str, IpSet],
+    family: Family,
+    current: Mapping[str, SetState],
+    cache: RenderCache | None = None,
 ) -> str | None:
     """Create missing sets and bring members in line; None when nothing differs."""
     set_kind_conflicts(sets, current)
@@ -72,11 +73,12 @@ def render_ipset_update(
     for name in sorted(sets):
         ipset = sets[name]
         check_set_name(name)
-        want = normalise_members(ipset.kind, ipset.members, family)
+        want = normalise_members(ipset.kind, ipset.members, family, cache)
         have = current.get(name)
         if have is None:
             lines.append(_create_line(ipset, family, exist=True))
-            lines.extend(f"add {name} {m}" for m in _sorted_normal(ipset, family))
+            members = sorted_normal_members(ipset.kind, ipset.members, family, cache)
+            lines.extend(f"add {name} {m}" for m in members)
             continue
         if have.members is want or have.members == want:
             continue

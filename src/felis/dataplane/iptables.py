@@ -20,9 +20,8 @@ Rules other programs own (no `felis:` comment) are never named, so `--noflush` l
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from felis.dataplane import terms
@@ -47,7 +46,7 @@ from felis.dataplane.kernel_state import (
     hook_hashes,
     hooks_in_place,
 )
-from felis.dataplane.memo import IdentityMemo, register_memo
+from felis.dataplane.memo import PerObject, PerValue, RenderCache, by_value, cache_or_new
 from felis.dataplane.rule_identity import (
     chain_kernel_rules,
     normalise_ports,
@@ -57,6 +56,7 @@ from felis.dataplane.rule_identity import (
 from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import (
     CHAIN_PREFIX,
+    EMPTY_TABLES,
     TABLE_ORDER,
     Accept,
     Chain,
@@ -190,17 +190,15 @@ _IP_PART = (terms.Net, terms.Iface, terms.Protocol)
 `-i`, `-o`, `-p`), before every `-m` match whatever order they were given in."""
 
 
-def render_match(match: Match, family: Family) -> list[str]:
+def render_match(match: Match, family: Family, cache: RenderCache | None = None) -> list[str]:
     """Match text as iptables-save prints it: the fixed header (addresses, interfaces,
     protocol), then the `-m` matches in Calico's order (docs/calico-semantics.md#match-order)."""
-    header, matches = _render_match(match, family)
+    header, matches = by_value(cache, _MATCH_TEXT)(match, family)
     return [*header, *matches]
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _render_match(match: Match, family: Family) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    # Memoised by value: a ruleset has far fewer distinct matches than rules. Rendered in
-    # iptables-save's order, the text of a hook rule is the text read back, which is what a
+    # In iptables-save's order, the text of a hook rule is the text read back, which is what a
     # `-D` of it (and `felis plan`'s prediction of that `-D`) is written with.
     found = terms.match_terms(match)
     texts = _TEXT.render(match, family)
@@ -212,7 +210,8 @@ def _render_match(match: Match, family: Family) -> tuple[tuple[str, ...], tuple[
     return tuple(texts[i] for i in header), tuple(texts[i] for i in rest)
 
 
-register_memo(_render_match.cache_clear)
+_MATCH_TEXT = PerValue(_render_match, 1 << 16)
+"""By value: a ruleset has far fewer distinct matches than rules."""
 
 
 def render_action(rule: Rule) -> list[str]:
@@ -238,10 +237,21 @@ def render_action(rule: Rule) -> list[str]:
     raise DataplaneRenderError(f"unknown action {rule.action!r}")
 
 
-def render_rule(rule: Rule, rule_hash: str, family: Family) -> str:
+def render_rule(
+    rule: Rule, rule_hash: str, family: Family, cache: RenderCache | None = None
+) -> str:
     """The rule text after `-A <chain> ` (an already expanded, checked kernel rule)."""
+    return _rule_text(rule, rule_hash, family, by_value(cache, _MATCH_TEXT))
+
+
+def _rule_text(
+    rule: Rule,
+    rule_hash: str,
+    family: Family,
+    match_text: Callable[[Match, Family], tuple[tuple[str, ...], tuple[str, ...]]],
+) -> str:
     comment = rule_comment(rule_hash, rule.comment)
-    header, matches = _render_match(rule.match, family)
+    header, matches = match_text(rule.match, family)
     return " ".join([*header, f'-m comment --comment "{comment}"', *matches, *render_action(rule)])
 
 
@@ -319,54 +329,60 @@ def parse_iptables_save(text: str) -> dict[Table, TableState]:
 # Rendering a table, a family, a cleanup.
 
 
-_CHAIN_TEXT: IdentityMemo[tuple[str, Family], str] = IdentityMemo()
+_CHAIN_TEXT: PerObject[tuple[str, Family], str] = PerObject()
 """The `-A` lines of a chain, per chain object: an unchanged chain is printed once."""
 
 
-def _chain_text(name: str, chain: Chain, family: Family) -> str:
+def _chain_text(name: str, chain: Chain, family: Family, cache: RenderCache) -> str:
     def compute() -> str:
-        kernel = chain_kernel_rules(chain, name)
+        kernel = chain_kernel_rules(chain, name, cache)
+        match_text = cache.values(_MATCH_TEXT)
         return "\n".join(
-            f"-A {name} {render_rule(rule, rule_hash, family)}"
+            f"-A {name} {_rule_text(rule, rule_hash, family, match_text)}"
             for rule, rule_hash in zip(kernel.rules, kernel.hashes, strict=True)
         )
 
-    return _CHAIN_TEXT.get(chain, (name, family), compute)
+    return cache.objects(_CHAIN_TEXT).get(chain, (name, family), compute)
 
 
 def render_table(
-    spec: TableSpec | None, family: Family, current: TableState | None, table: Table
+    spec: TableSpec | None,
+    family: Family,
+    current: TableState | None,
+    table: Table,
+    cache: RenderCache | None = None,
 ) -> str | None:
     """`iptables-restore --noflush` input bringing one table from `current` to `spec`.
 
     `spec` None removes everything felis has in the table. None when nothing differs.
     """
-    spec = spec if spec is not None else TableSpec(table=table, chains={})
-    new, changed, obsolete = dirty_chains(spec, current)
+    cache = cache_or_new(cache)
+    spec = spec if spec is not None else EMPTY_TABLES[table]
+    new, changed, obsolete = dirty_chains(spec, current, cache)
     body: list[str] = [f":{name} - -" for name in (*new, *changed, *obsolete)]
     for name in (*new, *changed):
-        text = _chain_text(name, spec.chains[name], family)
+        text = _chain_text(name, spec.chains[name], family, cache)
         if text:
             body.append(text)
 
-    wanted = desired_hooks(spec)
+    wanted = desired_hooks(spec, cache)
     have = current.chains if current is not None else {}
     with_ours = [
         name for name, chain in have.items() if not name.startswith(CHAIN_PREFIX) and chain.ours()
     ]
     for kernel_chain in dict.fromkeys([*wanted, *with_ours]):
         inserts, appends = wanted.get(kernel_chain, ((), ()))
-        ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+        ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends, cache)
         chain_state = have.get(kernel_chain, ChainState(kernel_chain))
         if hooks_in_place(chain_state.hashes, ins_hashes, app_hashes):
             continue
         body.extend(f"-D {kernel_chain} {rule.text}" for _, rule in chain_state.ours())
         body.extend(
-            f"-I {kernel_chain} {pos} {render_rule(rule, rule_hash, family)}"
+            f"-I {kernel_chain} {pos} {render_rule(rule, rule_hash, family, cache)}"
             for pos, (rule, rule_hash) in enumerate(zip(inserts, ins_hashes, strict=True), 1)
         )
         body.extend(
-            f"-A {kernel_chain} {render_rule(rule, rule_hash, family)}"
+            f"-A {kernel_chain} {render_rule(rule, rule_hash, family, cache)}"
             for rule, rule_hash in zip(appends, app_hashes, strict=True)
         )
     if not body:
@@ -403,46 +419,51 @@ class IptablesPlan:
         return "".join(self.tables[t] for t in TABLE_ORDER if t in self.tables)
 
 
-def render_delta(ruleset: Ruleset, current: IptablesState) -> IptablesPlan:
+def render_delta(
+    ruleset: Ruleset, current: IptablesState, *, cache: RenderCache | None = None
+) -> IptablesPlan:
     """Commands bringing the kernel from `current` to `ruleset`; `plan.empty` when in sync."""
-    check_ruleset(ruleset)
-    return _delta(ruleset, current)
+    cache = cache_or_new(cache)
+    check_ruleset(ruleset, cache)
+    return _delta(ruleset, current, cache)
 
 
-def _delta(ruleset: Ruleset, current: IptablesState, *, full: bool = False) -> IptablesPlan:
+def _delta(
+    ruleset: Ruleset, current: IptablesState, cache: RenderCache, *, full: bool = False
+) -> IptablesPlan:
     family = ruleset.family
     tables: dict[Table, str] = {}
     for table in TABLE_ORDER:
-        text = render_table(ruleset.tables.get(table), family, current.tables.get(table), table)
+        text = render_table(
+            ruleset.tables.get(table), family, current.tables.get(table), table, cache
+        )
         if text is not None:
             tables[table] = text
     if full:
-        return IptablesPlan(
-            family=family, ipset_prepare=render_ipset_full(ruleset.sets, family), tables=tables
-        )
+        prepare = render_ipset_full(ruleset.sets, family, cache)
+        return IptablesPlan(family=family, ipset_prepare=prepare, tables=tables)
     family_sets = {n: s for n, s in current.sets.items() if s.family is family}
     return IptablesPlan(
         family=family,
-        ipset_prepare=render_ipset_update(ruleset.sets, family, family_sets),
+        ipset_prepare=render_ipset_update(ruleset.sets, family, family_sets, cache),
         tables=tables,
         ipset_cleanup=render_ipset_destroy(obsolete_sets(ruleset.sets, family, family_sets)),
     )
 
 
-def render_full(ruleset: Ruleset) -> IptablesPlan:
+def render_full(ruleset: Ruleset, *, cache: RenderCache | None = None) -> IptablesPlan:
     """Programming a node that has none of felis' state (the delta against nothing)."""
-    check_ruleset(ruleset)
-    return _delta(ruleset, IptablesState(), full=True)
+    cache = cache_or_new(cache)
+    check_ruleset(ruleset, cache)
+    return _delta(ruleset, IptablesState(), cache, full=True)
 
 
-def _felis_states(spec: TableSpec) -> dict[str, ChainState]:
-    return {name: chain_state(chain, name) for name, chain in spec.chains.items()}
+_FELIS_STATES: PerObject[None, dict[str, ChainState]] = PerObject()
 
 
-_FELIS_STATES: IdentityMemo[None, dict[str, ChainState]] = IdentityMemo()
-
-
-def state_after(ruleset: Ruleset, before: IptablesState) -> IptablesState:
+def state_after(
+    ruleset: Ruleset, before: IptablesState, *, cache: RenderCache | None = None
+) -> IptablesState:
     """What `iptables-save` + `ipset save` would read back once `render_delta(ruleset, before)`
     has been applied successfully, in the shape `render_delta` compares against.
 
@@ -452,25 +473,27 @@ def state_after(ruleset: Ruleset, before: IptablesState) -> IptablesState:
     rules in our own chains carry no text (nothing deletes them by value). Foreign rules and
     sets are kept as they were read.
     """
+    cache = cache_or_new(cache)
+    felis_states = cache.objects(_FELIS_STATES)
     family = ruleset.family
     tables: dict[Table, TableState] = {}
     for table in TABLE_ORDER:
-        spec = ruleset.tables.get(table) or TableSpec(table=table, chains={})
+        spec = ruleset.tables.get(table) or EMPTY_TABLES[table]
         old = before.tables.get(table)
         have = old.chains if old is not None else {}
         chains: dict[str, ChainState] = {
             name: chain for name, chain in have.items() if not name.startswith(CHAIN_PREFIX)
         }
-        wanted = desired_hooks(spec)
+        wanted = desired_hooks(spec, cache)
         for kernel_chain in dict.fromkeys([*wanted, *chains]):
             inserts, appends = wanted.get(kernel_chain, ((), ()))
-            ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+            ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends, cache)
             state = chains.get(kernel_chain, ChainState(kernel_chain))
             if hooks_in_place(state.hashes, ins_hashes, app_hashes):
                 continue
             foreign = tuple(rule for rule in state.rules if rule.hash is None)
             ours = [
-                KernelRule(hash=rule_hash, text=render_rule(rule, rule_hash, family))
+                KernelRule(hash=rule_hash, text=render_rule(rule, rule_hash, family, cache))
                 for rule, rule_hash in zip(
                     (*inserts, *appends), (*ins_hashes, *app_hashes), strict=True
                 )
@@ -478,7 +501,7 @@ def state_after(ruleset: Ruleset, before: IptablesState) -> IptablesState:
             chains[kernel_chain] = ChainState(
                 kernel_chain, (*ours[: len(inserts)], *foreign, *ours[len(inserts) :])
             )
-        chains.update(_FELIS_STATES.get(spec, None, lambda spec=spec: _felis_states(spec)))  # type: ignore[misc]
+        chains.update(felis_states.get(spec, None, _felis_states, spec, cache))
         if chains or old is not None:
             tables[table] = TableState(table=table, chains=chains)
     sets: dict[str, SetState] = {
@@ -487,11 +510,17 @@ def state_after(ruleset: Ruleset, before: IptablesState) -> IptablesState:
         if state.family is not family or not name.startswith(SET_NAME_PREFIX)
     }
     for name, ipset in ruleset.sets.items():
-        members = normalise_members(ipset.kind, ipset.members, family)
+        members = normalise_members(ipset.kind, ipset.members, family, cache)
         sets[name] = SetState(name=name, kind=ipset.kind, family=family, members=members)
     return IptablesState(tables=tables, sets=sets)
 
 
-def render_cleanup(family: Family, current: IptablesState) -> IptablesPlan:
+def _felis_states(spec: TableSpec, cache: RenderCache) -> dict[str, ChainState]:
+    return {name: chain_state(chain, name, cache) for name, chain in spec.chains.items()}
+
+
+def render_cleanup(
+    family: Family, current: IptablesState, *, cache: RenderCache | None = None
+) -> IptablesPlan:
     """Remove every felis chain, hook and set of one family."""
-    return render_delta(Ruleset(family=family, tables={}, sets={}), current)
+    return render_delta(Ruleset(family=family, tables={}, sets={}), current, cache=cache)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from felis.dataplane.identifiers import (
@@ -17,13 +16,10 @@ from felis.dataplane.identifiers import (
     check_set_name,
     protocol_name,
 )
-from felis.dataplane.memo import IdentityMemo, register_memo
+from felis.dataplane.memo import PerObject, PerValue, RenderCache, by_value, cache_or_new
 from felis.dataplane.rule_identity import canonical_rule
 from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import (
-    PORT_PROTOCOLS,
-    PROTOCOL_NAMES,
-    PROTOCOL_NUMBERS,
     Chain,
     Family,
     Goto,
@@ -39,6 +35,7 @@ from felis.dataplane.spec import (
     Table,
     TableSpec,
 )
+from felis.model.constants import PORT_PROTOCOLS, PROTOCOL_NAMES, PROTOCOL_NUMBERS
 
 
 def _where(rule: Rule) -> str:
@@ -49,10 +46,8 @@ class _MatchProblem(Exception):
     """A match refused by `_check_match`; the caller names the rule."""
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _check_match(match: Match, family: Family) -> None:
-    """The checks of a rule's match that need nothing else, memoised by value (a refused match
-    raises, so only good ones are remembered)."""
+    """The checks of a rule's match that need nothing else."""
     for proto in (match.protocol, match.not_protocol):
         if proto is not None:
             protocol_name(proto)
@@ -101,11 +96,17 @@ def _check_match(match: Match, family: Family) -> None:
         raise _MatchProblem("mark bits both set and clear")
 
 
-def _check_rule_alone(rule: Rule, table: Table, family: Family) -> None:
+_CHECKED_MATCH = PerValue(_check_match, 1 << 16)
+"""By value (a refused match raises, so only good ones are remembered)."""
+
+
+def _check_rule_alone(
+    rule: Rule, table: Table, family: Family, check_match: Callable[[Match, Family], None]
+) -> None:
     """Every check of `check_rule` that does not depend on the other chains of the table."""
     check_comment(rule.comment)
     try:
-        _check_match(rule.match, family)
+        check_match(rule.match, family)
     except _MatchProblem as problem:
         raise DataplaneRenderError(f"{_where(rule)}: {problem}") from None
     action = rule.action
@@ -131,9 +132,15 @@ def _check_target(rule: Rule, table: Table, chains: Mapping[str, Chain]) -> None
         )
 
 
-def check_rule(rule: Rule, table: Table, family: Family, chains: Mapping[str, Chain]) -> None:
+def check_rule(
+    rule: Rule,
+    table: Table,
+    family: Family,
+    chains: Mapping[str, Chain],
+    cache: RenderCache | None = None,
+) -> None:
     """Refuse a rule no backend can print faithfully; `chains` are the table's chains."""
-    _check_rule_alone(rule, table, family)
+    _check_rule_alone(rule, table, family, by_value(cache, _CHECKED_MATCH))
     _check_target(rule, table, chains)
 
 
@@ -147,44 +154,64 @@ class _ChainRefs:
     """(first rule naming it, set name, kind the set must have)."""
 
 
-_CHECKED: IdentityMemo[tuple[Table, Family], _ChainRefs] = IdentityMemo()
+_CHECKED: PerObject[tuple[Table, Family], _ChainRefs] = PerObject()
 
 
-def _checked_chain(chain: Chain, table: Table, family: Family) -> _ChainRefs:
-    """Check a chain's rules on their own (memoised per chain object); return its references."""
-
-    def compute() -> _ChainRefs:
-        jumps: list[Rule] = []
-        sets: dict[tuple[str, SetKind], Rule] = {}
-        for rule in chain.rules:
-            _check_rule_alone(rule, table, family)
-            if isinstance(rule.action, Jump | Goto):
-                jumps.append(rule)
-            for ref in _set_refs(rule.match):
-                sets.setdefault(ref, rule)
-        return _ChainRefs(
-            tuple(jumps), tuple((rule, name, kind) for (name, kind), rule in sets.items())
-        )
-
-    return _CHECKED.get(chain, (table, family), compute)
+def _chain_refs(
+    chain: Chain, table: Table, family: Family, check_match: Callable[[Match, Family], None]
+) -> _ChainRefs:
+    """Check a chain's rules on their own; return its references."""
+    jumps: list[Rule] = []
+    sets: dict[tuple[str, SetKind], Rule] = {}
+    for rule in chain.rules:
+        _check_rule_alone(rule, table, family, check_match)
+        if isinstance(rule.action, Jump | Goto):
+            jumps.append(rule)
+        for ref in _set_refs(rule.match):
+            sets.setdefault(ref, rule)
+    return _ChainRefs(
+        tuple(jumps), tuple((rule, name, kind) for (name, kind), rule in sets.items())
+    )
 
 
-def check_chain_alone(chain: Chain, table: Table, family: Family) -> None:
+def _checked_chains(cache: RenderCache) -> Callable[[Chain, Table, Family], _ChainRefs]:
+    """`_chain_refs` memoised per chain object in `cache` (the memos looked up once, for the
+    many chains of a table)."""
+    memo = cache.objects(_CHECKED)
+    check_match = cache.values(_CHECKED_MATCH)
+
+    def checked(chain: Chain, table: Table, family: Family) -> _ChainRefs:
+        return memo.get(chain, (table, family), _chain_refs, chain, table, family, check_match)
+
+    return checked
+
+
+def check_chain_alone(
+    chain: Chain, table: Table, family: Family, cache: RenderCache | None = None
+) -> None:
     """Every check of the chain's rules that needs nothing outside the chain (calc runs it per
-    policy, so that a policy the renderers would refuse is left out on its own)."""
-    _checked_chain(chain, table, family)
+    policy, so that a policy the renderers would refuse is left out on its own).
+
+    Without a cache nothing is remembered: calc checks each chain object once, so a memo would
+    only keep superseded chains alive."""
+    if cache is None:
+        _chain_refs(chain, table, family, _check_match)
+    else:
+        _checked_chains(cache)(chain, table, family)
 
 
-def check_table(spec: TableSpec, family: Family) -> None:
+def check_table(spec: TableSpec, family: Family, cache: RenderCache | None = None) -> None:
+    cache = cache_or_new(cache)
+    checked = _checked_chains(cache)
     for name, chain in spec.chains.items():
         check_chain(name)
         if chain.name != name:
             raise DataplaneRenderError(f"chain {chain.name!r} is filed under {name!r}")
-        for rule in _checked_chain(chain, spec.table, family).jumps:
+        for rule in checked(chain, spec.table, family).jumps:
             _check_target(rule, spec.table, spec.chains)
     for hook in spec.hooks:
         check_kernel_chain(spec.table, hook.kernel_chain)
-        check_rule(hook.rule, spec.table, family, spec.chains)
+        check_rule(hook.rule, spec.table, family, spec.chains, cache)
 
 
 def _set_refs(match: Match) -> Iterator[tuple[str, SetKind]]:
@@ -209,38 +236,39 @@ def _check_set_ref(rule: Rule, name: str, kind: SetKind, sets: Mapping[str, IpSe
         )
 
 
-_CHECKED_TABLES: IdentityMemo[Family, tuple[tuple[Rule, str, SetKind], ...]] = IdentityMemo()
+_CHECKED_TABLES: PerObject[Family, tuple[tuple[Rule, str, SetKind], ...]] = PerObject()
 
 
-def _checked_table(spec: TableSpec, family: Family) -> tuple[tuple[Rule, str, SetKind], ...]:
+def _checked_table(
+    spec: TableSpec, family: Family, cache: RenderCache
+) -> tuple[tuple[Rule, str, SetKind], ...]:
     """`check_table` once per table object; the table's set references, each once."""
 
     def compute() -> tuple[tuple[Rule, str, SetKind], ...]:
-        check_table(spec, family)
+        check_table(spec, family, cache)
+        checked = _checked_chains(cache)
         refs: dict[tuple[str, SetKind], Rule] = {}
         for chain in spec.chains.values():
-            for rule, name, kind in _checked_chain(chain, spec.table, family).sets:
+            for rule, name, kind in checked(chain, spec.table, family).sets:
                 refs.setdefault((name, kind), rule)
         for hook in spec.hooks:
             for ref in _set_refs(hook.rule.match):
                 refs.setdefault(ref, hook.rule)
         return tuple((rule, name, kind) for (name, kind), rule in refs.items())
 
-    return _CHECKED_TABLES.get(spec, family, compute)
+    return cache.objects(_CHECKED_TABLES).get(spec, family, compute)
 
 
-def check_ruleset(ruleset: Ruleset) -> None:
+def check_ruleset(ruleset: Ruleset, cache: RenderCache | None = None) -> None:
+    cache = cache_or_new(cache)
     family = ruleset.family
     for table, spec in ruleset.tables.items():
         if spec.table is not table:
             raise DataplaneRenderError(f"table {spec.table.value} filed under {table.value}")
-        for rule, name, kind in _checked_table(spec, family):
+        for rule, name, kind in _checked_table(spec, family, cache):
             _check_set_ref(rule, name, kind, ruleset.sets)
     for name, ipset in ruleset.sets.items():
         check_set_name(name)
         if ipset.name != name:
             raise DataplaneRenderError(f"IP set {ipset.name!r} is filed under {name!r}")
-        normalise_members(ipset.kind, ipset.members, family)
-
-
-register_memo(_check_match.cache_clear)
+        normalise_members(ipset.kind, ipset.members, family, cache)

@@ -17,7 +17,9 @@ repairs it. `IptablesDataplane(netns, remember=False)` reads back before every a
 
 That loop is written once (`_RememberingDataplane.apply`); each backend supplies how to read,
 plan, write and predict. Every command goes through the `runner` a dataplane is built with
-(`felis.sysexec.run` unless a test passes a stand-in for the kernel).
+(`felis.sysexec.run` unless a test passes a stand-in for the kernel). Each dataplane also owns
+the `RenderCache` its renders share (`felis.dataplane.memo`): what it rendered for one spec is
+reused for the unchanged chains of the next, and nothing is shared with another dataplane.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from typing import Generic, Protocol, TypeVar
 from felis.dataplane import iptables, nftables, nftables_readback
 from felis.dataplane.ipset import parse_ipset_save
 from felis.dataplane.kernel_state import desired_hooks, hook_hashes
-from felis.dataplane.rule_identity import chain_hashes, expand_rules
+from felis.dataplane.memo import RenderCache
+from felis.dataplane.rule_identity import chain_kernel_rules
 from felis.dataplane.spec import NFT_TABLE, DataplaneSpec, Family, Ruleset, Table
 from felis.errors import FelisError
 from felis.sysexec import CommandError, Runner, run
@@ -113,18 +116,19 @@ def _counters_from(
     spec: DataplaneSpec | None,
     family: Family,
     measured: dict[tuple[Table, str, str], tuple[int, int]],
+    cache: RenderCache,
 ) -> list[RuleCounter]:
     """Join the kernel's per-rule counters with the desired spec to name each rule's origin."""
     comments: dict[tuple[Table, str, str], str] = {}
     if spec is not None and family in spec.rulesets:
         for table, table_spec in spec.ruleset(family).tables.items():
             for chain in table_spec.chains.values():
-                rules = expand_rules(chain.rules)
-                for rule, rule_hash in zip(rules, chain_hashes(chain.name, rules), strict=True):
+                kernel = chain_kernel_rules(chain, cache=cache)
+                for rule, rule_hash in zip(kernel.rules, kernel.hashes, strict=True):
                     comments[(table, chain.name, rule_hash)] = rule.comment
             # Hook rules count too: the untracked fast path decides in them.
-            for kernel_chain, (inserts, appends) in desired_hooks(table_spec).items():
-                ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends)
+            for kernel_chain, (inserts, appends) in desired_hooks(table_spec, cache).items():
+                ins_hashes, app_hashes = hook_hashes(kernel_chain, inserts, appends, cache)
                 for rule, rule_hash in zip(
                     (*inserts, *appends), (*ins_hashes, *app_hashes), strict=True
                 ):
@@ -151,6 +155,7 @@ class _RememberingDataplane(ABC, Generic[S, W]):
     A backend says how to read the kernel (`_read_all`), what to write to bring a state to the
     spec (`_plan`), how to write it (`_execute`) and what the kernel holds afterwards
     (`_state_after`). Commands go through `runner`, so a test can stand in for the kernel.
+    Every render goes through `cache`, this instance's own.
     """
 
     backend: str
@@ -161,6 +166,9 @@ class _RememberingDataplane(ABC, Generic[S, W]):
         self.netns = netns
         self.remember = remember
         self.runner = runner
+        self.cache = RenderCache()
+        """What this dataplane's renders remember (per chain, per match, per set); it never
+        changes a result, so `forget` leaves it alone."""
         self._known: dict[Family, S] = {}
         """Per family, the kernel state our last successful write produced (or last read)."""
 
@@ -250,13 +258,18 @@ class IptablesDataplane(_RememberingDataplane[iptables.IptablesState, list[iptab
     def _plan(
         self, spec: DataplaneSpec, states: Mapping[Family, iptables.IptablesState]
     ) -> list[iptables.IptablesPlan]:
-        plans = [iptables.render_delta(_ruleset(spec, f), states[f]) for f in FAMILIES]
+        plans = [
+            iptables.render_delta(_ruleset(spec, f), states[f], cache=self.cache) for f in FAMILIES
+        ]
         return [plan for plan in plans if not plan.empty]
 
     def _state_after(
         self, spec: DataplaneSpec, states: Mapping[Family, iptables.IptablesState]
     ) -> dict[Family, iptables.IptablesState]:
-        return {f: iptables.state_after(_ruleset(spec, f), states[f]) for f in FAMILIES}
+        return {
+            f: iptables.state_after(_ruleset(spec, f), states[f], cache=self.cache)
+            for f in FAMILIES
+        }
 
     def _restore(self, plan: iptables.IptablesPlan) -> None:
         tool = iptables.restore_command(plan.family)
@@ -297,7 +310,7 @@ class IptablesDataplane(_RememberingDataplane[iptables.IptablesState, list[iptab
         states = self._read_all(FAMILIES)
         for family in FAMILIES:
             state = self._known[family] = states[family]
-            plan = iptables.render_delta(_ruleset(spec, family), state)
+            plan = iptables.render_delta(_ruleset(spec, family), state, cache=self.cache)
             differences += [
                 f"{_family_name(family)} {table.value} differs" for table in plan.tables
             ]
@@ -309,7 +322,7 @@ class IptablesDataplane(_RememberingDataplane[iptables.IptablesState, list[iptab
         report = ApplyReport(self.backend)
         self.forget()
         for family in FAMILIES:
-            plan = iptables.render_cleanup(family, self._save(family))
+            plan = iptables.render_cleanup(family, self._save(family), cache=self.cache)
             if not plan.empty:
                 self._execute([plan], report)
         return report
@@ -325,7 +338,7 @@ class IptablesDataplane(_RememberingDataplane[iptables.IptablesState, list[iptab
                 for rule in chain.rules
                 if rule.hash is not None
             }
-            out += _counters_from(spec, family, measured)
+            out += _counters_from(spec, family, measured, self.cache)
         return out
 
 
@@ -365,7 +378,7 @@ class NftablesDataplane(_RememberingDataplane[nftables_readback.NftState, _NftWo
                 if state.exists:
                     out.append((family, nftables.render_cleanup(family), "table removed"))
                 continue
-            transaction = nftables.render_delta(ruleset, state)
+            transaction = nftables.render_delta(ruleset, state, cache=self.cache)
             if transaction is not None:
                 out.append((family, transaction, _describe_nft(transaction)))
         return out
@@ -375,7 +388,7 @@ class NftablesDataplane(_RememberingDataplane[nftables_readback.NftState, _NftWo
     ) -> dict[Family, nftables_readback.NftState]:
         # Our table holds exactly the ruleset, whatever it held before; no ruleset, no table.
         return {
-            family: nftables.state_after(ruleset)
+            family: nftables.state_after(ruleset, cache=self.cache)
             if (ruleset := spec.rulesets.get(family)) is not None
             else nftables_readback.NftState()
             for family in FAMILIES
@@ -403,7 +416,7 @@ class NftablesDataplane(_RememberingDataplane[nftables_readback.NftState, _NftWo
                 if state.exists:
                     differences.append(f"{_family_name(family)} table present but not wanted")
                 continue
-            transaction = nftables.render_delta(ruleset, state)
+            transaction = nftables.render_delta(ruleset, state, cache=self.cache)
             if transaction is not None:
                 differences.append(f"{_family_name(family)} nft: {_describe_nft(transaction)}")
         return differences
@@ -419,7 +432,7 @@ class NftablesDataplane(_RememberingDataplane[nftables_readback.NftState, _NftWo
     def counters(self, spec: DataplaneSpec | None) -> list[RuleCounter]:
         out: list[RuleCounter] = []
         for family in FAMILIES:
-            out += _counters_from(spec, family, self._read(family).counters())
+            out += _counters_from(spec, family, self._read(family).counters(), self.cache)
         return out
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from felis.dataplane.identifiers import DataplaneRenderError
-from felis.dataplane.memo import IdentityMemo
+from felis.dataplane.memo import PerObject, RenderCache, cache_or_new
 from felis.dataplane.rule_identity import (
     chain_hashes,
     chain_kernel_rules,
@@ -81,12 +81,15 @@ class SetState:
 # Per-chain comparison shared by both backends' delta renderers.
 
 
-_HOOKS: IdentityMemo[None, dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]] = IdentityMemo()
+_HOOKS: PerObject[None, dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]] = PerObject()
 
 
-def desired_hooks(spec: TableSpec) -> dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]:
+def desired_hooks(
+    spec: TableSpec, cache: RenderCache | None = None
+) -> dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]:
     """kernel chain → (expanded inserts, expanded appends)."""
-    return dict(_HOOKS.get(spec, None, lambda: _desired_hooks(spec)))
+    memo = cache_or_new(cache).objects(_HOOKS)
+    return dict(memo.get(spec, None, lambda: _desired_hooks(spec)))
 
 
 def _desired_hooks(spec: TableSpec) -> dict[str, tuple[tuple[Rule, ...], tuple[Rule, ...]]]:
@@ -100,11 +103,14 @@ def _desired_hooks(spec: TableSpec) -> dict[str, tuple[tuple[Rule, ...], tuple[R
 
 
 def hook_hashes(
-    kernel_chain: str, inserts: Sequence[Rule], appends: Sequence[Rule]
+    kernel_chain: str,
+    inserts: Sequence[Rule],
+    appends: Sequence[Rule],
+    cache: RenderCache | None = None,
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (
-        chain_hashes(hook_hash_seed(kernel_chain, HookPosition.INSERT), inserts),
-        chain_hashes(hook_hash_seed(kernel_chain, HookPosition.APPEND), appends),
+        chain_hashes(hook_hash_seed(kernel_chain, HookPosition.INSERT), inserts, cache),
+        chain_hashes(hook_hash_seed(kernel_chain, HookPosition.APPEND), appends, cache),
     )
 
 
@@ -124,17 +130,19 @@ def hooks_in_place(
 
 
 def dirty_chains(
-    spec: TableSpec, current: TableState | None
+    spec: TableSpec, current: TableState | None, cache: RenderCache | None = None
 ) -> tuple[list[str], list[str], list[str]]:
     """(new chains, changed chains, obsolete felis chains) of one table, in a stable order."""
+    cache = cache_or_new(cache)
+    states = cache.objects(_CHAIN_STATE)
     have = current.chains if current is not None else {}
     new, changed = [], []
     for name, chain in spec.chains.items():
         state = have.get(name)
         if state is None:
             new.append(name)
-        elif state is not chain_state(chain, name) and (
-            state.hashes != chain_kernel_rules(chain, name).hashes
+        elif state is not states.get(chain, name, _chain_state, chain, name, cache) and (
+            state.hashes != chain_kernel_rules(chain, name, cache).hashes
         ):
             changed.append(name)
     obsolete = sorted(
@@ -145,21 +153,23 @@ def dirty_chains(
     return new, changed, obsolete
 
 
-_CHAIN_STATE: IdentityMemo[str, ChainState] = IdentityMemo()
+_CHAIN_STATE: PerObject[str, ChainState] = PerObject()
 
 
-def chain_state(chain: Chain, name: str | None = None) -> ChainState:
+def chain_state(
+    chain: Chain, name: str | None = None, cache: RenderCache | None = None
+) -> ChainState:
     """The state a felis chain has once written (rules with hashes, no text), memoised per chain
     object: the kernel layer's remembered state reuses these objects, so comparing an unchanged
-    chain with it is an identity check."""
+    chain with it is an identity check (when both come from the same cache)."""
     name = chain.name if name is None else name
-    return _CHAIN_STATE.get(
-        chain,
-        name,
-        lambda: ChainState(
-            name, tuple(KernelRule(hash=h) for h in chain_kernel_rules(chain, name).hashes)
-        ),
-    )
+    cache = cache_or_new(cache)
+    return cache.objects(_CHAIN_STATE).get(chain, name, _chain_state, chain, name, cache)
+
+
+def _chain_state(chain: Chain, name: str, cache: RenderCache) -> ChainState:
+    hashes = chain_kernel_rules(chain, name, cache).hashes
+    return ChainState(name, tuple(KernelRule(hash=h) for h in hashes))
 
 
 def set_kind_conflicts(desired: Mapping[str, IpSet], current: Mapping[str, SetState]) -> None:

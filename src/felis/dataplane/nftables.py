@@ -19,8 +19,7 @@ it is correct whatever the kernel holds; `render_cleanup` deletes the table.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from felis.dataplane import terms
@@ -35,7 +34,7 @@ from felis.dataplane.kernel_state import (
     dirty_chains,
     set_kind_conflicts,
 )
-from felis.dataplane.memo import IdentityMemo, register_memo
+from felis.dataplane.memo import PerObject, PerValue, RenderCache, by_value, cache_or_new
 from felis.dataplane.nftables_readback import NftState, nft_family
 from felis.dataplane.rule_identity import (
     chain_hashes,
@@ -52,6 +51,7 @@ from felis.dataplane.set_members import (
     sorted_normal_members,
 )
 from felis.dataplane.spec import (
+    EMPTY_TABLES,
     NFT_TABLE,
     TABLE_ORDER,
     Accept,
@@ -214,18 +214,19 @@ _TEXT = terms.TermText(
 )
 
 
-def render_match(match: Match, family: Family, table: Table) -> list[str]:
+def render_match(
+    match: Match, family: Family, table: Table, cache: RenderCache | None = None
+) -> list[str]:
     """Match text in the same order as the iptables renderer (the order of `match_terms`)."""
-    return list(_render_match(match, family))
+    return list(by_value(cache, _MATCH_TEXT)(match, family))
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _render_match(match: Match, family: Family) -> tuple[str, ...]:
-    # Memoised by value: a ruleset has far fewer distinct matches than rules.
     return _TEXT.render(match, family)
 
 
-register_memo(_render_match.cache_clear)
+_MATCH_TEXT = PerValue(_render_match, 1 << 16)
+"""By value: a ruleset has far fewer distinct matches than rules."""
 
 
 def render_action(rule: Rule, table: Table) -> list[str]:
@@ -259,18 +260,30 @@ def render_rule(
     family: Family,
     table: Table,
     chains: Mapping[str, Chain] | None = None,
+    cache: RenderCache | None = None,
 ) -> str:
     """`<match> counter <action> comment "…"` for an already expanded, checked kernel rule.
 
     With `chains`, a jump to a straight-line chain is printed as that chain's statements (see
     `straight_line`)."""
+    return _rule_text(rule, rule_hash, family, table, chains, by_value(cache, _MATCH_TEXT))
+
+
+def _rule_text(
+    rule: Rule,
+    rule_hash: str,
+    family: Family,
+    table: Table,
+    chains: Mapping[str, Chain] | None,
+    match_text: Callable[[Match, Family], tuple[str, ...]],
+) -> str:
     comment = rule_comment(rule_hash, rule.comment)
     inline = straight_line(rule, chains) if chains is not None else None
     if inline is None:
         action = render_action(rule, table)
     else:
         action = [text for step in inline for text in render_action(step, table)]
-    parts = [*_render_match(rule.match, family), "counter", *action]
+    parts = [*match_text(rule.match, family), "counter", *action]
     return " ".join([*parts, f'comment "{comment}"'])
 
 
@@ -325,16 +338,18 @@ def _elements(kind: SetKind, members: frozenset[str]) -> str:
     return _element_list(kind, sorted_members(kind, members))
 
 
-_SET_ELEMENTS: IdentityMemo[Family, str] = IdentityMemo(1 << 13)
+_SET_ELEMENTS: PerObject[Family, str] = PerObject(1 << 13)
 """The element list of a whole set, per members object (what a new set is filled with)."""
 
 
-def _all_elements(ipset: IpSet, family: Family) -> str:
+def _all_elements(ipset: IpSet, family: Family, cache: RenderCache) -> str:
     members = ipset.members
-    return _SET_ELEMENTS.get(
+    return cache.objects(_SET_ELEMENTS).get(
         members,
         family,
-        lambda: _element_list(ipset.kind, sorted_normal_members(ipset.kind, members, family)),
+        lambda: _element_list(
+            ipset.kind, sorted_normal_members(ipset.kind, members, family, cache)
+        ),
     )
 
 
@@ -370,33 +385,41 @@ class _Tx:
         ]
 
 
-_CHAIN_TEXT: IdentityMemo[tuple[str, Table, str, Family], str] = IdentityMemo()
+_CHAIN_TEXT: PerObject[tuple[str, Table, str, Family], str] = PerObject()
 """The `add rule` lines of a chain, per chain object: an unchanged chain is printed once."""
 
 
-def _chain_text(prefix: str, table: Table, name: str, chain: Chain, family: Family) -> str:
+def _chain_text(
+    prefix: str, table: Table, name: str, chain: Chain, family: Family, cache: RenderCache
+) -> str:
     def compute() -> str:
-        kernel = chain_kernel_rules(chain, name)
+        kernel = chain_kernel_rules(chain, name, cache)
         head = f"add rule {prefix} {layer_chain(table, name)} "
+        match_text = cache.values(_MATCH_TEXT)
         return "\n".join(
-            head + render_rule(rule, rule_hash, family, table)
+            head + _rule_text(rule, rule_hash, family, table, None, match_text)
             for rule, rule_hash in zip(kernel.rules, kernel.hashes, strict=True)
         )
 
-    return _CHAIN_TEXT.get(chain, (prefix, table, name, family), compute)
+    return cache.objects(_CHAIN_TEXT).get(chain, (prefix, table, name, family), compute)
 
 
 def _layer_delta(
-    tx: _Tx, prefix: str, spec: TableSpec, current: TableState | None, family: Family
+    tx: _Tx,
+    prefix: str,
+    spec: TableSpec,
+    current: TableState | None,
+    family: Family,
+    cache: RenderCache,
 ) -> None:
     table = spec.table
-    new, changed, obsolete = dirty_chains(spec, current)
+    new, changed, obsolete = dirty_chains(spec, current, cache)
     for name in new:
         tx.chains.append(f"add chain {prefix} {layer_chain(table, name)}")
     for name in (*changed, *obsolete):
         tx.flushes.append(f"flush chain {prefix} {layer_chain(table, name)}")
     for name in (*new, *changed):
-        text = _chain_text(prefix, table, name, spec.chains[name], family)
+        text = _chain_text(prefix, table, name, spec.chains[name], family, cache)
         if text:
             tx.rules.append(text)
     for name in obsolete:
@@ -411,14 +434,14 @@ def _layer_delta(
         for position in (HookPosition.INSERT, HookPosition.APPEND):
             rules = expand_rules(spec.hooks_for(kernel_chain, position))
             seed = hook_hash_seed(kernel_chain, position)
-            pairs.extend(zip(rules, chain_hashes(seed, rules), strict=True))
+            pairs.extend(zip(rules, chain_hashes(seed, rules, cache), strict=True))
         state = have.get(kernel_chain)
         if state is not None and state.hashes == tuple(h for _, h in pairs):
             continue
         if state is not None:
             tx.flushes.append(f"flush chain {prefix} {nft_name}")
         for rule, rule_hash in pairs:
-            text = render_rule(rule, rule_hash, family, table, spec.chains)
+            text = render_rule(rule, rule_hash, family, table, spec.chains, cache)
             tx.rules.append(f"add rule {prefix} {nft_name} {text}")
     for name in have:
         if not name.startswith("felis-") and name not in wanted:
@@ -444,20 +467,21 @@ def _interval_rewrite(have: frozenset[str], want: frozenset[str], family: Family
     return False
 
 
-def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
-    check_ruleset(ruleset)
+def _transaction(ruleset: Ruleset, current: NftState, cache: RenderCache) -> _Tx:
+    check_ruleset(ruleset, cache)
     family = ruleset.family
     prefix = f"{nft_family(family)} {NFT_TABLE}"
     set_kind_conflicts(ruleset.sets, current.sets)
     tx = _Tx(base=[f"add table {prefix}"])
     for name in sorted(ruleset.sets):
         ipset = ruleset.sets[name]
-        want = normalise_members(ipset.kind, ipset.members, family)
+        want = normalise_members(ipset.kind, ipset.members, family, cache)
         have = current.sets.get(name)
         if have is None:
             tx.sets.append(f"add set {prefix} {name} {_set_decl(ipset, family)}")
             if want:
-                tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")
+                elements = _all_elements(ipset, family, cache)
+                tx.sets.append(f"add element {prefix} {name} {elements}")
             continue
         if have.members is want or have.members == want:
             continue
@@ -468,7 +492,8 @@ def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
             # the set instead; inside the one transaction packets never see it empty.
             tx.sets.append(f"flush set {prefix} {name}")
             if want:
-                tx.sets.append(f"add element {prefix} {name} {_all_elements(ipset, family)}")
+                elements = _all_elements(ipset, family, cache)
+                tx.sets.append(f"add element {prefix} {name} {elements}")
             continue
         missing = want - have.members
         if missing:
@@ -481,53 +506,57 @@ def _transaction(ruleset: Ruleset, current: NftState) -> _Tx:
     for name in sorted(set(current.sets) - set(ruleset.sets)):
         tx.set_deletes.append(f"delete set {prefix} {name}")
     for table in TABLE_ORDER:
-        spec = ruleset.tables.get(table, TableSpec(table=table, chains={}))
-        _layer_delta(tx, prefix, spec, current.tables.get(table), family)
+        spec = ruleset.tables.get(table) or EMPTY_TABLES[table]
+        _layer_delta(tx, prefix, spec, current.tables.get(table), family, cache)
     for name in current.stray_chains:
         tx.flushes.append(f"flush chain {prefix} {name}")
         tx.chain_deletes.append(f"delete chain {prefix} {name}")
     return tx
 
 
-def render_delta(ruleset: Ruleset, current: NftState) -> str | None:
+def render_delta(
+    ruleset: Ruleset, current: NftState, *, cache: RenderCache | None = None
+) -> str | None:
     """One `nft -f` transaction from `current` to `ruleset`; None when nothing differs."""
-    tx = _transaction(ruleset, current)
+    tx = _transaction(ruleset, current, cache_or_new(cache))
     return "\n".join([*tx.lines(), ""]) if tx.changes() else None
 
 
-def render_full(ruleset: Ruleset) -> str:
+def render_full(ruleset: Ruleset, *, cache: RenderCache | None = None) -> str:
     """Replace our table atomically with `ruleset`, whatever the kernel holds now."""
     prefix = f"{nft_family(ruleset.family)} {NFT_TABLE}"
-    tx = _transaction(ruleset, NftState())
+    tx = _transaction(ruleset, NftState(), cache_or_new(cache))
     return "\n".join([f"add table {prefix}", f"delete table {prefix}", *tx.lines(), ""])
 
 
-def _table_state(spec: TableSpec) -> TableState:
+def _table_state(spec: TableSpec, cache: RenderCache) -> TableState:
     chains: dict[str, ChainState] = {}
     for kernel_chain in spec.kernel_chains:
         hashes: list[str] = []
         for position in (HookPosition.INSERT, HookPosition.APPEND):
             rules = expand_rules(spec.hooks_for(kernel_chain, position))
-            hashes.extend(chain_hashes(hook_hash_seed(kernel_chain, position), rules))
+            hashes.extend(chain_hashes(hook_hash_seed(kernel_chain, position), rules, cache))
         chains[kernel_chain] = ChainState(kernel_chain, tuple(KernelRule(h) for h in hashes))
     for name, chain in spec.chains.items():
-        chains[name] = chain_state(chain, name)
+        chains[name] = chain_state(chain, name, cache)
     return TableState(table=spec.table, chains=chains)
 
 
-_TABLE_STATE: IdentityMemo[None, TableState] = IdentityMemo()
+_TABLE_STATE: PerObject[None, TableState] = PerObject()
 
 
-def state_after(ruleset: Ruleset) -> NftState:
+def state_after(ruleset: Ruleset, *, cache: RenderCache | None = None) -> NftState:
     """What `parse_nft_json` would read back once a delta to `ruleset` (or `render_full`) has
     been applied successfully: our table holds exactly the ruleset, whatever it held before.
 
     The kernel layer keeps this instead of re-reading the table after each of its own writes.
     Rules carry their hashes only (no handles or counters: deltas never use them).
     """
+    cache = cache_or_new(cache)
+    table_states = cache.objects(_TABLE_STATE)
     family = ruleset.family
     tables = {
-        table: _TABLE_STATE.get(spec, None, lambda spec=spec: _table_state(spec))  # type: ignore[misc]
+        table: table_states.get(spec, None, _table_state, spec, cache)
         for table in TABLE_ORDER
         if (spec := ruleset.tables.get(table)) is not None
     }
@@ -536,7 +565,7 @@ def state_after(ruleset: Ruleset) -> NftState:
             name=name,
             kind=ipset.kind,
             family=family,
-            members=normalise_members(ipset.kind, ipset.members, family),
+            members=normalise_members(ipset.kind, ipset.members, family, cache),
         )
         for name, ipset in ruleset.sets.items()
     }

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 import hashlib
 import operator
 import re
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from felis.dataplane.identifiers import DataplaneRenderError, check_comment
-from felis.dataplane.memo import IdentityMemo, register_memo
+from felis.dataplane.memo import PerObject, PerValue, RenderCache, by_value, cache_or_new
 from felis.dataplane.spec import (
     Accept,
     Action,
@@ -84,15 +83,12 @@ _UNSET: tuple[object, ...] = ((), frozenset(), None)
 _EMPTY_MATCH = Match()
 
 
-def canonical_match(match: Match) -> str:
+def canonical_match(match: Match, cache: RenderCache | None = None) -> str:
     """Non-default fields of the match in declaration order, `name=value` joined by spaces."""
-    return _canonical_match(match)
+    return by_value(cache, _CANONICAL_MATCH)(match)
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _canonical_match(match: Match) -> str:
-    # Memoised by value: a ruleset has far fewer distinct matches than rules (the mark and
-    # conntrack rules recur in every chain), and a Match hashes faster than it prints.
     if match == _EMPTY_MATCH:
         return ""
     parts = []
@@ -107,11 +103,15 @@ def _canonical_match(match: Match) -> str:
     return " ".join(parts)
 
 
-def canonical_action(action: Action | None) -> str:
-    return _canonical_action(action)
+_CANONICAL_MATCH = PerValue(_canonical_match, 1 << 16)
+"""By value: a ruleset has far fewer distinct matches than rules (the mark and conntrack rules
+recur in every chain), and a Match hashes faster than it prints."""
 
 
-@functools.lru_cache(maxsize=1 << 12)
+def canonical_action(action: Action | None, cache: RenderCache | None = None) -> str:
+    return by_value(cache, _CANONICAL_ACTION)(action)
+
+
 def _canonical_action(action: Action | None) -> str:
     match action:
         case None:
@@ -135,9 +135,13 @@ def _canonical_action(action: Action | None) -> str:
     raise DataplaneRenderError(f"unknown action {action!r}")
 
 
-def canonical_rule(rule: Rule) -> str:
+_CANONICAL_ACTION = PerValue(_canonical_action, 1 << 12)
+
+
+def canonical_rule(rule: Rule, cache: RenderCache | None = None) -> str:
     """The backend-independent text a rule's hash is computed over."""
-    return f"{canonical_match(rule.match)} -> {canonical_action(rule.action)} # {rule.comment}"
+    match_text = canonical_match(rule.match, cache)
+    return f"{match_text} -> {canonical_action(rule.action, cache)} # {rule.comment}"
 
 
 def _b64(digest: bytes) -> str:
@@ -148,13 +152,19 @@ _HASH_BYTES = HASH_LENGTH * 3 // 4
 """16 base64 characters are exactly the first 12 bytes of the digest (no padding involved)."""
 
 
-def chain_hashes(chain_name: str, rules: Sequence[Rule]) -> tuple[str, ...]:
+def chain_hashes(
+    chain_name: str, rules: Sequence[Rule], cache: RenderCache | None = None
+) -> tuple[str, ...]:
     """The hash of each (already expanded) rule of a chain, in order."""
+    cache = cache_or_new(cache)  # the chain's own repeated matches are printed once
+    match_text = cache.values(_CANONICAL_MATCH)
+    action_text = cache.values(_CANONICAL_ACTION)
     sha224 = hashlib.sha224
     digest = sha224(chain_name.encode()).digest()
     out = []
     for rule in rules:
-        digest = sha224(digest + canonical_rule(rule).encode()).digest()
+        text = f"{match_text(rule.match)} -> {action_text(rule.action)} # {rule.comment}"
+        digest = sha224(digest + text.encode()).digest()
         out.append(_b64(digest[:_HASH_BYTES]))
     return tuple(out)
 
@@ -167,19 +177,22 @@ class ChainKernelRules:
     hashes: tuple[str, ...]
 
 
-_CHAIN_RULES: IdentityMemo[str, ChainKernelRules] = IdentityMemo()
+_CHAIN_RULES: PerObject[str, ChainKernelRules] = PerObject()
 
 
-def chain_kernel_rules(chain: Chain, seed: str | None = None) -> ChainKernelRules:
+def chain_kernel_rules(
+    chain: Chain, seed: str | None = None, cache: RenderCache | None = None
+) -> ChainKernelRules:
     """`expand_rules(chain.rules)` and their `chain_hashes` (seeded with the chain's name unless
     `seed` is given), memoised per chain object."""
     name = chain.name if seed is None else seed
+    cache = cache_or_new(cache)
+    return cache.objects(_CHAIN_RULES).get(chain, name, _kernel_rules, chain, name, cache)
 
-    def compute() -> ChainKernelRules:
-        rules = expand_rules(chain.rules)
-        return ChainKernelRules(rules, chain_hashes(name, rules))
 
-    return _CHAIN_RULES.get(chain, name, compute)
+def _kernel_rules(chain: Chain, name: str, cache: RenderCache) -> ChainKernelRules:
+    rules = expand_rules(chain.rules)
+    return ChainKernelRules(rules, chain_hashes(name, rules, cache))
 
 
 def hook_hash_seed(kernel_chain: str, position: HookPosition) -> str:
@@ -251,7 +264,3 @@ def expand_rule(rule: Rule) -> tuple[Rule, ...]:
 
 def expand_rules(rules: Iterable[Rule]) -> tuple[Rule, ...]:
     return tuple(kernel_rule for rule in rules for kernel_rule in expand_rule(rule))
-
-
-register_memo(_canonical_match.cache_clear)
-register_memo(_canonical_action.cache_clear)

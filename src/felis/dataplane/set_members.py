@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Iterable
 
 from felis.dataplane.identifiers import DataplaneRenderError, check_net
-from felis.dataplane.memo import register_memo
+from felis.dataplane.memo import PerValue, RenderCache
 from felis.dataplane.spec import (
-    PROTOCOL_NAMES,
     Family,
     SetKind,
 )
-
-_SET_PORT_PROTOCOLS = frozenset({"tcp", "udp", "sctp"})
+from felis.model.constants import PORT_PROTOCOL_NUMBERS, PROTOCOL_NAMES
 
 
 def _port_member(member: str) -> str:
@@ -40,7 +37,7 @@ def _slow_member(kind: SetKind, member: str, family: Family) -> str:
     proto = proto.lower()
     if proto.isdigit() and int(proto) in PROTOCOL_NAMES:
         proto = PROTOCOL_NAMES[int(proto)]
-    if proto not in _SET_PORT_PROTOCOLS or not 0 <= port <= 65535 or addr.version != family:
+    if proto not in PORT_PROTOCOL_NUMBERS or not 0 <= port <= 65535 or addr.version != family:
         raise DataplaneRenderError(f"invalid IPv{int(family)} ip,port set member {member!r}")
     return f"{addr},{proto}:{port}"
 
@@ -151,7 +148,7 @@ def _fast_ip_port(member: str, family: Family) -> str | None:
     addr_text, _, rest = member.rpartition(",")
     proto, _, port_text = rest.partition(":")
     if (
-        proto not in _SET_PORT_PROTOCOLS
+        proto not in PORT_PROTOCOL_NUMBERS
         or _PORT_RE.fullmatch(port_text) is None
         or int(port_text) > 65535
     ):
@@ -252,16 +249,24 @@ def _normalise(
     return normal, tuple(ordered)
 
 
-_normalise_frozen = functools.lru_cache(maxsize=1 << 13)(_normalise)
-"""Sets are frozensets in the IR (their hash is cached by CPython), so an unchanged set costs
-one dictionary lookup per render instead of a pass over its members."""
+_NORMALISED = PerValue(_normalise, 1 << 13)
+"""By value: members are frozensets in the IR (CPython caches a frozenset's hash), so an unchanged
+set costs one dictionary lookup per render instead of a pass over its members."""
 
 
-def normalise_members(kind: SetKind, members: Iterable[str], family: Family) -> frozenset[str]:
+def _normalised(
+    kind: SetKind, members: Iterable[str], family: Family, cache: RenderCache | None
+) -> tuple[frozenset[str], tuple[str, ...]]:
+    if cache is not None and isinstance(members, frozenset):
+        return cache.values(_NORMALISED)(kind, members, family)
+    return _normalise(kind, members if isinstance(members, frozenset) else list(members), family)
+
+
+def normalise_members(
+    kind: SetKind, members: Iterable[str], family: Family, cache: RenderCache | None = None
+) -> frozenset[str]:
     """Normalised members; CIDRs are also collapsed (no overlaps: nft interval sets refuse them)."""
-    if isinstance(members, frozenset):
-        return _normalise_frozen(kind, members, family)[0]
-    return _normalise(kind, list(members), family)[0]
+    return _normalised(kind, members, family, cache)[0]
 
 
 def _sort_key(member: str) -> tuple[int, int, str]:
@@ -281,10 +286,7 @@ def sorted_members(kind: SetKind, members: Iterable[str]) -> list[str]:
 
 
 def sorted_normal_members(
-    kind: SetKind, members: frozenset[str], family: Family
+    kind: SetKind, members: Iterable[str], family: Family, cache: RenderCache | None = None
 ) -> tuple[str, ...]:
     """`sorted_members(kind, normalise_members(kind, members, family))`, memoised per set."""
-    return _normalise_frozen(kind, members, family)[1]
-
-
-register_memo(_normalise_frozen.cache_clear)
+    return _normalised(kind, members, family, cache)[1]

@@ -16,6 +16,11 @@ Conventions
   into an `IpSet`, so packets meet one set lookup instead of a linear scan.
 - Marks are (value, mask) pairs over the bits felis owns (`MarkBits`); nothing outside the mask is
   ever read or written.
+- The IR is immutable, all the way down: the dataclasses are frozen, their sequences are tuples or
+  frozensets, and their mappings are `FrozenDict`s. Constructors take ordinary dicts, lists and
+  sets and freeze them (a copy, so the caller's dict can change afterwards without touching the
+  spec). The renderers' caches key on IR objects' identity (`felis.dataplane.memo`), which is
+  only sound because an object never changes after it is built.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import NoReturn, TypeVar
 
 CHAIN_PREFIX = "felis-"
 """Prefix of every iptables chain felis owns (and of our nft table names)."""
@@ -38,6 +44,46 @@ MAX_IPSET_NAME = 31
 DEFAULT_MARK_MASK = 0x1F000000
 """Five bits above Calico's defaults (0x1b0000, WireGuard 0x200000) and kube-proxy's
 0x4000/0x8000."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenDict(dict[K, V]):
+    """A dict that refuses every change once built: the mappings of the IR.
+
+    A dict subclass rather than a `types.MappingProxyType`, for two reasons: lookups and iteration
+    stay at dict speed (the renderers walk these mappings for every render), and `freeze` can tell
+    a mapping that is already frozen from a proxy over a dict someone else may still change, so
+    an unchanged mapping is passed on as the same object instead of being copied. Equality is a
+    dict's (a `FrozenDict` equals a dict with the same items); like a dict it is not hashable.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(f"{type(self).__name__} is read-only (the dataplane IR never changes)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __reduce__(self) -> tuple[type[FrozenDict[K, V]], tuple[dict[K, V]]]:
+        # The default reduction of a dict subclass refills the object item by item.
+        return (type(self), (dict(self),))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dict.__repr__(self)})"
+
+
+def freeze(mapping: Mapping[K, V]) -> FrozenDict[K, V]:
+    """`mapping` itself when it is already frozen, else a frozen copy of it."""
+    return mapping if type(mapping) is FrozenDict else FrozenDict(mapping)
+
+
+def _set_frozen(obj: object, name: str, value: object) -> None:
+    # The one way to finish building a frozen dataclass in __post_init__.
+    object.__setattr__(obj, name, value)
 
 
 class Family(IntEnum):
@@ -70,18 +116,6 @@ class SetKind(StrEnum):
     PORT = "port"
     """Members are port numbers (bitmap:port / inet_service): the local ports of many untracked
     Allows that share a protocol and a remote address condition, in one lookup."""
-
-
-PROTOCOL_NUMBERS: Mapping[str, int] = {
-    "icmp": 1,
-    "tcp": 6,
-    "udp": 17,
-    "icmpv6": 58,
-    "sctp": 132,
-    "udplite": 136,
-}
-PROTOCOL_NAMES: Mapping[int, str] = {number: name for name, number in PROTOCOL_NUMBERS.items()}
-PORT_PROTOCOLS = frozenset({6, 17, 132})
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +257,10 @@ class Chain:
     name: str
     rules: tuple[Rule, ...] = ()
 
+    def __post_init__(self) -> None:
+        if type(self.rules) is not tuple:
+            _set_frozen(self, "rules", tuple(self.rules))
+
     def targets(self) -> Iterator[str]:
         for rule in self.rules:
             if isinstance(rule.action, Jump | Goto):
@@ -251,6 +289,11 @@ class TableSpec:
     chains: Mapping[str, Chain]
     hooks: tuple[Hook, ...] = ()
 
+    def __post_init__(self) -> None:
+        _set_frozen(self, "chains", freeze(self.chains))
+        if type(self.hooks) is not tuple:
+            _set_frozen(self, "hooks", tuple(self.hooks))
+
     def hooks_for(self, kernel_chain: str, position: HookPosition) -> tuple[Rule, ...]:
         return tuple(
             hook.rule
@@ -263,6 +306,11 @@ class TableSpec:
         return tuple(dict.fromkeys(hook.kernel_chain for hook in self.hooks))
 
 
+EMPTY_TABLES: Mapping[Table, TableSpec] = FrozenDict({t: TableSpec(t, {}) for t in Table})
+"""A table with no chains and no hooks, per table: what the renderers diff against where a
+ruleset has none (the same object every time, so per-object memos do not fill with copies)."""
+
+
 @dataclass(frozen=True, slots=True)
 class IpSet:
     name: str
@@ -272,12 +320,20 @@ class IpSet:
     comment: str = ""
     """What the set stands for, e.g. the canonical selector."""
 
+    def __post_init__(self) -> None:
+        if type(self.members) is not frozenset:
+            _set_frozen(self, "members", frozenset(self.members))
+
 
 @dataclass(frozen=True, slots=True)
 class Ruleset:
     family: Family
     tables: Mapping[Table, TableSpec]
     sets: Mapping[str, IpSet]
+
+    def __post_init__(self) -> None:
+        _set_frozen(self, "tables", freeze(self.tables))
+        _set_frozen(self, "sets", freeze(self.sets))
 
     def table(self, table: Table) -> TableSpec:
         return self.tables[table]
@@ -316,6 +372,11 @@ class DataplaneSpec:
     rulesets: Mapping[Family, Ruleset]
     endpoints: tuple[str, ...] = field(default=())
     """Names of the host endpoints active on this node, for logs and status."""
+
+    def __post_init__(self) -> None:
+        _set_frozen(self, "rulesets", freeze(self.rulesets))
+        if type(self.endpoints) is not tuple:
+            _set_frozen(self, "endpoints", tuple(self.endpoints))
 
     def ruleset(self, family: Family) -> Ruleset:
         return self.rulesets[family]

@@ -22,44 +22,43 @@ from felis.dataplane.kernel_state import (
     desired_hooks,
     hook_hashes,
 )
-from felis.dataplane.rule_identity import chain_hashes, expand_rules
+from felis.dataplane.memo import RenderCache, cache_or_new
+from felis.dataplane.rule_identity import chain_kernel_rules
 from felis.dataplane.set_members import normalise_members
 from felis.dataplane.spec import DataplaneSpec, Family, Ruleset, Table
 
 FAMILIES = (Family.V4, Family.V6)
 
 
-def _sets(ruleset: Ruleset) -> dict[str, SetState]:
+def _sets(ruleset: Ruleset, cache: RenderCache) -> dict[str, SetState]:
+    family = ruleset.family
     return {
-        name: SetState(
-            name, s.kind, ruleset.family, normalise_members(s.kind, s.members, ruleset.family)
-        )
+        name: SetState(name, s.kind, family, normalise_members(s.kind, s.members, family, cache))
         for name, s in ruleset.sets.items()
     }
 
 
-def _tables(ruleset: Ruleset, *, with_text: bool) -> dict[Table, TableState]:
+def _tables(ruleset: Ruleset, cache: RenderCache, *, with_text: bool) -> dict[Table, TableState]:
     family = ruleset.family
     out: dict[Table, TableState] = {}
     for table, spec in ruleset.tables.items():
         chains: dict[str, ChainState] = {}
         for name, chain in spec.chains.items():
-            rules = expand_rules(chain.rules)
-            hashes = chain_hashes(name, rules)
+            kernel = chain_kernel_rules(chain, name, cache)
             chains[name] = ChainState(
                 name,
                 tuple(
-                    KernelRule(h, iptables.render_rule(r, h, family) if with_text else "")
-                    for r, h in zip(rules, hashes, strict=True)
+                    KernelRule(h, iptables.render_rule(r, h, family, cache) if with_text else "")
+                    for r, h in zip(kernel.rules, kernel.hashes, strict=True)
                 ),
             )
-        for kernel_chain, (inserts, appends) in desired_hooks(spec).items():
-            ins, app = hook_hashes(kernel_chain, inserts, appends)
+        for kernel_chain, (inserts, appends) in desired_hooks(spec, cache).items():
+            ins, app = hook_hashes(kernel_chain, inserts, appends, cache)
             pairs = [*zip(inserts, ins, strict=True), *zip(appends, app, strict=True)]
             chains[kernel_chain] = ChainState(
                 kernel_chain,
                 tuple(
-                    KernelRule(h, iptables.render_rule(r, h, family) if with_text else "")
+                    KernelRule(h, iptables.render_rule(r, h, family, cache) if with_text else "")
                     for r, h in pairs
                 ),
             )
@@ -67,19 +66,26 @@ def _tables(ruleset: Ruleset, *, with_text: bool) -> dict[Table, TableState]:
     return out
 
 
-def iptables_state(ruleset: Ruleset | None) -> iptables.IptablesState:
+def iptables_state(
+    ruleset: Ruleset | None, cache: RenderCache | None = None
+) -> iptables.IptablesState:
     """What iptables-save / ipset save would read back after programming `ruleset`."""
     if ruleset is None:
         return iptables.IptablesState()
-    return iptables.IptablesState(tables=_tables(ruleset, with_text=True), sets=_sets(ruleset))
+    cache = cache_or_new(cache)
+    tables = _tables(ruleset, cache, with_text=True)
+    return iptables.IptablesState(tables=tables, sets=_sets(ruleset, cache))
 
 
-def nft_state(ruleset: Ruleset | None) -> nftables_readback.NftState:
+def nft_state(
+    ruleset: Ruleset | None, cache: RenderCache | None = None
+) -> nftables_readback.NftState:
     """What `nft -j list table` would read back after programming `ruleset`."""
     if ruleset is None:
         return nftables_readback.NftState()
+    cache = cache_or_new(cache)
     return nftables_readback.NftState(
-        exists=True, tables=_tables(ruleset, with_text=False), sets=_sets(ruleset)
+        exists=True, tables=_tables(ruleset, cache, with_text=False), sets=_sets(ruleset, cache)
     )
 
 
@@ -110,16 +116,19 @@ def iptables_text(plan: iptables.IptablesPlan) -> str:
 
 def kernel_delta(before: DataplaneSpec, after: DataplaneSpec, backend: str) -> list[FamilyDelta]:
     """Per family, what the agent would write to go from `before` to `after`."""
+    # One cache for both specs: the chains they share are expanded, hashed and printed once.
+    cache = RenderCache()
     out = []
     for family in FAMILIES:
         old = before.rulesets.get(family)
         new = after.rulesets.get(family)
         if backend == "iptables":
-            plan = iptables.render_delta(new or _empty(family), iptables_state(old))
+            state = iptables_state(old, cache)
+            plan = iptables.render_delta(new or _empty(family), state, cache=cache)
             text = iptables_text(plan)
         elif new is None:
             text = nftables.render_cleanup(family) if old is not None else ""
         else:
-            text = nftables.render_delta(new, nft_state(old)) or ""
+            text = nftables.render_delta(new, nft_state(old, cache), cache=cache) or ""
         out.append(FamilyDelta(family, text))
     return out

@@ -27,7 +27,7 @@ import pytest
 from felis import sysexec
 from felis.calc import compute
 from felis.dataplane import iptables, nftables
-from felis.dataplane.memo import clear_memos
+from felis.dataplane.memo import RenderCache
 from felis.dataplane.spec import DataplaneSpec, Family, SetKind, Table
 from felis.model import load_documents
 
@@ -59,11 +59,11 @@ def iptables_text(plan: iptables.IptablesPlan) -> str:
     return "".join(parts)
 
 
-def render(case: str, family: Family, backend: str) -> str:
+def render(case: str, family: Family, backend: str, cache: RenderCache | None = None) -> str:
     ruleset = pipeline(case).ruleset(family)
     if backend == "iptables":
-        return iptables_text(iptables.render_full(ruleset))
-    return nftables.render_full(ruleset)
+        return iptables_text(iptables.render_full(ruleset, cache=cache))
+    return nftables.render_full(ruleset, cache=cache)
 
 
 def golden_path(case: str, family: Family, backend: str) -> Path:
@@ -96,9 +96,16 @@ def test_pipeline_matches_golden(case: str, family: Family, backend: str) -> Non
 @pytest.mark.parametrize(("case", "family", "backend"), PARAMS)
 def test_render_does_not_depend_on_memos(case: str, family: Family, backend: str) -> None:
     """The renderers memoise per chain and per match; a warm render must equal a cold one."""
-    warm = render(case, family, backend)
-    clear_memos()
-    assert render(case, family, backend) == warm
+    cache = RenderCache()
+    cold = render(case, family, backend, cache)
+    assert render(case, family, backend, cache) == cold  # equal values in new objects
+    ruleset = pipeline(case).ruleset(family)
+    if backend == "iptables":
+        once = iptables_text(iptables.render_full(ruleset, cache=cache))
+        assert iptables_text(iptables.render_full(ruleset, cache=cache)) == once == cold
+    else:
+        once = nftables.render_full(ruleset, cache=cache)
+        assert nftables.render_full(ruleset, cache=cache) == once == cold  # the same objects
 
 
 @pytest.mark.skipif(

@@ -9,7 +9,7 @@ import pytest
 from ir_fixtures import ACCEPT, PASS, TCP, UDP, all_rulesets, ports, seed_ruleset
 
 from felis.dataplane import iptables, nftables, terms
-from felis.dataplane.memo import clear_memos
+from felis.dataplane.memo import RenderCache
 from felis.dataplane.rule_identity import expand_rules
 from felis.dataplane.spec import CtState, Family, IcmpMatch, Match, PortRange, Ruleset, Table
 from felis.dataplane.terms import (
@@ -144,23 +144,24 @@ def test_negated_ports_past_15_slots_are_two_multiport_matches_in_one_term() -> 
     assert nft[1].startswith("tcp dport != { 1, 3, ") and nft[1].endswith(", 39 }")
 
 
-@pytest.mark.parametrize(
-    "render",
-    [iptables._render_match, nftables._render_match],
-    ids=["iptables", "nftables"],
-)
-def test_match_text_is_memoised_by_value_and_cleared_with_the_memos(render: typing.Any) -> None:
+@pytest.mark.parametrize("backend", [iptables, nftables], ids=["iptables", "nftables"])
+def test_match_text_is_memoised_by_value_in_the_render_cache(backend: typing.Any) -> None:
     rs = seed_ruleset()
     distinct = len({match for _, match in _kernel_matches(rs)})
-    full = iptables.render_full if render is iptables._render_match else nftables.render_full
-    clear_memos()
-    full(rs)
+    cache = RenderCache()
+    backend.render_full(rs, cache=cache)
+    render = cache.values(backend._MATCH_TEXT)
     first = render.cache_info()
     assert first.misses == distinct  # each distinct match printed once
     assert first.hits > 0  # the seed repeats its mark and conntrack matches
-    clear_memos()  # the rendered chains are remembered too: start cold again
-    full(seed_ruleset())  # equal matches in new objects: found by value
+    backend.render_full(rs, cache=cache)  # the same objects: nothing is printed anew
+    assert render.cache_info().misses == first.misses
+    backend.render_full(seed_ruleset(), cache=cache)  # equal matches in new objects: by value
     again = render.cache_info()
     assert again.misses == distinct and again.currsize == distinct
-    render(next(iter(_kernel_matches(rs)))[1], rs.family)
-    assert render.cache_info().hits == again.hits + 1
+    assert again.hits > first.hits
+    # Another cache shares nothing with this one.
+    other = RenderCache()
+    backend.render_full(rs, cache=other)
+    assert other.values(backend._MATCH_TEXT).cache_info().misses == distinct
+    assert render.cache_info() == again

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from harness import wait_until
-from node import CLIENT_IP, FelisNode, felis_node
+from node import CLIENT_HEP, CLIENT_IP, HEP, SEED_POLICY, FelisNode, felis_node, manifest
 
 from felis.errors import FelisError
 from felis.xdp.attach import XdpDataplane, build
@@ -116,3 +116,59 @@ def test_another_tools_xdp_program_is_never_touched(node: FelisNode, tmp_path: P
         xdp.attach("eth1")
     shown = node.topo.exec(node.server, ["ip", "-d", "link", "show", "dev", "eth1"]).stdout
     assert "other_xdp" in shown
+
+
+BLOCK_POLICY = """
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: blocklist}
+spec:
+  selector: memcached == 'server'
+  order: 1
+  doNotTrack: true
+  applyOnForward: true
+  ingress:
+    - action: Deny
+      source: {selector: "list == 'block'"}
+"""
+
+
+def _blocklist(*nets: str) -> str:
+    return f"""
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkSet
+metadata: {{name: blocked, labels: {{list: block}}}}
+spec: {{nets: [{", ".join(nets)}]}}
+"""
+
+
+def test_the_agent_puts_an_eligible_blocklist_in_xdp(node: FelisNode) -> None:
+    node.serve(12211, 22)
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY, BLOCK_POLICY, _blocklist("198.18.9.0/24")))
+    node.converge()
+    xdp = XdpDataplane(node.server)
+    first = xdp.status("eth0")
+    assert first is not None and xdp.blocked(first).keys() == {"198.18.9.0/24"}
+    assert node.reach(node.client, 12211)
+
+    # The client joins the blocklist: same program, new entry, dropped at XDP.
+    node.apply(manifest(_blocklist("198.18.9.0/24", f"{CLIENT_IP}/32")))
+    node.converge()
+    again = xdp.status("eth0")
+    assert again is not None and again.program == first.program
+    assert not node.reach(node.client, 12211)
+    assert xdp.counters(again)[f"{CLIENT_IP}/32"] > 0
+    assert node.reach(node.client, 22), "failsafe ports pass XDP"
+
+    # No eligible Deny any more: the program goes, the raw table is all there is.
+    node.delete("gnp", "blocklist")
+    node.converge()
+    assert xdp.status("eth0") is None
+    assert node.reach(node.client, 12211)
+
+    # --cleanup removes an attached program too.
+    node.apply(manifest(BLOCK_POLICY))
+    node.converge()
+    assert xdp.status("eth0") is not None
+    assert "XDP removed from eth0" in node.cleanup()
+    assert xdp.status("eth0") is None

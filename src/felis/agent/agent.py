@@ -28,6 +28,8 @@ from felis.datastore.errors import Compacted, DatastoreError
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource, from_dict
 from felis.model.felixconfig import FelixConfiguration
+from felis.xdp.attach import XdpDataplane
+from felis.xdp.maps import Blocklist
 
 log = logging.getLogger("felis.agent")
 
@@ -130,8 +132,13 @@ class Agent:
         read_interfaces: InterfaceReader,
         *,
         on_apply: Callable[[ApplyReport, float], None] | None = None,
+        xdp: XdpDataplane | None = None,
     ) -> None:
         self.settings = settings
+        self.xdp = xdp
+        """Where eligible blocklists are dropped in the driver (None: not on this host)."""
+        self.xdp_programs: dict[str, frozenset[str]] = {}
+        """Interface → the networks its XDP program holds, as last written."""
         self.store = store
         self.dataplane = dataplane
         self.read_interfaces = read_interfaces
@@ -158,6 +165,7 @@ class Agent:
         """Snapshot, compute and program once (`felis agent --once`)."""
         self._snapshot()
         self._refresh_interfaces()
+        self._adopt_xdp()
         return self._apply(reason="sync")
 
     # -- daemon -------------------------------------------------------------------------------
@@ -394,11 +402,17 @@ class Agent:
             log.warning("%s", node_warning)
         self.state.node_warning = node_warning
         started = time.monotonic()
+        # A block leaves XDP before the raw table and joins it after, so XDP never drops
+        # what the chains behind it would let through.
+        self._sync_xdp(
+            {i: nets & result.xdp.get(i, frozenset()) for i, nets in self.xdp_programs.items()}
+        )
         try:
             report = self.dataplane.apply(result.spec)
         except FelisError:
             self.state.apply_errors += 1
             raise
+        self._sync_xdp(dict(result.xdp))
         elapsed = time.monotonic() - started
         self.state.applies += 1
         self.state.last_apply_seconds = elapsed
@@ -410,6 +424,44 @@ class Agent:
         if self.on_apply is not None:
             self.on_apply(report, elapsed)
         return report
+
+    def _adopt_xdp(self) -> None:
+        """Take over the XDP programs a previous run left attached (they kept protecting the
+        host meanwhile), so that the first apply updates or removes them."""
+        if self.xdp is None:
+            return
+        try:
+            for iface in self.xdp.interfaces():
+                attached = self.xdp.status(iface)
+                if attached is not None:
+                    self.xdp_programs[iface] = frozenset(self.xdp.blocked(attached))
+        except FelisError as err:
+            log.error("reading XDP programs: %s", err)
+
+    def _sync_xdp(self, wanted: Mapping[str, frozenset[str]]) -> None:
+        """Make each interface's XDP program hold `wanted` (attaching or detaching it). A
+        failure is logged and leaves that interface to the raw table, which drops the same
+        sources: XDP only makes the drop cheaper."""
+        if self.xdp is None:
+            return
+        failsafe = frozenset(
+            (p.protocol, p.port) for p in self.config.calc.failsafe_inbound if p.protocol
+        )
+        for iface in sorted(set(self.xdp_programs) | set(wanted)):
+            nets = wanted.get(iface, frozenset())
+            if self.xdp_programs.get(iface) == nets:
+                continue
+            try:
+                if nets:
+                    attached = self.xdp.attach(iface)
+                    self.xdp.sync(attached, Blocklist(nets, failsafe))
+                    self.xdp_programs[iface] = nets
+                else:
+                    self.xdp.detach(iface)
+                    self.xdp_programs.pop(iface, None)
+            except FelisError as err:
+                log.error("XDP on %s: %s; the raw table drops those sources instead", iface, err)
+                self.xdp_programs.pop(iface, None)
 
     def _repair_drift(self) -> None:
         seen, self._kernel_changes = self._kernel_changes, ()

@@ -38,6 +38,7 @@ from felis.calc.layout import Endpoint, build_tables
 from felis.calc.policies import EndpointPolicies, classify, sort_policies, untracked_ignored
 from felis.calc.rules import RenderedChain, render_policy_chain
 from felis.calc.sources import NetsSource, PortsSource, SetSource
+from felis.calc.xdp import blocklists
 from felis.dataplane.identifiers import check_iface
 from felis.dataplane.ir_checks import check_chain_alone
 from felis.dataplane.set_members import normalise_members
@@ -45,6 +46,7 @@ from felis.dataplane.spec import (
     Chain,
     DataplaneSpec,
     Family,
+    FrozenDict,
     IpSet,
     Ruleset,
     Table,
@@ -95,11 +97,14 @@ class CalcResult:
     """Things the user should know (ignored doNotTrack on a `*` HEP, skipped rules, …)."""
     skipped: list[Skipped] = field(default_factory=list)
     """Objects left out whole: errors, where `warnings` are advice."""
+    xdp: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Interface → the source networks XDP may drop there (felis.calc.xdp)."""
 
 
 @dataclass(frozen=True, slots=True)
 class _FamilyLayout:
-    tables: dict[Table, TableSpec]
+    tables: FrozenDict[Table, TableSpec]
+    """Frozen once here, so every Ruleset built from this layout holds this very mapping."""
     sources: dict[str, SetSource]
 
 
@@ -128,6 +133,7 @@ class Calculator:
         self._rendered: dict[tuple[str, str, bool, Family], _Rendered] = {}
         self._layout: dict[Family, _FamilyLayout] = {}
         self._endpoints: tuple[str, ...] = ()
+        self._ifaces: tuple[str, ...] = ()
         self._warnings: list[str] = []
         self._refused: dict[tuple[str, str], str] = {}
         """(kind, name) → why the object could not be read; kept until it changes or goes."""
@@ -278,13 +284,16 @@ class Calculator:
             self._dirty = False
         rulesets = {}
         for family, layout in self._layout.items():
-            sets = {name: self._ipset(family, name, src) for name, src in layout.sources.items()}
+            sets = FrozenDict(
+                {name: self._ipset(family, name, src) for name, src in layout.sources.items()}
+            )
             rulesets[family] = Ruleset(family, layout.tables, sets)
         spec = DataplaneSpec(self.node, rulesets, self._endpoints)
         skipped = [Skipped(kind, name, why) for (kind, name), why in self._refused.items()]
         skipped += [Skipped("GlobalNetworkPolicy", n, why) for n, why in self._broken.items()]
         skipped += [Skipped("Profile", n, why) for n, why in self._broken_profiles.items()]
-        return CalcResult(spec, list(self._warnings), sorted(skipped))
+        xdp = blocklists(spec, self._ifaces, self.config.marks) if self.config.xdp_enabled else {}
+        return CalcResult(spec, list(self._warnings), sorted(skipped), xdp)
 
     def _ipset(self, family: Family, name: str, source: SetSource) -> IpSet:
         key = (family, name)
@@ -424,7 +433,7 @@ class Calculator:
                 sources.update(rendered.sets)
             sources.update(fast_sets)
             sources = dict(sorted(sources.items()))
-            layouts[family] = _FamilyLayout(tables, sources)
+            layouts[family] = _FamilyLayout(FrozenDict(tables), sources)
             wanted.update(((family, name), src) for name, src in sources.items())
 
         # Acquire before releasing so a set kept across the rebuild is never torn down.
@@ -438,18 +447,19 @@ class Calculator:
         self._acquired = wanted
         self._layout = layouts
         self._endpoints = active.names
+        self._ifaces = tuple(iface for iface, _ in active.by_interface)
         self._warnings = list(dict.fromkeys(warnings))
 
 
 def _reuse_unchanged(
-    previous: dict[Table, TableSpec], tables: dict[Table, TableSpec]
+    previous: Mapping[Table, TableSpec], tables: Mapping[Table, TableSpec]
 ) -> dict[Table, TableSpec]:
     """`tables`, with every chain equal to the previous one of its name replaced by that previous
     object (and a table whose chains and hooks are all unchanged by the previous TableSpec).
 
-    Performance only: the renderers and the kernel layer memoise per chain object, so a chain
-    rebuilt with the same content (endpoint chains are, on every relayout) would otherwise be
-    hashed and printed again; comparing it once here is several times cheaper.
+    Performance only: a dataplane's render cache memoises per chain (and table) object, so a
+    chain rebuilt with the same content (endpoint chains are, on every relayout) would otherwise
+    be hashed and printed again; comparing it once here is several times cheaper.
     """
     out: dict[Table, TableSpec] = {}
     for table, spec in tables.items():

@@ -21,6 +21,8 @@ class CalcConfig:
     log_prefix: str = DEFAULT_LOG_PREFIX
     """Prefix of Log-action lines; `%t` tier, `%k` kind (`gnp`), `%n` and `%p` policy name."""
     families: tuple[Family, ...] = (Family.V4, Family.V6)
+    xdp_enabled: bool = True
+    """Drop eligible blocklisted sources in XDP (felis.calc.xdp), as Felix's `xdpEnabled`."""
     interface_exclude: tuple[str, ...] = ("kube-ipvs0",)
     """Interfaces never bound to a host endpoint: exact names, or `/regex/` (Calico's syntax)."""
     chain_insert_mode: ChainInsertMode = "insert"

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from felis.calc import names
 from felis.calc.sources import PortsSource
@@ -46,6 +46,7 @@ from felis.dataplane.spec import (
     SetMark,
     safe_comment,
 )
+from felis.model.constants import PORT_PROTOCOLS
 
 MAX_LIFTED_RULES = 32
 """Lifted rules kept as rules, per endpoint and direction. Lifted rules are crossed by every
@@ -64,11 +65,23 @@ class _Stop(Exception):
     """A rule that could decide something other than "accept, untracked" was reached."""
 
 
+def _any_match(match: Match) -> bool:
+    return True
+
+
 @dataclasses.dataclass
 class _Walk:
     chains: Mapping[str, Chain]
     marks: MarkBits
     limit: int
+    collect: int
+    """The verdict bit of the rules collected (accept: Allows; drop: Denies)."""
+    eligible: Callable[[Match], bool] = _any_match
+    """Which of those rules are collected; an ineligible one stops the walk, unless it sets
+    a bit that only ever drops (`collect` is the drop bit): then it is stepped over."""
+    assumed_clear: int = 0
+    """Bits besides `MarkBits.all` taken as clear: the deny walk assumes the drop bit clear, as
+    a packet carrying it (set by a Deny, or on entry) is dropped whichever way it goes."""
     found: list[Rule] = dataclasses.field(default_factory=list)
     depth: int = 0
 
@@ -78,7 +91,7 @@ class _Walk:
         marks_only = dataclasses.replace(match, mark_set=0, mark_clear=0).is_empty()
         if not marks_only:
             return None
-        known = self.marks.all
+        known = self.marks.all | self.assumed_clear
         if (match.mark_set | match.mark_clear) & ~known:
             raise _Stop  # a bit whose value the walk does not know
         return not match.mark_set
@@ -98,9 +111,13 @@ class _Walk:
     def rule(self, rule: Rule) -> bool:
         """Walk one rule; False when the current chain returns here."""
         action = rule.action
-        accept = self.marks.accept
-        if isinstance(action, SetMark) and action == SetMark(accept, accept):
+        bit = self.collect
+        if isinstance(action, SetMark) and action == SetMark(bit, bit):
             if rule.match.mark_set or rule.match.mark_clear:
+                raise _Stop
+            if not self.eligible(rule.match):
+                if bit == self.marks.drop:
+                    return True  # another Deny: it can only drop too
                 raise _Stop
             if len(self.found) >= self.limit:
                 raise _Stop
@@ -130,7 +147,26 @@ def leading_allows(
     """The Allow rules (each setting the accept bit) a packet meets in `endpoint_chain` and the
     chains it jumps to, before any rule that could decide otherwise, in the order it meets
     them."""
-    walk = _Walk(chains, marks, MAX_WALKED_RULES)
+    walk = _Walk(chains, marks, MAX_WALKED_RULES, marks.accept)
+    with contextlib.suppress(_Stop):
+        walk.chain(endpoint_chain)
+    return tuple(walk.found)
+
+
+def source_only(match: Match) -> bool:
+    """A match on the source address alone: one CIDR or one address set, nothing else."""
+    rest = dataclasses.replace(match, src_net=None, src_sets=())
+    return rest.is_empty() and (match.src_net is None) == (len(match.src_sets) == 1)
+
+
+def leading_denies(
+    endpoint_chain: str, chains: Mapping[str, Chain], marks: MarkBits
+) -> tuple[Rule, ...]:
+    """The source-only Deny rules (each setting the drop bit) a packet meets in the raw
+    `endpoint_chain` before any rule that could decide anything but a drop: for a packet from
+    one of their sources, dropping it before the walk (XDP, felis.xdp) gives the verdict the
+    walk gives, failsafe ports aside, which XDP passes first as the walk's Deny does."""
+    walk = _Walk(chains, marks, MAX_WALKED_RULES, marks.drop, source_only, marks.drop)
     with contextlib.suppress(_Stop):
         walk.chain(endpoint_chain)
     return tuple(walk.found)
@@ -147,14 +183,11 @@ class FlowShape:
     ports: tuple[int, ...]
 
 
-_FLOW_PROTOCOLS = {6: "tcp", 17: "udp", 132: "sctp"}
-
-
 def flow_shape(match: Match, ingress: bool) -> FlowShape | None:
     """The flow shape of an Allow's match, when it tests exactly a protocol with ports, one
     remote address condition and the local ports (ingress: source address, destination ports;
     egress: destination address, source ports), and nothing else; else None."""
-    if match.protocol not in _FLOW_PROTOCOLS:
+    if match.protocol not in PORT_PROTOCOLS:
         return None
     if ingress:
         net, sets, ports = match.src_net, match.src_sets, match.dst_ports

@@ -108,6 +108,16 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _bool(raw: str) -> bool:
+    # Felix's boolean parameters take Go's strconv.ParseBool forms.
+    word = raw.strip().lower()
+    if word in ("1", "t", "true"):
+        return True
+    if word in ("0", "f", "false"):
+        return False
+    raise SettingError(f"invalid boolean {raw!r}: must be true or false")
+
+
 # --------------------------------------------------------------------------- stored fields
 
 
@@ -170,6 +180,7 @@ PARAMS: Final[tuple[Param, ...]] = (
         lambda s: None if not s.interface_exclude else tuple(s.interface_exclude.split(",")),
         zero=(),
     ),
+    Param("XDPEnabled", "xdpEnabled", _bool, lambda s: s.xdp_enabled, non_zero=True),
 )
 BY_FIELD: Final = {param.field: param for param in PARAMS}
 
@@ -192,11 +203,13 @@ class ConfigOverrides:
 
     failsafe_inbound: tuple[FailsafePort, ...] | None = None
     failsafe_outbound: tuple[FailsafePort, ...] | None = None
+    xdp_enabled: bool | None = None
 
 
 OVERRIDE_ORIGIN: Final = {
     "failsafeInboundHostPorts": "--failsafe-inbound / FELIS_FAILSAFE_INBOUND_HOST_PORTS",
     "failsafeOutboundHostPorts": "--failsafe-outbound / FELIS_FAILSAFE_OUTBOUND_HOST_PORTS",
+    "xdpEnabled": "--no-xdp",
 }
 BUILT_IN: Final = "built-in default"
 
@@ -312,6 +325,7 @@ def effective_config(
             for name, value in (
                 ("failsafeInboundHostPorts", overrides.failsafe_inbound),
                 ("failsafeOutboundHostPorts", overrides.failsafe_outbound),
+                ("xdpEnabled", overrides.xdp_enabled),
             )
             if value is not None
         },
@@ -325,6 +339,7 @@ def effective_config(
         "iptablesMarkMask": _mask_of(base.marks),
         "nftablesMarkMask": _mask_of(base.marks),
         "interfaceExclude": base.interface_exclude,
+        "xdpEnabled": base.xdp_enabled,
     }
     values: dict[str, Value] = {}
     origins: dict[str, str] = {}
@@ -362,6 +377,7 @@ def effective_config(
         chain_insert_mode="append" if insert_mode == "append" else "insert",
         marks=base.marks if mask == _mask_of(base.marks) else MarkBits.from_mask(_int(mask)),
         interface_exclude=_strings(values["interfaceExclude"]),
+        xdp_enabled=bool(values["xdpEnabled"]),
     )
     return EffectiveConfig(calc, origins, tuple(warnings), tuple(sorted(skipped)))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from contextlib import closing
 from enum import StrEnum
 from types import FrameType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -26,6 +27,10 @@ from felis.datastore import open_datastore
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource
 from felis.model.felixconfig import FelixConfiguration
+
+if TYPE_CHECKING:
+    from felis.dataplane.monitor import OwnProcesses
+    from felis.xdp.attach import XdpDataplane
 
 
 class Backend(StrEnum):
@@ -96,6 +101,21 @@ def calc_config(failsafe_inbound: str | None, failsafe_outbound: str | None) -> 
         if failsafe_outbound is None
         else parse_failsafe_ports(failsafe_outbound),
     )
+
+
+def _xdp_dataplane(own: OwnProcesses) -> XdpDataplane | None:
+    """XDP when this host can build and load the program; else None, with one warning."""
+    from felis.xdp.attach import XdpDataplane
+
+    missing = [tool for tool in ("clang", "bpftool") if shutil.which(tool) is None]
+    if missing:
+        logging.getLogger("felis.agent").warning(
+            "XDP off: %s not installed (Debian: apt-get install clang bpftool); blocklists "
+            "are dropped in the raw table",
+            " and ".join(missing),
+        )
+        return None
+    return XdpDataplane(runner=own.runner())
 
 
 def config_overrides(
@@ -203,6 +223,14 @@ def agent(
         str, typer.Option("--metrics-address", help="Address the metrics server binds")
     ] = "127.0.0.1",
     log_level: Annotated[str, typer.Option("--log-level", help="debug, info, warning")] = "info",
+    xdp: Annotated[
+        bool,
+        typer.Option(
+            "--xdp/--no-xdp",
+            help="Drop eligible blocklisted sources in XDP (needs clang and bpftool); "
+            "FelixConfiguration xdpEnabled also turns it off",
+        ),
+    ] = True,
     kernel_events: Annotated[
         bool,
         typer.Option(
@@ -228,18 +256,28 @@ def agent(
     )
     own_processes = OwnProcesses()
     dataplane = open_dataplane(backend.value, runner=own_processes.runner())
+    xdp_dataplane = _xdp_dataplane(own_processes) if xdp or cleanup else None
     if cleanup:
         report = dataplane.cleanup()
-        typer.echo(f"cleanup: {report.summary()}")
+        detached = (
+            [i for i in xdp_dataplane.interfaces() if xdp_dataplane.detach(i)]
+            if (xdp_dataplane is not None)
+            else []
+        )
+        typer.echo(
+            f"cleanup: {report.summary()}"
+            + (f"; XDP removed from {', '.join(detached)}" if detached else "")
+        )
         return
+    overrides = config_overrides(failsafe_inbound, failsafe_outbound)
     settings = AgentSettings(
         node=node,
         environ=dict(os.environ),
-        overrides=config_overrides(failsafe_inbound, failsafe_outbound),
+        overrides=overrides if xdp else dataclasses.replace(overrides, xdp_enabled=False),
         refresh_interval=refresh_interval,
     )
     with closing(open_datastore(datastore)) as store:
-        runner = Agent(settings, store, dataplane, read_interfaces)
+        runner = Agent(settings, store, dataplane, read_interfaces, xdp=xdp_dataplane)
         if once:
             report = runner.converge_once()
             typer.echo(f"{node}: {report.summary()}")

@@ -89,6 +89,16 @@ class XdpDataplane:
         xdp = link.get("xdp")
         return xdp if isinstance(xdp, dict) and "prog" in xdp else None
 
+    def interfaces(self) -> list[str]:
+        """The interfaces of this namespace that carry felis' program."""
+        links = json.loads(self._ip("-j", "-d", "link", "show"))
+        return sorted(
+            str(link["ifname"])
+            for link in links
+            if isinstance(link.get("xdp"), dict)
+            and link["xdp"].get("prog", {}).get("name") == PROGRAM_NAME
+        )
+
     def status(self, iface: str) -> Attached | None:
         """felis' program on `iface`, or None (nothing attached, or another tool's program)."""
         xdp = self._program(iface)

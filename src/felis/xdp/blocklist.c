@@ -77,6 +77,12 @@ static __always_inline int failsafe(__u8 protocol, void *l4, void *end)
         if ((void *)(udp + 1) > end)
             return 0;
         key.port = bpf_ntohs(udp->dest);
+    } else if (protocol == IPPROTO_SCTP) {
+        // SCTP's common header starts with the source and destination ports, as UDP's does.
+        struct udphdr *sctp = l4;
+        if ((void *)(sctp + 1) > end)
+            return 0;
+        key.port = bpf_ntohs(sctp->dest);
     } else {
         return 0;
     }

@@ -19,7 +19,7 @@ COUNTERS = "felis_cnt"
 MAX_ENTRIES = 262144
 """As in blocklist.c; also the size of the counter array, so ids stay below it."""
 
-_PROTOCOLS = {"tcp": 6, "udp": 17}
+_PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132}
 
 
 def lpm_key(cidr: str) -> bytes:
@@ -58,7 +58,7 @@ class Blocklist:
     networks: frozenset[str]
     """Masked CIDRs, both families."""
     failsafe: frozenset[tuple[str, int]]
-    """(protocol, port) pairs that always pass, `tcp`/`udp`."""
+    """(protocol, port) pairs that always pass, `tcp`/`udp`/`sctp`."""
 
 
 def assign_ids(wanted: Iterable[str], current: Mapping[str, int]) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 SYNC_DEADLINE = 120.0
@@ -68,6 +70,38 @@ def big_cluster(local_node: str, local_ip: str, spread: int) -> list[dict[str, A
     return objects
 
 
+def network_sets(count: int, members: int, spread: int) -> list[dict[str, Any]]:
+    """`count` GlobalNetworkSets of `members` distinct /32s each, all of them in IP sets on the
+    node of `big_cluster(..., spread)`: each carries the `app` label of a rule selector of one
+    of the policies selecting that node (ingress sources and egress destinations in turn)."""
+    local = [i for i in range(1_000) if i % spread == 0]
+    objects: list[dict[str, Any]] = []
+    for k in range(count):
+        i = local[(k // 2) % len(local)]
+        app = (i * 7) % 500 if k % 2 == 0 else (i * 7 + 2) % 500
+        # Every other address of 100.64.0.0/10: no two members adjacent, so nft cannot merge
+        # them into ranges and the kernel holds every one.
+        nets = [
+            f"100.{64 + (n >> 16) % 64}.{(n >> 8) % 256}.{n % 256}"
+            for n in range(2 * k * members, 2 * (k + 1) * members, 2)
+        ]
+        objects.append(
+            {
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "GlobalNetworkSet",
+                "metadata": {"name": f"netset-{k}", "labels": {"app": f"app{app}"}},
+                "spec": {"nets": nets},
+            }
+        )
+    return objects
+
+
+def scale_cluster(local_node: str, local_ip: str, spread: int = 10) -> list[dict[str, Any]]:
+    """`big_cluster` plus 100 GlobalNetworkSets of 1,000 members (100,000 in all), every one of
+    them programmed on the local node."""
+    return big_cluster(local_node, local_ip, spread) + network_sets(100, 1_000, spread)
+
+
 @dataclass
 class RunningAgent:
     ns: str
@@ -82,11 +116,12 @@ def _ip(*argv: str) -> None:
 
 @contextmanager
 def agent_in_namespace(
-    node: str, address: str, url: str, backend: str, *extra: str
+    node: str, address: str, url: str, backend: str, *extra: str, log: Path | None = None
 ) -> Iterator[RunningAgent]:
     """`felis agent` in a fresh network namespace whose `eth0` (a veth with its peer in the
     same namespace) has `address`; yields once the agent reports its first sync. The agent's
-    log is not read afterwards; it is discarded. The namespace and agent go on exit."""
+    log is not read afterwards; it goes to `log` (appended) or is discarded. The namespace and
+    agent go on exit."""
     ns = f"felis-bench-{secrets.token_hex(3)}"
     _ip("netns", "add", ns)
     process: subprocess.Popen[str] | None = None
@@ -111,12 +146,15 @@ def agent_in_namespace(
             raise RuntimeError(f"agent ended before its sync: {''.join(seen[-5:])}")
         synced = time.perf_counter() - began
         # Nobody reads the log from here on: a full pipe would stall the agent.
-        drain = subprocess.Popen(["cat"], stdin=process.stderr, stdout=subprocess.DEVNULL)
-        try:
-            yield RunningAgent(ns, process, synced)
-        finally:
-            drain.kill()
-            drain.wait()
+        with open(log if log is not None else os.devnull, "a") as sink:
+            sink.writelines(seen)
+            sink.flush()
+            drain = subprocess.Popen(["cat"], stdin=process.stderr, stdout=sink)
+            try:
+                yield RunningAgent(ns, process, synced)
+            finally:
+                drain.kill()
+                drain.wait()
     finally:
         if process is not None:
             process.terminate()

@@ -17,6 +17,7 @@ generator) that the caller stops itself.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -161,16 +162,29 @@ def run(
     the command's own), which is how the kernel monitor tells felis' changes from others'.
     """
     cmd = _command_line(argv, netns, error)
-    # Without input, stdin is closed rather than inherited: a tool never waits on a terminal.
-    stdin = subprocess.PIPE if input_text is not None else subprocess.DEVNULL
+    # Input is handed over whole, in an in-memory file, never through a pipe: a caller killed
+    # while writing a pipe leaves the command a truncated input, and `nft -f` commits whatever
+    # of a transaction still parses (docs/dataplane.md, What is atomic). Without input, stdin
+    # is closed rather than inherited: a tool never waits on a terminal.
+    source = open(os.memfd_create("felis-input"), "w+") if input_text is not None else None  # noqa: SIM115
+    if source is not None:
+        source.write(input_text or "")
+        source.seek(0)
     try:
-        with subprocess.Popen(
-            cmd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        ) as popen:
+        with (
+            source or contextlib.nullcontext(),
+            subprocess.Popen(
+                cmd,
+                stdin=source or subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            ) as popen,
+        ):
             if started is not None:
                 started(popen.pid)
             try:
-                stdout, stderr = popen.communicate(input_text, timeout=timeout)
+                stdout, stderr = popen.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
                 popen.kill()
                 _, stderr = popen.communicate()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +25,37 @@ class OwnError(CommandError):
 def test_output_and_input() -> None:
     proc = sysexec.run([PY, "-c", "import sys; print(sys.stdin.read().upper())"], input_text="ab")
     assert (proc.returncode, proc.stdout) == (0, "AB\n")
+
+
+def test_input_reaches_the_command_whole_when_the_caller_is_killed(tmp_path: Path) -> None:
+    # The command reads its input only once its caller is gone (SIGKILLed right after starting
+    # it): through a pipe it would get what had been written by then, a truncated transaction.
+    out = tmp_path / "length"
+    command = (
+        "import os, sys, time\n"
+        "deadline = time.monotonic() + 30\n"
+        "while os.getppid() == CALLER and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        f"open({str(out)!r}, 'w').write(str(len(sys.stdin.read())))\n"
+    )
+    caller = (
+        "import os, sys\n"
+        "from felis import sysexec\n"
+        f"command = {command!r}.replace('CALLER', str(os.getpid()))\n"
+        "started = lambda pid: print(pid, flush=True)\n"
+        "sysexec.run([sys.executable, '-c', command], input_text='x' * 2_000_000,"
+        " started=started)\n"
+    )
+    proc = subprocess.Popen([PY, "-c", caller], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip().isdigit()
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    deadline = time.monotonic() + 30
+    while not (out.exists() and out.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert out.read_text() == "2000000"
 
 
 def test_stdin_is_closed_without_input() -> None:

@@ -10,11 +10,12 @@ counted apart: reaped ones through cutime + cstime, running ones, such as `nft m
 their own stat):
 
 1. start: process start → first sync (kernel programmed), peak RSS and CPU seconds;
-2. at rest: `--rest` seconds with nothing changing, RSS each second, CPU as % of one core,
-   and which seconds the CPU went into;
+2. at rest: `--rest` seconds (60: two periodic drift checks) with nothing changing, from
+   `--settle` seconds after the sync; RSS each second, CPU as % of one core, and the seconds
+   the CPU went into (the busiest, split into the agent's own and its commands');
 3. full resync through the datastore: one transaction rewrites every object (a label on every
    endpoint, a port in every policy rule, every set's members) plus a marker policy last; timed
-   until the marker's chain is in the kernel;
+   until the marker's chain is in the kernel; then at rest again;
 4. restart: `felis agent --once` in the same namespace (the kernel already programmed), CPU and
    peak RSS from wait4;
 5. where the memory goes: a fresh interpreter repeats the agent's steps (imports, listing,
@@ -155,23 +156,26 @@ def _in_ns(ns: str, argv: list[str]) -> bool:
     return proc.returncode == 0
 
 
-def _rest(pid: int, seconds: int) -> dict[str, object]:
+def _rest(pid: int, seconds: int, settle: float) -> dict[str, object]:
+    # `nft monitor` is still printing the last big transaction for a moment after it: that
+    # belongs to the change, not to rest.
+    time.sleep(settle)
     _reset_peak(pid)
     rss: list[int] = []
-    per_second: list[float] = []
+    per_second: list[dict[str, float]] = []
     began = _cpu(pid)
-    previous = _total(began)
+    previous = began
     started = time.monotonic()
     for second in range(1, seconds + 1):
         # Sampling once a second of wall time: the measurement, not a synchronisation.
         time.sleep(max(0.0, started + second - time.monotonic()))
         rss.append(_status(pid)["VmRSS"])
-        now = _total(_cpu(pid))
-        per_second.append(now - previous)
+        now = _cpu(pid)
+        per_second.append({k: round(now[k] - previous[k], 2) for k in now} | {"at": second})
         previous = now
     elapsed = time.monotonic() - started
     ended = _cpu(pid)
-    busy = sorted(per_second, reverse=True)
+    busy = sorted(per_second, key=lambda s: s["own"] + s["ended"] + s["running"], reverse=True)
     return {
         "seconds": round(elapsed, 1),
         "rss_mib": {"min": min(rss), "median": statistics.median(rss), "max": max(rss)},
@@ -179,8 +183,10 @@ def _rest(pid: int, seconds: int) -> dict[str, object]:
         "cpu_percent_total": round(100 * (_total(ended) - _total(began)) / elapsed, 2),
         "cpu_percent_own": round(100 * (ended["own"] - began["own"]) / elapsed, 2),
         "cpu_seconds_by_part": {k: round(ended[k] - began[k], 2) for k in ended},
-        "busiest_seconds": [round(v, 2) for v in busy[:4]],
-        "cpu_outside_busiest_4_s": round(sum(busy[4:]), 2),
+        "busiest_seconds": busy[:4],
+        "cpu_outside_busiest_4_s": round(
+            sum(s["own"] + s["ended"] + s["running"] for s in busy[4:]), 2
+        ),
     }
 
 
@@ -268,6 +274,7 @@ def _breakdown(url: str, backend: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rest", type=int, default=60)
+    parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--backend", choices=["nftables", "iptables", "both"], default="both")
     parser.add_argument("--breakdown-child", nargs=2, metavar=("URL", "BACKEND"))
     args = parser.parse_args()
@@ -295,14 +302,18 @@ def main() -> None:
                         "cpu_seconds": {k: round(v, 2) for k, v in _cpu(pid).items()},
                     },
                 }
-                result["rest"] = _rest(pid, args.rest)
+                result["rest"] = _rest(pid, args.rest, args.settle)
                 result["resync"] = _resync(url, pid, agent.ns, backend, objects)
-                result["rest_after_resync"] = _rest(pid, min(args.rest, 30))
+                result["rest_after_resync"] = _rest(pid, args.rest, args.settle)
                 result["restart_once"] = _restart(url, agent.ns, backend)
                 if agent.process.poll() is not None:
                     raise RuntimeError("the agent ended during the benchmark")
-            errors = [line for line in log.read_text().splitlines() if " ERROR " in line]
-            result["agent_errors"] = errors[:5]
+            lines = log.read_text().splitlines()
+            result["agent_log"] = {
+                "errors": [line for line in lines if " ERROR " in line][:5],
+                "warnings": [line[:300] for line in lines if " WARNING " in line][:5],
+                "writes": [line[:200] for line in lines if ": " in line and " ms)" in line],
+            }
             child = [sys.executable, __file__, "--breakdown-child", url, backend]
             steps = json.loads(subprocess.run(child, capture_output=True, check=True).stdout)
             result["memory_steps_mib"] = steps

@@ -280,10 +280,25 @@ def _walk(value: Any) -> Iterable[tuple[str, Any]]:
 
 def _read_nftables(node: FelisNode) -> KernelView:
     text = node.topo.exec(node.server, ["nft", "-j", "list", "ruleset"]).stdout
+    foreign: list[Any] = []
+    ours: dict[str, list[Any]] = {"ip": [], "ip6": []}
+    for item in json.loads(text).get("nftables", []):
+        kind, obj = next(iter(item.items()))
+        if kind == "metainfo":
+            continue
+        if obj.get("table", obj.get("name")) == NFT_TABLE and obj.get("family") in ours:
+            ours[obj["family"]].append(item)
+            continue
+        obj = {k: v for k, v in obj.items() if k != "handle"}
+        if kind == "rule":
+            obj["expr"] = [e for e in obj["expr"] if "counter" not in e]
+        foreign.append({kind: obj})
     units: dict[str, dict[str, tuple[str | None, ...]]] = {}
     sets: dict[str, frozenset[str]] = {}
-    for family in (Family.V4, Family.V6):
-        state = parse_nft_json(text, family)
+    dangling = []
+    for family, fam in ((Family.V4, "ip"), (Family.V6, "ip6")):
+        # The dataplane's own read-back, given only this family's table.
+        state = parse_nft_json(json.dumps({"nftables": ours[fam]}), family)
         for table, layer in sorted(state.tables.items()):
             units[f"IPv{int(family)} {table.value}"] = {
                 name: chain.hashes for name, chain in sorted(layer.chains.items())
@@ -291,35 +306,21 @@ def _read_nftables(node: FelisNode) -> KernelView:
         if state.stray_chains:
             units[f"IPv{int(family)} stray"] = dict.fromkeys(state.stray_chains, ())
         sets.update({f"IPv{int(family)} {name}": s.members for name, s in state.sets.items()})
-    foreign: list[Any] = []
-    chains: dict[str, set[str]] = {}
-    owned: dict[str, set[str]] = {}
-    felis_rules: list[dict[str, Any]] = []
-    for item in json.loads(text).get("nftables", []):
-        kind, obj = next(iter(item.items()))
-        if kind == "metainfo":
-            continue
-        ours = obj.get("table", obj.get("name")) == NFT_TABLE and obj.get("family") in ("ip", "ip6")
-        if not ours:
-            obj = {k: v for k, v in obj.items() if k != "handle"}
-            if kind == "rule":
-                obj["expr"] = [e for e in obj["expr"] if "counter" not in e]
-            foreign.append({kind: obj})
-        elif kind == "chain":
-            chains.setdefault(obj["family"], set()).add(obj["name"])
-        elif kind == "set":
-            owned.setdefault(obj["family"], set()).add(obj["name"])
-        elif kind == "rule":
-            felis_rules.append(obj)
-    dangling = []
-    for rule in felis_rules:
-        fam, where = rule["family"], f"{rule['family']} {rule['chain']}"
-        for key, value in _walk(rule["expr"]):
-            if key in ("jump", "goto") and value["target"] not in chains.get(fam, set()):
-                dangling.append(f"{where} jumps to missing {value['target']}")
-            is_set = isinstance(value, str) and value.startswith("@")
-            if is_set and value[1:] not in owned.get(fam, set()):
-                dangling.append(f"{where} uses missing set {value}")
+        kinds: dict[str, set[str]] = {"chain": set(), "set": set()}
+        for item in ours[fam]:
+            kind, obj = next(iter(item.items()))
+            kinds.setdefault(kind, set()).add(obj.get("name", ""))
+        for item in ours[fam]:
+            rule = item.get("rule")
+            if rule is None:
+                continue
+            where = f"{fam} {rule['chain']}"
+            for key, value in _walk(rule["expr"]):
+                if key in ("jump", "goto") and value["target"] not in kinds["chain"]:
+                    dangling.append(f"{where} jumps to missing {value['target']}")
+                is_set = isinstance(value, str) and value.startswith("@")
+                if is_set and value[1:] not in kinds["set"]:
+                    dangling.append(f"{where} uses missing set {value}")
     return KernelView(units, sets, json.dumps(foreign, sort_keys=True), tuple(dangling))
 
 

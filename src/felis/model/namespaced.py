@@ -22,6 +22,7 @@ from felis.model import checks
 from felis.model import validate as _validate
 from felis.model.constants import DEFAULT_TIER
 from felis.model.resources import (
+    GlobalNetworkSetSpec,
     ObjectMeta,
     PerformanceHint,
     PolicyType,
@@ -58,10 +59,6 @@ class NetworkPolicySpec(_Model):
     performance_hints: list[PerformanceHint] = Field(default_factory=list, alias="performanceHints")
 
 
-class NetworkSetSpec(_Model):
-    nets: list[Str] = Field(default_factory=list)
-
-
 class NetworkPolicy(_Resource):
     kind: Literal["NetworkPolicy"] = "NetworkPolicy"
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
@@ -69,7 +66,8 @@ class NetworkPolicy(_Resource):
 
 class NetworkSet(_Resource):
     kind: Literal["NetworkSet"] = "NetworkSet"
-    spec: NetworkSetSpec = Field(default_factory=NetworkSetSpec)
+    # A NetworkSet's spec is a GlobalNetworkSet's (Calico shares the type too).
+    spec: GlobalNetworkSetSpec = Field(default_factory=GlobalNetworkSetSpec)
 
 
 def qualified_name(resource: Any) -> str:

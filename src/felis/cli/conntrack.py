@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import socket
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from felis.cli.exits import one_line_errors
 from felis.conntrack import kernel
 from felis.conntrack.analysis import Advice, advise, port_totals, top
 from felis.conntrack.parse import STAT_KEYS
 from felis.conntrack.policy import advice_yaml
-from felis.errors import FelisError
 
 app = typer.Typer(
     name="conntrack",
@@ -28,27 +26,10 @@ app = typer.Typer(
     add_completion=False,
 )
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
 NetnsOpt = Annotated[
     str | None, typer.Option("--netns", help="Read this network namespace (default: current).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """User errors end the command with one line on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except FelisError as exc:
-            Console(stderr=True).print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 def _fmt_port(port: int | None) -> str:

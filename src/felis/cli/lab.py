@@ -12,7 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from rich.console import Console
 
-from felis.errors import FelisError
+from felis.cli.exits import one_line_errors
 from felis.lab.run import (
     DEFAULT_PHASE_SECONDS,
     ProgressView,
@@ -55,17 +55,16 @@ ClientPortsOpt = Annotated[
 DEFAULT_CLIENT_PORTS_TEXT = format_port_range(DEFAULT_CLIENT_PORTS)
 
 
-def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """User errors and interruptions end the command with one line, never a traceback."""
+def lab_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """One line for user errors and interruptions, never a traceback; an interruption also
+    says the lab is gone (the signal handlers removed it)."""
+    with_errors = one_line_errors(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         err = Console(stderr=True)
         try:
-            return fn(*args, **kwargs)
-        except FelisError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
+            return with_errors(*args, **kwargs)
         except KeyboardInterrupt:
             err.print("interrupted: the lab was removed", highlight=False)
             raise typer.Exit(130) from None
@@ -77,7 +76,7 @@ def one_line_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 @app.command()
-@one_line_errors
+@lab_errors
 def up(
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
     client_ports: ClientPortsOpt = DEFAULT_CLIENT_PORTS_TEXT,
@@ -113,7 +112,7 @@ def up(
 
 
 @app.command()
-@one_line_errors
+@lab_errors
 def down(run_dir: RunDirOpt = DEFAULT_RUN_DIR) -> None:
     """Remove the lab, including leftovers of a crashed run; restores nf_conntrack_max."""
     removed = Topology(LabConfig(run_dir=run_dir)).down()
@@ -123,7 +122,7 @@ def down(run_dir: RunDirOpt = DEFAULT_RUN_DIR) -> None:
 
 
 @app.command()
-@one_line_errors
+@lab_errors
 def status(
     run_dir: RunDirOpt = DEFAULT_RUN_DIR,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -139,7 +138,7 @@ def status(
 
 
 @app.command()
-@one_line_errors
+@lab_errors
 def run(
     *,
     phase_seconds: Annotated[

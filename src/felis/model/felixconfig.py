@@ -29,7 +29,7 @@ from pydantic import (
 from felis.model import checks
 from felis.model.constants import PORT_PROTOCOL_NUMBERS
 from felis.model.paths import join, printable
-from felis.model.resources import PROBLEMS_KEY, Str, _Model, _Resource
+from felis.model.resources import Str, _Model, _Resource, report_problems
 
 # Every field of Calico's FelixConfigurationSpec by its JSON name, in Go's order (the order
 # Calico writes them in, which a dump reproduces).
@@ -170,14 +170,7 @@ class FelixConfiguration(_Resource):
     @model_validator(mode="after")
     def _felix_defaults_and_checks(self, info: ValidationInfo) -> Any:
         apply_defaults(self)
-        problems = felix_problems(self)
-        context = info.context
-        if isinstance(context, dict) and PROBLEMS_KEY in context:
-            context[PROBLEMS_KEY].extend(problems)
-        elif problems:
-            path, reason = problems[0]
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise ValueError(f"{path}: {reason}{more}")
+        report_problems(felix_problems(self), info)
         return self
 
     @property

@@ -20,7 +20,6 @@ from pydantic import Field
 
 from felis.model import checks
 from felis.model import validate as _validate
-from felis.model.constants import DEFAULT_TIER
 from felis.model.resources import (
     GlobalNetworkSetSpec,
     ObjectMeta,
@@ -122,29 +121,8 @@ def network_policy_name_reasons(name: str) -> list[str]:
 
 def check_network_policy_spec(spec: NetworkPolicySpec, problems: list[Problem]) -> None:
     """Calico's NetworkPolicy spec checks, also those of a staged one that sets a policy."""
-    if spec.tier and spec.tier != DEFAULT_TIER and not checks.is_valid_name(spec.tier):
-        problems.append(
-            (
-                "spec.tier",
-                f"invalid tier name '{_q(spec.tier)}': must be a valid resource name",
-            )
-        )
-    _validate._check_selector(spec.selector, "spec.selector", problems, no_global=True)
-    _validate._check_selector(
-        spec.service_account_selector, "spec.serviceAccountSelector", problems, no_global=True
-    )
-    seen: set[str] = set()
-    for policy_type in spec.types:
-        if policy_type in seen:
-            problems.append(("spec.types", f"'{policy_type}' type specified more than once"))
-        seen.add(policy_type)
-    if len(set(spec.performance_hints)) != len(spec.performance_hints):
-        problems.append(("spec.performanceHints", "duplicate performance hint"))
-    for direction, rules in (("ingress", spec.ingress), ("egress", spec.egress)):
-        for index, rule in enumerate(rules):
-            path = f"spec.{direction}[{index}]"
-            _validate.check_rule(rule, path, problems)
-            _validate._check_rule_direction(rule, path, direction, problems, namespaced=True)
+    _validate.check_policy_header(spec, problems)
+    _validate.check_policy_rules(spec, problems, namespaced=True)
 
 
 # --------------------------------------------------------------------------- the kinds

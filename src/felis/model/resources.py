@@ -218,6 +218,18 @@ class TierStatus(_Model):
     conditions: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def report_problems(problems: list[tuple[str, str]], info: ValidationInfo) -> None:
+    """Hand whole-object problems to the loader collecting them all, or, when a resource is
+    built on its own, fail with the first (and a count of the rest)."""
+    context = info.context
+    if isinstance(context, dict) and PROBLEMS_KEY in context:
+        context[PROBLEMS_KEY].extend(problems)
+    elif problems:
+        path, reason = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValueError(f"{path}: {reason}{more}" if path else f"{reason}{more}")
+
+
 class _Resource(_Model):
     """Shared fields and behaviour of the top-level resources: defaulting and whole-object
     checks. Each resource narrows `kind` to its own name and adds its `spec`."""
@@ -229,14 +241,7 @@ class _Resource(_Model):
     @model_validator(mode="after")
     def _default_and_check(self, info: ValidationInfo) -> Any:
         _validate.apply_defaults(self)  # type: ignore[arg-type]
-        problems = _validate.check_resource(self)  # type: ignore[arg-type]
-        context = info.context
-        if isinstance(context, dict) and PROBLEMS_KEY in context:
-            context[PROBLEMS_KEY].extend(problems)
-        elif problems:
-            path, reason = problems[0]
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise ValueError(f"{path}: {reason}{more}" if path else f"{reason}{more}")
+        report_problems(_validate.check_resource(self), info)  # type: ignore[arg-type]
         return self
 
 

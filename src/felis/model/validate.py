@@ -19,6 +19,7 @@ from felis.model.paths import join
 from felis.model.validate_meta import Problem, _is_rfc3339, _q, check_annotations, check_labels
 
 if TYPE_CHECKING:
+    from felis.model.namespaced import NetworkPolicySpec
     from felis.model.resources import (
         EntityRule,
         GlobalNetworkPolicy,
@@ -188,22 +189,25 @@ def _check_selector(text: str, path: str, problems: list[Problem], *, no_global:
 
 def _check_gnp(policy: GlobalNetworkPolicy, problems: list[Problem]) -> None:
     spec = policy.spec
+    check_policy_header(spec, problems, namespace_selector=spec.namespace_selector)
     _check_gnp_flags(spec, problems)
-    for direction in ("ingress", "egress"):
-        rules = spec.ingress if direction == "ingress" else spec.egress
-        for index, rule in enumerate(rules):
-            rule_path = f"spec.{direction}[{index}]"
-            check_rule(rule, rule_path, problems)
-            _check_rule_direction(rule, rule_path, direction, problems)
+    check_policy_rules(spec, problems)
 
 
-def _check_gnp_flags(spec: GlobalNetworkPolicySpec, problems: list[Problem]) -> None:
+def check_policy_header(
+    spec: GlobalNetworkPolicySpec | NetworkPolicySpec,
+    problems: list[Problem],
+    *,
+    namespace_selector: str | None = None,
+) -> None:
+    """What every policy kind checks before its own flags: tier, selectors, types, hints."""
     if spec.tier and spec.tier != DEFAULT_TIER and not checks.is_valid_name(spec.tier):
         problems.append(
             ("spec.tier", f"invalid tier name '{_q(spec.tier)}': must be a valid resource name")
         )
     _check_selector(spec.selector, "spec.selector", problems, no_global=True)
-    _check_selector(spec.namespace_selector, "spec.namespaceSelector", problems, no_global=True)
+    if namespace_selector is not None:
+        _check_selector(namespace_selector, "spec.namespaceSelector", problems, no_global=True)
     _check_selector(
         spec.service_account_selector, "spec.serviceAccountSelector", problems, no_global=True
     )
@@ -212,6 +216,24 @@ def _check_gnp_flags(spec: GlobalNetworkPolicySpec, problems: list[Problem]) -> 
         if policy_type in seen:
             problems.append(("spec.types", f"'{policy_type}' type specified more than once"))
         seen.add(policy_type)
+    if len(set(spec.performance_hints)) != len(spec.performance_hints):
+        problems.append(("spec.performanceHints", "duplicate performance hint"))
+
+
+def check_policy_rules(
+    spec: GlobalNetworkPolicySpec | NetworkPolicySpec,
+    problems: list[Problem],
+    *,
+    namespaced: bool = False,
+) -> None:
+    for direction, rules in (("ingress", spec.ingress), ("egress", spec.egress)):
+        for index, rule in enumerate(rules):
+            rule_path = f"spec.{direction}[{index}]"
+            check_rule(rule, rule_path, problems)
+            _check_rule_direction(rule, rule_path, direction, problems, namespaced=namespaced)
+
+
+def _check_gnp_flags(spec: GlobalNetworkPolicySpec, problems: list[Problem]) -> None:
     if spec.do_not_track and spec.pre_dnat:
         problems.append(("spec.preDNAT", "preDNAT and doNotTrack cannot both be true"))
     if spec.pre_dnat and spec.egress:
@@ -225,8 +247,6 @@ def _check_gnp_flags(spec: GlobalNetworkPolicySpec, problems: list[Problem]) -> 
                 "applyOnForward must be true if either preDNAT or doNotTrack is true",
             )
         )
-    if len(set(spec.performance_hints)) != len(spec.performance_hints):
-        problems.append(("spec.performanceHints", "duplicate performance hint"))
 
 
 def _check_rule_direction(

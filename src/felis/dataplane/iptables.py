@@ -58,22 +58,19 @@ from felis.dataplane.spec import (
     CHAIN_PREFIX,
     EMPTY_TABLES,
     TABLE_ORDER,
-    Accept,
     Chain,
-    Drop,
     Family,
     Goto,
     Jump,
     Log,
     Match,
-    NoTrack,
     PortRange,
-    Return,
     Rule,
     Ruleset,
     SetMark,
     Table,
     TableSpec,
+    bare_action_word,
 )
 from felis.dataplane.terms import Side
 
@@ -214,18 +211,20 @@ _MATCH_TEXT = PerValue(_render_match, 1 << 16)
 """By value: a ruleset has far fewer distinct matches than rules."""
 
 
+_BARE_ACTION_TARGETS = {
+    "accept": "-j ACCEPT",
+    "drop": "-j DROP",
+    "return": "-j RETURN",
+    "notrack": "-j CT --notrack",
+}
+
+
 def render_action(rule: Rule) -> list[str]:
+    if rule.action is None:
+        return []
+    if word := bare_action_word(rule.action):
+        return [_BARE_ACTION_TARGETS[word]]
     match rule.action:
-        case None:
-            return []
-        case Accept():
-            return ["-j ACCEPT"]
-        case Drop():
-            return ["-j DROP"]
-        case Return():
-            return ["-j RETURN"]
-        case NoTrack():
-            return ["-j CT --notrack"]
         case Jump(target=target):
             return [f"-j {target}"]
         case Goto(target=target):

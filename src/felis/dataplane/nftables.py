@@ -66,13 +66,13 @@ from felis.dataplane.spec import (
     Match,
     NoTrack,
     PortRange,
-    Return,
     Rule,
     Ruleset,
     SetKind,
     SetMark,
     Table,
     TableSpec,
+    bare_action_word,
 )
 from felis.dataplane.terms import Side
 
@@ -230,17 +230,11 @@ _MATCH_TEXT = PerValue(_render_match, 1 << 16)
 
 
 def render_action(rule: Rule, table: Table) -> list[str]:
+    if rule.action is None:
+        return []
+    if word := bare_action_word(rule.action):
+        return [word]
     match rule.action:
-        case None:
-            return []
-        case Accept():
-            return ["accept"]
-        case Drop():
-            return ["drop"]
-        case Return():
-            return ["return"]
-        case NoTrack():
-            return ["notrack"]
         case Jump(target=target):
             return [f"jump {layer_chain(table, target)}"]
         case Goto(target=target):

@@ -26,21 +26,18 @@ from enum import Enum
 from felis.dataplane.identifiers import DataplaneRenderError, check_comment
 from felis.dataplane.memo import PerObject, PerValue, RenderCache, by_value, cache_or_new
 from felis.dataplane.spec import (
-    Accept,
     Action,
     Chain,
-    Drop,
     Goto,
     HookPosition,
     IcmpMatch,
     Jump,
     Log,
     Match,
-    NoTrack,
     PortRange,
-    Return,
     Rule,
     SetMark,
+    bare_action_word,
 )
 
 HASH_PREFIX = "felis:"
@@ -113,17 +110,11 @@ def canonical_action(action: Action | None, cache: RenderCache | None = None) ->
 
 
 def _canonical_action(action: Action | None) -> str:
+    if action is None:
+        return "none"
+    if word := bare_action_word(action):
+        return word
     match action:
-        case None:
-            return "none"
-        case Accept():
-            return "accept"
-        case Drop():
-            return "drop"
-        case Return():
-            return "return"
-        case NoTrack():
-            return "notrack"
         case Jump(target=target):
             return f"jump {target}"
         case Goto(target=target):

@@ -241,6 +241,16 @@ class Log:
 Action = Accept | Drop | Return | Jump | Goto | SetMark | NoTrack | Log
 TERMINAL_ACTIONS = (Accept, Drop, Return, Goto)
 
+_BARE_ACTION_WORDS: Mapping[type, str] = FrozenDict(
+    {Accept: "accept", Drop: "drop", Return: "return", NoTrack: "notrack"}
+)
+
+
+def bare_action_word(action: Action | None) -> str | None:
+    """The one word naming an action without arguments ("accept", "drop", "return",
+    "notrack"), None for the others; each renderer spells that word its own way."""
+    return _BARE_ACTION_WORDS.get(type(action))
+
 
 @dataclass(frozen=True, slots=True)
 class Rule:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+from felis.dataplane.rule_identity import canonical_action
 from felis.dataplane.spec import (
-    Accept,
     Action,
     CtState,
-    Drop,
     Goto,
     IcmpMatch,
     Jump,
     Log,
     Match,
-    NoTrack,
     PortRange,
-    Return,
     SetMark,
+    bare_action_word,
 )
 from felis.trace.packet import protocol_text
 
@@ -100,21 +98,13 @@ def describe_match(match: Match) -> str:
 
 
 def describe_action(action: Action | None) -> str:
+    if action is None:
+        return "(comment only)"
+    if word := bare_action_word(action):
+        return word.upper()
     match action:
-        case None:
-            return "(comment only)"
-        case Accept():
-            return "ACCEPT"
-        case Drop():
-            return "DROP"
-        case Return():
-            return "RETURN"
-        case NoTrack():
-            return "NOTRACK"
-        case Jump(target=target):
-            return f"jump {target}"
-        case Goto(target=target):
-            return f"goto {target}"
+        case Jump() | Goto():
+            return canonical_action(action)
         case SetMark(value=value, mask=mask):
             if value == 0:
                 return f"clear mark {mask:#x}"

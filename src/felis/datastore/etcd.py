@@ -74,10 +74,10 @@ from felis.datastore.etcd_watch import EtcdWatch
 from felis.datastore.objects import (
     JSONObject,
     builtin_tier_objects,
-    check_creatable,
     check_key,
     delete_target,
     given_resource_version,
+    keyed_for_create,
     new_stored_form,
     object_key,
     updated_stored_form,
@@ -384,10 +384,9 @@ class EtcdDatastore:
     def create_all(
         self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
     ) -> builtins.list[JSONObject]:
-        keyed = [(object_key(obj), obj) for obj in objs]
-        for (kind, name), obj in keyed:
+        keyed = keyed_for_create(objs)
+        for (kind, name), _ in keyed:
             key_of(kind, name)
-            check_creatable(kind, name, obj)
         forms = [new_stored_form(obj) for _, obj in keyed]
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[JSONObject]:

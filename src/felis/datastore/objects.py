@@ -16,6 +16,8 @@ from felis.datastore.errors import InvalidObject
 from felis.model.constants import API_VERSION, BUILTIN_TIERS
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from felis.datastore.base import ApplyAction, DeleteKey
 
 JSONObject = dict[str, Any]
@@ -108,6 +110,14 @@ def check_creatable(kind: str, name: str, obj: JSONObject) -> None:
         raise InvalidObject(
             f"invalid object: {kind}({name}): metadata.resourceVersion must not be set on create"
         )
+
+
+def keyed_for_create(objs: Sequence[JSONObject]) -> list[tuple[tuple[str, str], JSONObject]]:
+    """Each object with its (kind, name), all checked as creatable before any is written."""
+    keyed = [(object_key(obj), obj) for obj in objs]
+    for (kind, name), obj in keyed:
+        check_creatable(kind, name, obj)
+    return keyed
 
 
 def delete_target(key: DeleteKey) -> tuple[str, str, str | None]:

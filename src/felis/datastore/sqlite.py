@@ -51,12 +51,12 @@ from felis.datastore.errors import (
 from felis.datastore.objects import (
     JSONObject,
     builtin_tier_objects,
-    check_creatable,
     check_key,
     decode,
     delete_target,
     encode,
     given_resource_version,
+    keyed_for_create,
     new_stored_form,
     object_key,
     updated_stored_form,
@@ -383,9 +383,7 @@ class SqliteDatastore:
     def create_all(
         self, objs: Sequence[JSONObject], *, checks: WriteCheck | None = None
     ) -> builtins.list[JSONObject]:
-        keyed = [(object_key(obj), obj) for obj in objs]
-        for (kind, name), obj in keyed:
-            check_creatable(kind, name, obj)
+        keyed = keyed_for_create(objs)
         with self._write() as txn:
             _run_checks(checks, txn)
             created = []

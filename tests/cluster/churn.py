@@ -9,15 +9,23 @@ fail and conntrack must hold nothing for port 12211.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import re
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from agents import SERVE_PORT, AgentEnv, AgentNode
+from etcd_harness import poll
 
 from felis.datastore import Datastore
+from felis.lab import loadgen
+from felis.lab.topology import SERVER_SYSCTLS, LabConfig, set_sysctls
 from felis.model import from_dict, to_dict
 
 V3 = "projectcalico.org/v3"
@@ -107,6 +115,74 @@ class ChurnResult:
     """The agent's own apply times, from its log, for the datastore changes of the churn."""
 
 
+@contextlib.contextmanager
+def memcached_on(env: AgentEnv, node: AgentNode) -> Iterator[None]:
+    """A real memcached on the node's SERVE_PORT, tuned as the lab tunes its server, and the
+    client namespace's ports as wide as the lab's (failsafe collisions included)."""
+    lab = LabConfig()
+    set_sysctls(node.ns, SERVER_SYSCTLS)
+    set_sysctls(env.client, lab.client_sysctls())
+    argv = ["memcached", "-u", "nobody", "-l", node.server_ip, "-p", str(SERVE_PORT), "-U", "0",
+            "-t", str(lab.memcached_threads), "-c", str(lab.memcached_max_conns),
+            "-b", "65535", "-m", "64"]  # fmt: skip
+    proc = env.topo.spawn(node.ns, argv)
+    try:
+        listening = f"{node.server_ip}:{SERVE_PORT}"
+        poll(lambda: listening in env.topo.exec(node.ns, ["ss", "-ltnH"]).stdout, 10, "memcached")
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@dataclass
+class LoadCounts:
+    seconds: float
+    completed: int
+    failed: int
+    timed_out: int
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds if self.seconds else 0.0
+
+
+@contextlib.contextmanager
+def saturating_load(
+    env: AgentEnv, node: AgentNode, cap: float = 600.0
+) -> Iterator[Callable[[], LoadCounts]]:
+    """The lab's compiled load generator, closed loop, from the client to the node's memcached
+    while the block runs (at most `cap` seconds). Yields a function that ends the load and
+    returns its summary."""
+    binary = loadgen.build()
+    spec = loadgen.LoadSpec(
+        dst=node.server_ip, port=SERVE_PORT, source_base=None, duration=cap, interval=1.0
+    )
+    proc = loadgen.LoadProcess(spec, env.client, binary)
+    reader = threading.Thread(target=lambda: list(proc.reports()), daemon=True)
+    started = time.monotonic()
+    reader.start()
+    result: list[LoadCounts] = []
+
+    def finish() -> LoadCounts:
+        if not result:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGTERM)  # the client prints its summary and exits
+            reader.join(60)
+            summary = proc.summary
+            assert summary is not None, "the load generator ended without a summary"
+            elapsed = summary.t or time.monotonic() - started
+            result.append(LoadCounts(elapsed, summary.completed, summary.failed, summary.timed_out))
+        return result[0]
+
+    try:
+        yield finish
+    finally:
+        with contextlib.suppress(AssertionError):
+            finish()
+        proc.stop()
+
+
 def run_churn(
     env: AgentEnv,
     node: AgentNode,
@@ -117,14 +193,17 @@ def run_churn(
     sample_every: int = 25,
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
+    traffic: Callable[[], contextlib.AbstractContextManager[Callable[[], Any]]] | None = None,
 ) -> ChurnResult:
+    """`traffic`: what runs through the seed policy meanwhile (default: the harness's stream);
+    its finish function returns the harness's ok/failed dict or a LoadCounts."""
     rng = random.Random(seed)
     changes = list(unrelated_changes(unrelated, rng))
     changes += list(policy_changes(policy, rng))
     rng.shuffle(changes)
     log_start = len(node.log_text())
     samples: list[int] = []
-    with env.stream([node]) as finish:
+    with (traffic or (lambda: env.stream([node])))() as finish:
         for index, change in enumerate(changes):
             store.apply(change)
             if index % sample_every == 0:
@@ -139,6 +218,8 @@ def run_churn(
         for line in node.log_text()[log_start:].splitlines()
         if (m := APPLY_LINE.search(line))
     ]
-    return ChurnResult(
-        len(changes), int(counts.get("ok", 0)), int(counts.get("failed", 0)), samples, applied
-    )
+    if isinstance(counts, LoadCounts):
+        ok, failed = counts.completed, counts.failed + counts.timed_out
+    else:
+        ok, failed = int(counts.get("ok", 0)), int(counts.get("failed", 0))
+    return ChurnResult(len(changes), ok, failed, samples, applied)

@@ -14,7 +14,9 @@ import pytest
 from harness import wait_until
 from node import CLIENT_HEP, CLIENT_IP, HEP, SEED_POLICY, FelisNode, felis_node, manifest
 
+from felis.agent.metrics import XdpCounters
 from felis.errors import FelisError
+from felis.xdp import bpf
 from felis.xdp.attach import XdpDataplane, build
 from felis.xdp.maps import Blocklist
 
@@ -45,7 +47,9 @@ def _raw_counter(node: FelisNode) -> int:
     raise AssertionError("probe counter missing")
 
 
-def test_blocklist_drops_at_xdp_and_keeps_failsafe_ports(node: FelisNode, tmp_path: Path) -> None:
+def test_blocklist_drops_at_xdp_and_keeps_failsafe_ports(
+    node: FelisNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A counter in front of everything the raw table does: blocked packets must never reach it.
     node.topo.exec(node.server, PROBE_TABLE)
     node.topo.exec(
@@ -70,8 +74,23 @@ def test_blocklist_drops_at_xdp_and_keeps_failsafe_ports(node: FelisNode, tmp_pa
     xdp.sync(attached, Blocklist(frozenset({"198.18.9.0/24", "198.18.0.0/28"}), FAILSAFE))
     before = _raw_counter(node)
     assert not node.reach(node.client, 8080)
-    assert xdp.counters(attached)["198.18.0.0/28"] > 0
+    counts = xdp.counters(attached)
+    assert counts["198.18.0.0/28"] > 0 and counts["198.18.9.0/24"] == 0
     assert _raw_counter(node) == before
+    # /metrics reads the same counters (bpf(2), summed over CPUs) into one total per interface.
+    series = {
+        (s.name, tuple(s.labels.values())): s.value
+        for family in XdpCounters().collect(xdp, {"eth0": frozenset(counts)})
+        for s in family.samples
+    }
+    assert series[("felis_xdp_dropped_packets_total", ("eth0",))] == sum(counts.values())
+    assert series[("felis_xdp_attached", ("eth0", attached.mode))] == 1
+    # Read one slot per bpf(2) batch: each batch must go on right after the previous one (the
+    # client's entry has id 1, the second slot).
+    monkeypatch.setattr(bpf, "_CHUNK", 1)
+    chunked = xdp.counters(attached)
+    assert chunked["198.18.0.0/28"] > 0 and chunked["198.18.9.0/24"] == 0
+    monkeypatch.undo()
     # A failsafe port passes XDP even from a blocked source.
     assert node.reach(node.client, 22)
 
@@ -159,6 +178,11 @@ def test_the_agent_puts_an_eligible_blocklist_in_xdp(node: FelisNode) -> None:
     assert not node.reach(node.client, 12211)
     assert xdp.counters(again)[f"{CLIENT_IP}/32"] > 0
     assert node.reach(node.client, 22), "failsafe ports pass XDP"
+    rows = {row["interface"]: row for row in node.status()["xdp"]}
+    assert rows["eth0"]["mode"] == again.mode and rows["eth0"]["entries"] == 2
+    assert rows["eth0"]["top"][0]["net"] == f"{CLIENT_IP}/32"
+    assert rows["eth0"]["dropped_packets"] == rows["eth0"]["top"][0]["packets"] > 0
+    assert rows.keys() == {"eth0"}, "host-endpoint interfaces only"
 
     # No eligible Deny any more: the program goes, the raw table is all there is.
     node.delete("gnp", "blocklist")

@@ -3,8 +3,9 @@
 Served on 127.0.0.1 by default: metrics reveal policy names and traffic volumes, so exposing
 them beyond the host is the operator's explicit choice (`--metrics-address`).
 
-Conntrack figures and per-rule counters are read at scrape time (a custom collector), so the
-numbers are as fresh as the scrape and the agent does no work when nobody is looking.
+Conntrack figures, per-rule counters and XDP drop counters are read at scrape time (a custom
+collector), so the numbers are as fresh as the scrape and the agent does no work when nobody is
+looking.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
@@ -20,6 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from felis.dataplane.kernel import ApplyReport, RuleCounter
+from felis.errors import FelisError
 
 
 class _AgentLike(Protocol):
@@ -62,6 +65,7 @@ class _StateCollector(Collector):
     ) -> None:
         self.agent = agent
         self.read_conntrack = read_conntrack
+        self.xdp = XdpCounters()
 
     def collect(self) -> Iterator[Metric]:
         state = self.agent.state
@@ -114,6 +118,125 @@ class _StateCollector(Collector):
         except Exception:
             counters = []
         yield from _rule_counters(counters)
+        yield from self.xdp.collect(
+            getattr(self.agent, "xdp", None), dict(getattr(self.agent, "xdp_programs", {}))
+        )
+
+
+@dataclass
+class _Program:
+    """What is known of one interface's XDP program between scrapes."""
+
+    nets: frozenset[str]
+    """The networks the agent last wrote; when they change, the ids are read again."""
+    program: int
+    mode: str
+    counter_map: int
+    ids: dict[str, int]
+    seen: dict[int, tuple[str, int]] = field(default_factory=dict)
+    """Entry id → (its network, its packets) at the last scrape."""
+
+
+class XdpCounters:
+    """Per-interface XDP drop totals that only ever grow.
+
+    The program's per-entry counters are not a Prometheus counter as they stand: an entry's
+    counter goes when it leaves the blocklist, and a reused id starts again from zero. So each
+    scrape adds what every entry gained since the last one (all of it for an entry that is new
+    or now stands for another network) to a total per interface. Per-network series are left
+    out on purpose: a blocklist can hold 100,000 networks and a flood's sources change by the
+    minute, so they would be unbounded; `felis status` shows the busiest entries on demand.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._programs: dict[str, _Program] = {}
+        self._totals: dict[str, int] = {}
+
+    def collect(self, xdp: Any, programs: dict[str, frozenset[str]]) -> Iterator[Metric]:
+        if xdp is None:
+            return  # XDP off on this host (--no-xdp, or no clang/bpftool): no XDP series
+        attached = GaugeMetricFamily(
+            "felis_xdp_attached",
+            "1 for each interface felis' XDP program is attached to, by mode",
+            labels=["interface", "mode"],
+        )
+        entries = GaugeMetricFamily(
+            "felis_xdp_blocklist_entries",
+            "Networks in the XDP program's blocklist",
+            labels=["interface"],
+        )
+        dropped = CounterMetricFamily(
+            "felis_xdp_dropped_packets",
+            "Packets felis' XDP program dropped (blocklisted sources), all entries summed",
+            labels=["interface"],
+        )
+        with self._lock:
+            for iface in sorted(programs):
+                program = self._read(xdp, iface, programs[iface])
+                if program is None:
+                    continue
+                attached.add_metric([iface, program.mode], 1)
+                entries.add_metric([iface], len(program.ids))
+            for iface, total in sorted(self._totals.items()):
+                dropped.add_metric([iface], total)
+        yield attached
+        yield entries
+        yield dropped
+
+    def _read(self, xdp: Any, iface: str, nets: frozenset[str]) -> _Program | None:
+        known = self._programs.get(iface)
+        values = None
+        if known is not None and known.nets == nets:
+            values = _counter_values(known)
+        if values is None:
+            # New networks, or a program replaced since the last scrape (its maps are gone).
+            known = _load_program(xdp, iface, nets, known)
+            values = None if known is None else _counter_values(known)
+        if known is None or values is None:
+            self._programs.pop(iface, None)
+            return None
+        self._programs[iface] = known
+        gained = 0
+        seen: dict[int, tuple[str, int]] = {}
+        for cidr, entry in known.ids.items():
+            value = values.get(entry, 0)
+            before = known.seen.get(entry)
+            if before is not None and before[0] == cidr and value >= before[1]:
+                gained += value - before[1]
+            else:
+                gained += value
+            seen[entry] = (cidr, value)
+        known.seen = seen
+        self._totals[iface] = self._totals.get(iface, 0) + gained
+        return known
+
+
+def _load_program(
+    xdp: Any, iface: str, nets: frozenset[str], known: _Program | None
+) -> _Program | None:
+    """The program on `iface` read afresh; its entries keep their last counts if it is the
+    same program. None when there is none or it cannot be read."""
+    from felis.xdp import maps
+
+    try:
+        status = xdp.status(iface)
+        if status is None:
+            return None
+        seen = known.seen if known is not None and known.program == status.program else {}
+        ids = dict(xdp.blocked(status))
+        return _Program(nets, status.program, status.mode, status.maps[maps.COUNTERS], ids, seen)
+    except (FelisError, KeyError):
+        return None
+
+
+def _counter_values(program: _Program) -> dict[int, int] | None:
+    from felis.xdp import bpf
+
+    try:
+        return bpf.percpu_sums(program.counter_map, program.ids.values())
+    except FelisError:
+        return None
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

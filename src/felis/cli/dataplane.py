@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from felis.agent.nodes import no_endpoints_warning
-from felis.calc import CalcConfig, compute, parse_failsafe_ports
+from felis.calc import CalcConfig, CalcResult, compute, parse_failsafe_ports
 from felis.calc.felixconfig import ConfigOverrides, EffectiveConfig, effective_config
 from felis.cli.output import console
 from felis.cli.resources import DatastoreOption, read_datastore
@@ -213,7 +213,12 @@ def agent(
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
     refresh_interval: Annotated[
-        float, typer.Option("--refresh-interval", help="Seconds between drift checks (0: off)")
+        float,
+        typer.Option(
+            "--refresh-interval",
+            help="Seconds between quick drift checks (rules, set sizes; set members on the "
+            "longer ipsetsRefreshInterval / nftablesRefreshInterval); 0: no periodic check",
+        ),
     ] = 30.0,
     metrics_port: Annotated[
         int,
@@ -333,7 +338,7 @@ def status(
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
 ) -> None:
-    """Show this host: endpoints, drift, conntrack, rule counters.
+    """Show this host: endpoints, drift, conntrack, XDP, rule counters.
 
     A node without HostEndpoints is shown with a warning, not refused: status is how one
     finds out."""
@@ -344,7 +349,8 @@ def status(
     resources = read_datastore(datastore)
     empty = node_warning(resources, node, allow_empty=True)
     config = node_config(resources, node, backend, failsafe_inbound, failsafe_outbound)
-    result = compute(resources, node, read_interfaces(), config.calc)
+    interfaces = read_interfaces()
+    result = compute(resources, node, interfaces, config.calc)
     dataplane = open_dataplane(backend.value)
     drift = dataplane.drift(result.spec)
     counters = dataplane.counters(result.spec)
@@ -359,6 +365,7 @@ def status(
         "skipped": [str(skipped) for skipped in sorted([*config.skipped, *result.skipped])],
         "settings": config.summary(),
         "conntrack": conntrack,
+        "xdp": xdp_status(result, [i.name for i in interfaces]),
         "rules": [
             {
                 "family": int(c.family),
@@ -379,6 +386,74 @@ def status(
     _print_status(report)
 
 
+XDP_TOP = 5
+"""Busiest blocklist entries `felis status` names per interface."""
+
+
+def xdp_status(result: CalcResult, interfaces: list[str]) -> list[dict[str, Any]]:
+    """Per host-endpoint interface (and any interface carrying felis' XDP program): the
+    program's attach mode (`off` without one), its entries and drops, and how many networks
+    the policy makes eligible (`eligible`: what the agent would put there)."""
+    from felis.calc import names
+    from felis.dataplane.spec import Table
+    from felis.xdp.attach import XdpDataplane
+
+    chains = {
+        name
+        for ruleset in result.spec.rulesets.values()
+        if (table := ruleset.tables.get(Table.FILTER)) is not None
+        for name in table.chains
+    }
+    wanted = {i for i in interfaces if names.endpoint_chain(names.FROM_HOST_PREFIX, i) in chains}
+    xdp = XdpDataplane()
+    rows = []
+    try:
+        wanted.update(xdp.interfaces())
+    except (FelisError, OSError, ValueError) as err:
+        return [{"interface": "*", "mode": "unknown", "error": str(err)}]
+    for iface in sorted(wanted | set(result.xdp)):
+        row: dict[str, Any] = {
+            "interface": iface,
+            "mode": "off",
+            "program": None,
+            "eligible": len(result.xdp.get(iface, ())),
+            "entries": 0,
+            "dropped_packets": 0,
+            "top": [],
+        }
+        try:
+            attached = xdp.status(iface)
+            if attached is not None:
+                counts = xdp.counters(attached)
+                busiest = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+                row.update(
+                    mode=attached.mode,
+                    program=attached.program,
+                    entries=len(counts),
+                    dropped_packets=sum(counts.values()),
+                    top=[{"net": net, "packets": n} for net, n in busiest[:XDP_TOP] if n],
+                )
+        except (FelisError, OSError, ValueError) as err:
+            row.update(mode="unknown", error=str(err))
+        rows.append(row)
+    return rows
+
+
+def _xdp_line(row: dict[str, Any]) -> str:
+    text = f"{row['interface']} {row['mode']}"
+    if row.get("error"):
+        return f"{text} ({row['error']})"
+    if row["program"] is not None:
+        text += f" ({row['entries']} entries, {row['dropped_packets']} packets dropped"
+        if row["top"]:
+            text += "; most: " + ", ".join(f"{t['net']} {t['packets']}" for t in row["top"])
+        text += ")"
+    elif row["eligible"]:
+        text += f" ({row['eligible']} eligible networks dropped in raw instead: agent down, "
+        text += "--no-xdp, or no clang/bpftool)"
+    return text
+
+
 def _print_status(report: dict[str, Any]) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
@@ -393,6 +468,8 @@ def _print_status(report: dict[str, Any]) -> None:
         f"conntrack: {ct['entries']}/{ct['max']} entries, drop {ct.get('drop', 0)}, "
         f"early_drop {ct.get('early_drop', 0)}, insert_failed {ct.get('insert_failed', 0)}"
     )
+    for row in report["xdp"]:
+        out.print(escape(f"XDP: {_xdp_line(row)}"))
     for skipped in report["skipped"]:
         out.print(f"[red]error:[/] {escape(skipped)}")
     for warning in report["warnings"]:

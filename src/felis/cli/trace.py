@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import StrEnum
 from typing import Annotated
@@ -26,7 +27,8 @@ from felis.errors import FelisError
 from felis.model.constants import PORT_PROTOCOLS
 from felis.trace.assume import PacketRequest, setup
 from felis.trace.packet import Direction, TraceError, parse_host_port, parse_protocol
-from felis.trace.walk import CONNTRACK, Step, TraceResult, Verdict
+from felis.trace.walk import CONNTRACK, XDP, Step, TraceResult, Verdict
+from felis.trace.xdp import XdpPrograms
 
 EPHEMERAL_PORT = 40000
 """Port assumed for a side given without one (a typical client port, outside the failsafes)."""
@@ -87,6 +89,14 @@ def trace(
     failsafe_inbound: FailsafeInOption = None,
     failsafe_outbound: FailsafeOutOption = None,
     allow_empty: AllowEmptyOption = False,
+    xdp: Annotated[
+        bool,
+        typer.Option(
+            "--xdp/--no-xdp",
+            help="Trace felis' XDP program in front of the raw table, as the agent attaches it "
+            "(default; FelixConfiguration xdpEnabled: false also turns it off)",
+        ),
+    ] = True,
 ) -> None:
     """Show which rule decides a packet's fate on NODE.
 
@@ -110,8 +120,15 @@ def trace(
     empty = node_warning(resources, node, allow_empty=allow_empty)
     prepared = setup(resources, node, request)
     config = node_config(resources, node, backend, failsafe_inbound, failsafe_outbound)
-    result = compute(resources, node, prepared.interfaces, config.calc)
-    outcome = walk(result.spec, prepared.packet)
+    calc = config.calc if xdp else dataclasses.replace(config.calc, xdp_enabled=False)
+    result = compute(resources, node, prepared.interfaces, calc)
+    programs = XdpPrograms.of(result.xdp, calc.failsafe_inbound)
+    outcome = walk(result.spec, prepared.packet, programs)
+    if any(step.table == XDP for step in outcome.steps):
+        prepared.notes.append(
+            f"XDP: felis' program is attached to {prepared.packet.in_iface} (the agent attaches "
+            "it where clang and bpftool are installed; --no-xdp to trace without it)"
+        )
     warnings = ([empty] if empty else []) + [*config.warnings, *result.warnings]
     warnings += [str(skipped) for skipped in config.skipped]
     if output is ReportFormat.json:
@@ -179,7 +196,7 @@ def _valid_iface(name: str) -> bool:
 
 def kernel_chain_name(backend: Backend, table: str, chain: str) -> str:
     """The chain as the backend's own listing shows it (nft keeps every layer in one table)."""
-    if table == CONNTRACK:
+    if table in (CONNTRACK, XDP):
         return chain
     if backend is Backend.nftables:
         from felis.dataplane.nftables import layer_chain
@@ -191,6 +208,9 @@ def kernel_chain_name(backend: Backend, table: str, chain: str) -> str:
 def _step_text(step: Step, backend: Backend) -> str:
     if step.table == CONNTRACK:
         return f"conntrack: {step.action}"
+    if step.table == XDP:
+        text = f"xdp {step.chain}: " + (f"{step.match} -> " if step.match else "") + step.action
+        return text + (f"  # {step.comment}" if step.comment else "")
     chain = kernel_chain_name(backend, step.table, step.chain)
     where = chain + (f"[{step.index}]" if step.index is not None else "")
     text = f"{where}: "
@@ -213,10 +233,10 @@ def _print(
         out.print(f"[yellow]warning:[/] {escape(warning)}")
     stage = None
     for step in outcome.steps:
-        current = step.table if step.table == CONNTRACK else f"{step.table} {step.hook}"
+        current = step.table if step.table in (CONNTRACK, XDP) else f"{step.table} {step.hook}"
         if current != stage:
             stage = current
-            if step.table != CONNTRACK:
+            if step.table not in (CONNTRACK, XDP):
                 out.print(f"[cyan]{escape(current)}[/]")
         indent = "  " * (step.depth + 1)
         out.print(f"{indent}{escape(_step_text(step, backend))}")

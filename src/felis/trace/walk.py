@@ -34,12 +34,15 @@ from felis.dataplane.spec import (
 )
 from felis.trace.describe import describe_action, describe_match
 from felis.trace.matching import PacketState, PacketView, SetIndex
-from felis.trace.packet import Direction, Packet, TraceError
+from felis.trace.packet import Direction, Packet, TraceError, protocol_text
+from felis.trace.xdp import XdpDecision, XdpPrograms, decide
 
 MAX_DEPTH = 64
 """Deeper call stacks mean a jump loop (the kernel refuses those; a broken spec may not)."""
 
 CONNTRACK = "conntrack"
+XDP = "xdp"
+"""The stage before every hook of an arriving packet, when felis' XDP program is attached."""
 _STAGE = tuple[Table, str]
 
 PATHS: dict[Direction, tuple[_STAGE | str, ...]] = {
@@ -76,6 +79,8 @@ class Tracking(StrEnum):
     UNTRACKED = "untracked"
     BEFORE_CONNTRACK = "before conntrack"
     """Dropped in raw: the packet never reached conntrack."""
+    AT_XDP = "at XDP"
+    """Dropped by felis' XDP program, before the raw table (and so before conntrack)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,9 @@ class TraceResult:
             },
             "verdict": self.verdict.value,
             "tracking": self.tracking.value,
-            "tracked": None if self.tracking is Tracking.BEFORE_CONNTRACK else self.tracked,
+            "tracked": None
+            if self.tracking in (Tracking.BEFORE_CONNTRACK, Tracking.AT_XDP)
+            else self.tracked,
             "decided_by": self.decided_by,
             "summary": self.summary(),
             "logs": list(self.logs),
@@ -173,8 +180,12 @@ class TraceResult:
         }
 
 
-def trace(spec: DataplaneSpec | Ruleset, packet: Packet) -> TraceResult:
-    """The fate of `packet` on the host `spec` describes (pure)."""
+def trace(
+    spec: DataplaneSpec | Ruleset, packet: Packet, xdp: XdpPrograms | None = None
+) -> TraceResult:
+    """The fate of `packet` on the host `spec` describes (pure). With `xdp`, felis' XDP
+    programs run first on the interfaces they are on (`CalcResult.xdp`); without, there are
+    none."""
     if isinstance(spec, DataplaneSpec):
         try:
             ruleset = spec.ruleset(packet.family)
@@ -186,7 +197,7 @@ def trace(spec: DataplaneSpec | Ruleset, packet: Packet) -> TraceResult:
         raise TraceError(
             f"an IPv{int(packet.family)} packet on an IPv{int(ruleset.family)} ruleset"
         )
-    return _Walk(ruleset, packet).run()
+    return _Walk(ruleset, packet, xdp=xdp).run()
 
 
 _FOREIGN = Rule(comment="(rules of other programs: assumed absent)")
@@ -217,6 +228,7 @@ class _Outcome:
 class _Walk:
     ruleset: Ruleset
     packet: Packet
+    xdp: XdpPrograms | None = None
     steps: list[Step] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     mark: int = 0
@@ -224,6 +236,7 @@ class _Walk:
     dnat: bool = False
     notrack: bool = False
     after_conntrack: bool = False
+    at_xdp: bool = False
     mark_origin: dict[int, Step] = field(default_factory=dict)
     view: PacketView = field(init=False)
 
@@ -232,6 +245,12 @@ class _Walk:
         self.mark = self.packet.mark
 
     def run(self) -> TraceResult:
+        decision = decide(self.xdp, self.packet) if self.xdp is not None else None
+        if decision is not None:
+            step = self._xdp_step(decision)
+            if decision.dropped:
+                self.at_xdp = True
+                return self._result(Verdict.DROP, step)
         accepted_by: Step | None = None
         for stage in PATHS[self.packet.direction]:
             if isinstance(stage, str):
@@ -248,8 +267,33 @@ class _Walk:
                 accepted_by = outcome.decider
         return self._result(Verdict.ACCEPT, accepted_by)
 
+    def _xdp_step(self, decision: XdpDecision) -> Step:
+        if decision.dropped:
+            # XDP holds only sources the raw walk drops (felis.calc.xdp), so the rule that
+            # drop would be credited to is the one XDP stands in for.
+            behind = _Walk(self.ruleset, self.packet).run()
+            origin = behind.deciding_step
+            comment = ""
+            if behind.verdict is Verdict.DROP and origin is not None and origin.table == "raw":
+                comment = origin.label()
+            match, action = f"saddr {decision.entry}", "DROP"
+        elif decision.failsafe:
+            comment = ""
+            port = f"{protocol_text(self.packet.protocol)}:{self.packet.dport}"
+            match = f"dport {port}"
+            action = f"pass (failsafe port {port})"
+            if decision.listed is not None:
+                action += f", though saddr {decision.listed} is blocklisted"
+        else:
+            comment, match, action = "", "", "pass (source not blocklisted)"
+        step = Step(XDP, "", decision.iface, None, 0, comment, match, action, self.mark)
+        self.steps.append(step)
+        return step
+
     def _result(self, verdict: Verdict, decider: Step | None) -> TraceResult:
-        if self.notrack:
+        if self.at_xdp:
+            tracking = Tracking.AT_XDP
+        elif self.notrack:
             tracking = Tracking.UNTRACKED
         elif self.after_conntrack:
             tracking = Tracking.TRACKED

@@ -28,6 +28,7 @@ from felis.datastore.errors import Compacted, DatastoreError
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource, from_dict
 from felis.model.felixconfig import FelixConfiguration
+from felis.resources.confirm import backstop as confirm_backstop
 from felis.xdp.attach import XdpDataplane
 from felis.xdp.maps import Blocklist
 
@@ -204,6 +205,8 @@ class Agent:
                     next_refresh = min(next_refresh, max(now, self.fight.not_before))
                 if now >= next_interfaces:
                     next_interfaces = self._next(self.settings.interface_interval)
+                    # The backstop of `apply --confirm`, should its watchdog be gone.
+                    confirm_backstop(self.store, actor=f"agent {self.settings.node}")
                     if self._refresh_interfaces():
                         self._apply(reason="interface change")
                 if now >= next_refresh:

@@ -73,6 +73,7 @@ COMMAND_MODULES: dict[str, str] = {
     "replace": "felis.cli.resources",
     "delete": "felis.cli.resources",
     "get": "felis.cli.resources",
+    "confirm": "felis.cli.confirm",
     "render": "felis.cli.dataplane",
     "agent": "felis.cli.dataplane",
     "status": "felis.cli.dataplane",

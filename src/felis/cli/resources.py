@@ -7,6 +7,7 @@ summary line counts what happened, not what was asked for.
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -17,7 +18,7 @@ import typer
 from felis.cli.exits import BadUsage, CommandFailed
 from felis.cli.inputs import read_sources
 from felis.cli.output import GetFormat, render
-from felis.datastore import Missing, open_datastore
+from felis.datastore import Datastore, Missing, open_datastore
 from felis.errors import FelisError
 from felis.model import (
     DEFAULT_NAMESPACE,
@@ -162,7 +163,33 @@ def _action_counts(actions: Counter[str]) -> str:
 @contextmanager
 def _service(datastore: str | None) -> Iterator[ResourceService]:
     with closing(open_datastore(datastore)) as store:
+        _settle_confirmation(store)
         yield ResourceService(store)
+
+
+def _settle_confirmation(store: Datastore) -> None:
+    """Every write first rolls back a change left unconfirmed past its window (the backstop
+    of `apply --confirm`, should its watchdog be gone), and says when one still waits."""
+    from felis.resources import confirm as confirming
+
+    settled = confirming.backstop(store, actor=f"felis on {socket.gethostname()}")
+    if settled is not None:
+        typer.echo(
+            f"note: the change applied with --confirm at "
+            f"{confirming.timestamp(settled.applied_at)} was {confirming.outcome(settled)}",
+            err=True,
+        )
+    try:
+        current = confirming.read(store)
+    except FelisError:
+        return
+    if current is not None and current.record.state == "pending":
+        typer.echo(
+            "note: a change applied with --confirm is pending until "
+            f"{confirming.timestamp(current.record.deadline)} (`felis confirm --status`); "
+            "its rollback is refused if this write changes the same resources",
+            err=True,
+        )
 
 
 def validate(
@@ -187,20 +214,83 @@ def apply(
             "--dry-run", help="Check everything and show what would change; write nothing"
         ),
     ] = False,
+    confirm: Annotated[
+        str | None,
+        typer.Option(
+            "--confirm",
+            metavar="WINDOW",
+            help="Roll the change back unless `felis confirm` runs within WINDOW (60s, 5m, 1h)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Create or update resources (all-or-nothing).
 
     --dry-run makes every check apply makes, against the datastore too, and prints what
     would be created, updated or left unchanged, writing nothing.
+
+    --confirm WINDOW records how every changed resource was before; unless `felis confirm`
+    runs within WINDOW, they are all restored at once, even if this shell is gone by then.
     """
+    window = None
+    if confirm is not None:
+        if dry_run:
+            raise BadUsage("--confirm and --dry-run exclude each other")
+        from felis.resources.confirm import parse_window
+
+        try:
+            window = parse_window(confirm)
+        except ValueError as err:
+            raise BadUsage(str(err)) from None
     items = read_manifests(filename, recursive)
     kinds = [item.resource.kind for item in items]
     if dry_run:
         _dry_run(datastore, items)
         return
+    if window is not None:
+        _apply_confirmed(datastore, items, window, filename)
+        return
     with _service(datastore) as service:
         results = reported(lambda: service.apply(items))
     _report("applied", kinds, Counter(result.action for result in results))
+
+
+def _apply_confirmed(
+    datastore: str | None, items: Sequence[Located], window: float, filename: str
+) -> None:
+    from felis.cli.confirm import watchdog_starter
+    from felis.resources import confirm as confirming
+
+    with closing(open_datastore(datastore)) as store:
+        applied = reported(
+            lambda: confirming.apply_confirmed(
+                store,
+                items,
+                window,
+                source=filename,
+                start_watchdog=watchdog_starter(datastore),
+            )
+        )
+    if applied.settled is not None:
+        typer.echo(
+            f"note: the change applied with --confirm at "
+            f"{confirming.timestamp(applied.settled.applied_at)} was "
+            f"{confirming.outcome(applied.settled)}",
+            err=True,
+        )
+    _report(
+        "applied",
+        [item.resource.kind for item in items],
+        Counter(result.action for result in applied.results),
+    )
+    if applied.record is None:
+        typer.echo("Nothing changed: nothing to confirm")
+        return
+    typer.echo(
+        f"Pending confirmation: run `felis confirm` by "
+        f"{confirming.timestamp(applied.record.deadline)} ({window:g}s), or all "
+        f"{len(applied.record.touched)} changed resource(s) are restored"
+    )
 
 
 def _dry_run(datastore: str | None, items: Sequence[Located]) -> None:

@@ -102,6 +102,25 @@ WriteCheck = Callable[[ReadView], None]
 """A `checks` callback: reads the view, raises to refuse the write."""
 
 
+@dataclass(frozen=True)
+class Mark:
+    """A named record of felis' own bookkeeping, kept beside the resources but never one of
+    them: listings and watches do not show it, and it is written in the same transaction as
+    resources (`Datastore.write_marked`). `apply --confirm` keeps its pending confirmation in
+    one (felis.resources.confirm)."""
+
+    value: JSONObject | None
+    """The record; None when there is none."""
+    version: int
+    """The compare-and-swap token of `write_marked`: 0 when the mark was never written (or,
+    on etcd, is absent); every write changes it, and it never comes back to an earlier
+    value."""
+    revision: int
+    """The datastore revision of the write that stored the mark: objects written by that same
+    write have a resourceVersion at most this, objects written by any later write a greater
+    one (0 when there is no mark)."""
+
+
 @runtime_checkable
 class Datastore(Protocol):
     def get(self, kind: str, name: str) -> JSONObject:
@@ -183,6 +202,26 @@ class Datastore(Protocol):
 
     def ensure_initialized(self) -> None:
         """Create Calico's built-in tiers when absent; a no-op (no new revision) otherwise."""
+        ...
+
+    def read_mark(self, name: str) -> Mark:
+        """The mark `name` as last written (see `Mark`)."""
+        ...
+
+    def write_marked(
+        self,
+        name: str,
+        expect: int,
+        value: JSONObject | None,
+        *,
+        apply: Sequence[JSONObject] = (),
+        delete: Sequence[DeleteKey] = (),
+        checks: WriteCheck | None = None,
+    ) -> builtins.list[ApplyResult]:
+        """In ONE all-or-nothing transaction: set the mark `name` to `value` (None removes
+        it), `apply` the objects (with `apply`'s semantics and results) and delete the keys of
+        `delete` (with `delete_all`'s). MarkChanged, writing nothing, unless the mark's version
+        is still `expect`; `checks` as for the other multi-object writes."""
         ...
 
     def close(self) -> None: ...

@@ -82,3 +82,17 @@ class Unavailable(DatastoreError):
 class Missing(Unavailable):
     """The store does not exist and was opened read-only, so it was not created: reading
     commands must not leave an empty datastore behind (a mistyped path would look valid)."""
+
+
+class MarkChanged(DatastoreError):
+    """A write conditioned on a mark's version (`Datastore.write_marked`) lost: another writer
+    changed the mark first, and nothing was written."""
+
+    def __init__(self, name: str, expected: int, latest: int) -> None:
+        super().__init__(
+            f"datastore mark {_printable(name)!r} changed meanwhile "
+            f"(expected version {expected}, found {latest}); nothing was written"
+        )
+        self.name = name
+        self.expected = expected
+        self.latest = latest

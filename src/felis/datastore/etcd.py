@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import builtins
 import copy
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -39,6 +40,8 @@ from felis.datastore.base import (
     DeleteKey,
     EventType,
     Listing,
+    Mark,
+    ReadView,
     WatchEvent,
     WriteCheck,
 )
@@ -46,6 +49,7 @@ from felis.datastore.errors import (
     AlreadyExists,
     Conflict,
     DatastoreError,
+    MarkChanged,
     NotFound,
     Unavailable,
     compaction_beyond_latest,
@@ -69,7 +73,14 @@ from felis.datastore.etcd_codec import (
     split_key,
     stub,
 )
-from felis.datastore.etcd_round import RoundView, Slot, listing_compares, without_rv
+from felis.datastore.etcd_round import (
+    MARK_PREFIX,
+    MarkWrite,
+    RoundView,
+    Slot,
+    listing_compares,
+    without_rv,
+)
 from felis.datastore.etcd_watch import EtcdWatch
 from felis.datastore.objects import (
     JSONObject,
@@ -269,11 +280,17 @@ class EtcdDatastore:
     # -- the write engine ----------------------------------------------------------------
 
     def _commit(
-        self, slots: dict[tuple[str, str], Slot], listed: dict[str, int] | None = None
+        self,
+        slots: dict[tuple[str, str], Slot],
+        listed: dict[str, int] | None = None,
+        mark: MarkWrite | None = None,
     ) -> int | None:
         """One transaction for every planned change; its revision, None if it lost a race."""
         compares = listing_compares(listed or {})
         ops: builtins.list[dict[str, Any]] = []
+        if mark is not None:
+            compares += mark.compares()
+            ops += mark.ops()
         for slot in slots.values():
             for key, mod in slot.reads.items():
                 if key != slot.key and mod == 0:
@@ -304,10 +321,12 @@ class EtcdDatastore:
         if result.get("succeeded"):
             return int(result["header"]["revision"])
         if maybe_sent:
-            return self._own_write(slots)
+            return self._own_write(slots, mark)
         return None
 
-    def _own_write(self, slots: dict[tuple[str, str], Slot]) -> int | None:
+    def _own_write(
+        self, slots: dict[tuple[str, str], Slot], mark: MarkWrite | None = None
+    ) -> int | None:
         """After a lost connection: did our retried transaction's first copy commit?
 
         It did exactly when every key now holds the bytes we wrote (a fresh uid makes a
@@ -315,8 +334,18 @@ class EtcdDatastore:
         and every key we deleted is gone.
         """
         dirty = [s for s in slots.values() if s.dirty]
-        found = self._read_keys([s.key for s in dirty])
+        found = self._read_keys([s.key for s in dirty] + ([mark.key] if mark else []))
         revisions = set()
+        if mark is not None:
+            # A mark's body is unique to its write (felis puts an id and a time in it).
+            kv = found.get(mark.key)
+            if mark.body is None:
+                if kv is not None:
+                    return None
+            elif kv is None or unb64(kv.get("value", "")) != mark.body.encode("utf-8"):
+                return None
+            else:
+                revisions.add(int(kv["mod_revision"]))
         for slot in dirty:
             kv = found.get(slot.key)
             if slot.state is None:
@@ -337,6 +366,7 @@ class EtcdDatastore:
         wanted: builtins.list[tuple[str, str]],
         plan: Callable[[dict[tuple[str, str], Slot]], _T],
         checks: WriteCheck | None = None,
+        mark: MarkWrite | None = None,
     ) -> _T:
         """The write rounds of the module docstring: run `checks` on a fresh view, read every
         `wanted` key, let `plan` decide on the slots (either raises to refuse, writing nothing),
@@ -350,7 +380,7 @@ class EtcdDatastore:
             # The slots the checks read are the ones written: one read, one pin, per key.
             slots = view.read(wanted)
             outcome = plan(slots)
-            revision = self._commit(slots, view.listed)
+            revision = self._commit(slots, view.listed, mark)
             if revision is not None:
                 self._finish(slots, revision)
                 return outcome
@@ -424,28 +454,35 @@ class EtcdDatastore:
             key_of(kind, name)
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[ApplyResult]:
-            results: builtins.list[ApplyResult] = []
-            for (kind, name), obj in keyed:
-                slot = slots[(kind, name)]
-                action: ApplyAction
-                if slot.state is None:
-                    action, stored = "created", self._put(slot, new_stored_form(obj))
-                else:
-                    latest = str(slot.version)
-                    given = given_resource_version(obj)
-                    if given is not None and given != latest:
-                        raise Conflict(kind, name, given, latest)
-                    wanted = canonical(updated_stored_form(obj, slot.state))
-                    if wanted == without_rv(slot.state):
-                        action, stored = "unchanged", copy.deepcopy(slot.state)
-                        if slot.dirty:
-                            slot.pending.append(stored)
-                    else:
-                        action, stored = "updated", self._put(slot, wanted)
-                results.append(ApplyResult(action, stored))
-            return results
+            return self._plan_apply(keyed, slots)
 
         return self._transact([key for key, _ in keyed], plan, checks)
+
+    def _plan_apply(
+        self,
+        keyed: Sequence[tuple[tuple[str, str], JSONObject]],
+        slots: dict[tuple[str, str], Slot],
+    ) -> builtins.list[ApplyResult]:
+        results: builtins.list[ApplyResult] = []
+        for (kind, name), obj in keyed:
+            slot = slots[(kind, name)]
+            action: ApplyAction
+            if slot.state is None:
+                action, stored = "created", self._put(slot, new_stored_form(obj))
+            else:
+                latest = str(slot.version)
+                given = given_resource_version(obj)
+                if given is not None and given != latest:
+                    raise Conflict(kind, name, given, latest)
+                wanted = canonical(updated_stored_form(obj, slot.state))
+                if wanted == without_rv(slot.state):
+                    action, stored = "unchanged", copy.deepcopy(slot.state)
+                    if slot.dirty:
+                        slot.pending.append(stored)
+                else:
+                    action, stored = "updated", self._put(slot, wanted)
+            results.append(ApplyResult(action, stored))
+        return results
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
@@ -460,20 +497,26 @@ class EtcdDatastore:
             checked.append(target)
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[JSONObject]:
-            deleted = []
-            for kind, name, guard in checked:
-                slot = slots[(kind, name)]
-                if slot.state is None:
-                    raise NotFound(kind, name)
-                latest = str(slot.version)
-                if guard is not None and guard != latest:
-                    raise Conflict(kind, name, guard, latest)
-                deleted.append(copy.deepcopy(slot.state))
-                slot.state = None
-                slot.dirty = True
-            return deleted
+            return self._plan_delete(checked, slots)
 
         return self._transact([(kind, name) for kind, name, _ in checked], plan, checks)
+
+    @staticmethod
+    def _plan_delete(
+        checked: Sequence[tuple[str, str, str | None]], slots: dict[tuple[str, str], Slot]
+    ) -> builtins.list[JSONObject]:
+        deleted = []
+        for kind, name, guard in checked:
+            slot = slots[(kind, name)]
+            if slot.state is None:
+                raise NotFound(kind, name)
+            latest = str(slot.version)
+            if guard is not None and guard != latest:
+                raise Conflict(kind, name, guard, latest)
+            deleted.append(copy.deepcopy(slot.state))
+            slot.state = None
+            slot.dirty = True
+        return deleted
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
@@ -486,6 +529,59 @@ class EtcdDatastore:
                     self._put(slot, new_stored_form(tier))
 
         self._transact([("Tier", t["metadata"]["name"]) for t in tiers], plan)
+
+    # -- marks ---------------------------------------------------------------------------
+
+    def read_mark(self, name: str) -> Mark:
+        try:
+            kvs, _ = self._live().range(MARK_PREFIX + name)
+        except ServerError as err:
+            raise self._server_error(err) from None
+        if not kvs:
+            return Mark(None, 0, 0)
+        mod = int(kvs[0]["mod_revision"])
+        try:
+            value = json.loads(unb64(kvs[0].get("value", "")))
+        except ValueError:
+            raise DatastoreError(
+                f"etcd datastore {self.endpoints}: key {MARK_PREFIX + name!r} does not hold "
+                "a felis mark"
+            ) from None
+        return Mark(value, mod, mod)
+
+    def write_marked(
+        self,
+        name: str,
+        expect: int,
+        value: JSONObject | None,
+        *,
+        apply: Sequence[JSONObject] = (),
+        delete: Sequence[DeleteKey] = (),
+        checks: WriteCheck | None = None,
+    ) -> builtins.list[ApplyResult]:
+        keyed = [(object_key(obj), obj) for obj in apply]
+        checked = [delete_target(item) for item in delete]
+        for kind, key_name in [key for key, _ in keyed] + [t[:2] for t in checked]:
+            key_of(kind, key_name)
+        body = None if value is None else json.dumps(value, sort_keys=True)
+        mark = MarkWrite(MARK_PREFIX + name, expect, body)
+
+        def guarded(view: ReadView) -> None:
+            # Read again every round: a commit that lost only because the mark moved would
+            # otherwise be retried against a version that can never come back.
+            latest = self.read_mark(name).version
+            if latest != expect:
+                raise MarkChanged(name, expect, latest)
+            if checks is not None:
+                checks(view)
+
+        def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[ApplyResult]:
+            results = self._plan_apply(keyed, slots)
+            self._plan_delete(checked, slots)
+            return results
+
+        wanted = [key for key, _ in keyed] + [(kind, key_name) for kind, key_name, _ in checked]
+        return self._transact(wanted, plan, guarded, mark)
 
     # -- history -------------------------------------------------------------------------
 

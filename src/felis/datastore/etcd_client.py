@@ -48,6 +48,13 @@ GRPC_UNAUTHENTICATED = 16
 GRPC_INVALID_ARGUMENT = 3
 GRPC_ABORTED = 10
 GRPC_INTERNAL = 13
+# Appended to the Unavailable of a write whose request may have reached etcd before every
+# retry failed: felis' writes are compare-and-swap transactions, so a repeat can never apply
+# twice, but whether the first copy committed is unknown until someone reads the keys again.
+IN_DOUBT = (
+    "; the write is in doubt: it may have been applied before the connection was lost "
+    "(read it back, or repeat it: a repeated apply is harmless)"
+)
 # Worth another try, possibly on another member: no leader, leader changed, request timed out.
 _TRANSIENT = {GRPC_UNAVAILABLE, GRPC_DEADLINE, GRPC_ABORTED, GRPC_INTERNAL}
 
@@ -153,11 +160,14 @@ class EtcdClient:
 
     # -- plain requests ------------------------------------------------------------------
 
-    def call(self, path: str, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    def call(
+        self, path: str, payload: dict[str, Any], *, write: bool = False
+    ) -> tuple[dict[str, Any], bool]:
         """POST `payload` to gateway `path` with failover; (response, maybe_sent).
 
         `maybe_sent` is True when an earlier attempt failed after the request may have reached
-        a server, so a write could have been applied although no answer came back.
+        a server, so a write could have been applied although no answer came back. A `write`
+        that gives up in that state says so in its Unavailable: the caller cannot know.
         """
         deadline = time.monotonic() + self.retry_for
         maybe_sent = False
@@ -201,6 +211,7 @@ class EtcdClient:
                 raise Unavailable(
                     f"etcd datastore unreachable (endpoints {self.names}): "
                     + "; ".join(problems[-count:])
+                    + (IN_DOUBT if write and maybe_sent else "")
                 )
             time.sleep(delay)  # an election or restart in progress: give it a moment
             delay = min(delay * 2, 0.5)
@@ -276,7 +287,9 @@ class EtcdClient:
         return list(result.get("kvs", [])), int(result["header"]["revision"])
 
     def txn(self, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-        return self.call("/kv/txn", payload)
+        ops = [*payload.get("success", []), *payload.get("failure", [])]
+        write = any("request_range" not in op for op in ops)
+        return self.call("/kv/txn", payload, write=write)
 
     def compact(self, revision: int) -> None:
         self.call("/kv/compaction", {"revision": revision, "physical": False})

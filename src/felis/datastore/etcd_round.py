@@ -90,3 +90,28 @@ def without_rv(obj: JSONObject) -> JSONObject:
     out = dict(obj)
     out["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
     return out
+
+
+MARK_PREFIX = "/felis/marks/"
+"""Where felis keeps its marks (`base.Mark`): outside Calico's prefix, so that neither Calico
+nor a felis listing or watch ever sees them."""
+
+
+@dataclass(frozen=True)
+class MarkWrite:
+    """The mark a round writes along with its objects: pinned to the version (mod_revision,
+    0 = absent) it must still have, set to `body` or removed when None."""
+
+    key: str
+    expect: int
+    body: str | None
+
+    def compares(self) -> builtins.list[dict[str, Any]]:
+        return [
+            {"key": b64(self.key), "target": "MOD", "result": "EQUAL", "mod_revision": self.expect}
+        ]
+
+    def ops(self) -> builtins.list[dict[str, Any]]:
+        if self.body is None:
+            return [{"request_delete_range": {"key": b64(self.key)}}] if self.expect else []
+        return [{"request_put": {"key": b64(self.key), "value": b64(self.body)}}]

@@ -9,6 +9,8 @@ Layout:
   column of its own, so files written before felis knew namespaced kinds need no migration.
 * `events(revision, type, kind, name, value)`: append-only history for watch; `value` is the
   object exactly as a watcher sees it (with resourceVersion).
+* `marks(name, version, revision, value)`: felis' own records beside the resources
+  (`base.Mark`), created on first use; never listed or watched.
 
 Every write is one `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock up front (waiting
 up to the busy timeout), so writers in different processes serialise and a compare-and-swap
@@ -36,6 +38,7 @@ from felis.datastore.base import (
     EventType,
     Key,
     Listing,
+    Mark,
     WatchEvent,
     WriteCheck,
 )
@@ -43,6 +46,7 @@ from felis.datastore.errors import (
     AlreadyExists,
     Compacted,
     Conflict,
+    MarkChanged,
     Missing,
     NotFound,
     Unavailable,
@@ -66,6 +70,11 @@ SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 30.0
 _WATCH_BATCH = 1000
 _FELIS_TABLES = frozenset({"meta", "resources", "events"})
+# felis' own records beside the resources (`Mark`); `value` NULL once removed.
+_MARKS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+    " revision INTEGER NOT NULL, value TEXT) WITHOUT ROWID"
+)
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID",
@@ -182,7 +191,12 @@ class SqliteDatastore:
     # -- connection handling -------------------------------------------------------------
 
     def _unavailable(self, action: str, exc: BaseException) -> Unavailable:
-        return Unavailable(f"sqlite datastore {self.path}: cannot {action}: {_one_line(str(exc))}")
+        reason = _one_line(str(exc))
+        cause = _storage_cause(os.path.dirname(self.path))
+        if cause and cause not in reason:
+            # SQLite says "disk I/O error" when it cannot even create its -wal/-shm files.
+            reason += f" ({cause})"
+        return Unavailable(f"sqlite datastore {self.path}: cannot {action}: {reason}")
 
     def _connect(self) -> sqlite3.Connection:
         if os.path.isdir(self.path):
@@ -411,24 +425,7 @@ class SqliteDatastore:
         keyed = [(object_key(obj), obj) for obj in objs]
         with self._write() as txn:
             _run_checks(checks, txn)
-            results = []
-            for (kind, name), obj in keyed:
-                row = txn.load(kind, name)
-                if row is None:
-                    stored = txn.put("ADDED", kind, name, new_stored_form(obj))
-                    results.append(ApplyResult("created", stored))
-                    continue
-                revision, current = row
-                given = given_resource_version(obj)
-                if given is not None and given != str(revision):
-                    raise Conflict(kind, name, given, str(revision))
-                wanted = updated_stored_form(obj, current)
-                if wanted == current:
-                    current["metadata"]["resourceVersion"] = str(revision)
-                    results.append(ApplyResult("unchanged", current))
-                else:
-                    results.append(ApplyResult("updated", txn.put("MODIFIED", kind, name, wanted)))
-            return results
+            return _apply_in(txn, keyed)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
@@ -439,18 +436,7 @@ class SqliteDatastore:
         checked = [delete_target(key) for key in keys]
         with self._write() as txn:
             _run_checks(checks, txn)
-            deleted = []
-            for kind, name, guard in checked:
-                row = txn.load(kind, name)
-                if row is None:
-                    raise NotFound(kind, name)
-                revision, last = row
-                if guard is not None and guard != str(revision):
-                    raise Conflict(kind, name, guard, str(revision))
-                last["metadata"]["resourceVersion"] = str(revision)
-                txn.remove(kind, name, last)
-                deleted.append(last)
-            return deleted
+            return _delete_in(txn, checked)
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
@@ -466,6 +452,51 @@ class SqliteDatastore:
                 # Re-check under the write lock: another process may have created it meanwhile.
                 if txn.load("Tier", name) is None:
                     txn.put("ADDED", "Tier", name, new_stored_form(tier))
+
+    # -- marks ---------------------------------------------------------------------------
+
+    def read_mark(self, name: str) -> Mark:
+        with self._read() as conn:
+            if not _has_marks(conn):
+                return Mark(None, 0, 0)
+            row = conn.execute(
+                "SELECT version, revision, value FROM marks WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None:
+            return Mark(None, 0, 0)
+        value = None if row[2] is None else json.loads(row[2])
+        return Mark(value, int(row[0]), int(row[1]) if value is not None else 0)
+
+    def write_marked(
+        self,
+        name: str,
+        expect: int,
+        value: JSONObject | None,
+        *,
+        apply: Sequence[JSONObject] = (),
+        delete: Sequence[DeleteKey] = (),
+        checks: WriteCheck | None = None,
+    ) -> builtins.list[ApplyResult]:
+        keyed = [(object_key(obj), obj) for obj in apply]
+        checked = [delete_target(key) for key in delete]
+        with self._write() as txn:
+            # Created on first use, so that files written before marks existed need no
+            # migration; a removed mark keeps its row so that its version never repeats.
+            txn.conn.execute(_MARKS_TABLE)
+            row = txn.conn.execute("SELECT version FROM marks WHERE name = ?", (name,)).fetchone()
+            version = 0 if row is None else int(row[0])
+            if version != expect:
+                raise MarkChanged(name, expect, version)
+            _run_checks(checks, txn)
+            results = _apply_in(txn, keyed)
+            _delete_in(txn, checked)
+            txn.conn.execute(
+                "INSERT INTO marks (name, version, revision, value) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
+                " revision = excluded.revision, value = excluded.value",
+                (name, version + 1, txn.revision, None if value is None else encode(value)),
+            )
+            return results
 
     # -- history -------------------------------------------------------------------------
 
@@ -525,6 +556,65 @@ class SqliteDatastore:
                     return
         finally:
             conn.close()
+
+
+def _apply_in(txn: _Txn, keyed: Sequence[tuple[Key, JSONObject]]) -> builtins.list[ApplyResult]:
+    results = []
+    for (kind, name), obj in keyed:
+        row = txn.load(kind, name)
+        if row is None:
+            stored = txn.put("ADDED", kind, name, new_stored_form(obj))
+            results.append(ApplyResult("created", stored))
+            continue
+        revision, current = row
+        given = given_resource_version(obj)
+        if given is not None and given != str(revision):
+            raise Conflict(kind, name, given, str(revision))
+        wanted = updated_stored_form(obj, current)
+        if wanted == current:
+            current["metadata"]["resourceVersion"] = str(revision)
+            results.append(ApplyResult("unchanged", current))
+        else:
+            results.append(ApplyResult("updated", txn.put("MODIFIED", kind, name, wanted)))
+    return results
+
+
+def _delete_in(
+    txn: _Txn, checked: Sequence[tuple[str, str, str | None]]
+) -> builtins.list[JSONObject]:
+    deleted = []
+    for kind, name, guard in checked:
+        row = txn.load(kind, name)
+        if row is None:
+            raise NotFound(kind, name)
+        revision, last = row
+        if guard is not None and guard != str(revision):
+            raise Conflict(kind, name, guard, str(revision))
+        last["metadata"]["resourceVersion"] = str(revision)
+        txn.remove(kind, name, last)
+        deleted.append(last)
+    return deleted
+
+
+def _has_marks(conn: sqlite3.Connection) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'marks'"
+    ).fetchone()
+    return found is not None
+
+
+def _storage_cause(directory: str) -> str:
+    """What is wrong with the file system holding the datastore, if anything is: the usual
+    reasons a write fails that SQLite reports vaguely ("disk I/O error")."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return "read-only file system"
+    if stats.f_bavail == 0:
+        return "no space left on device"
+    return ""
 
 
 def _meta(conn: sqlite3.Connection, key: str) -> int:

@@ -27,7 +27,6 @@ Differences from the SQLite backend that callers can see:
 from __future__ import annotations
 
 import builtins
-import copy
 import json
 import logging
 import threading
@@ -35,7 +34,6 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from felis.datastore.base import (
-    ApplyAction,
     ApplyResult,
     DeleteKey,
     EventType,
@@ -64,7 +62,6 @@ from felis.datastore.etcd_client import (
 )
 from felis.datastore.etcd_codec import (
     PREFIX,
-    canonical,
     decode_value,
     encode_value,
     key_of,
@@ -73,6 +70,7 @@ from felis.datastore.etcd_codec import (
     split_key,
     stub,
 )
+from felis.datastore.etcd_plans import finish_round, plan_apply, plan_delete, plan_put
 from felis.datastore.etcd_round import (
     MARK_PREFIX,
     MarkWrite,
@@ -382,29 +380,12 @@ class EtcdDatastore:
             outcome = plan(slots)
             revision = self._commit(slots, view.listed, mark)
             if revision is not None:
-                self._finish(slots, revision)
+                finish_round(slots, revision)
                 return outcome
         raise DatastoreError(
             f"etcd datastore {self.endpoints}: gave up after {MAX_ROUNDS} attempts: the "
             "objects kept changing under concurrent writers"
         )
-
-    @staticmethod
-    def _finish(slots: dict[tuple[str, str], Slot], revision: int) -> None:
-        for slot in slots.values():
-            for obj in slot.pending:
-                obj["metadata"]["resourceVersion"] = str(revision)
-
-    @staticmethod
-    def _put(slot: Slot, stored: JSONObject) -> JSONObject:
-        """Plan writing `stored`; the returned copy gets its resourceVersion at commit."""
-        planned = dict(stored)
-        planned["metadata"] = {**stored["metadata"], "resourceVersion": ""}
-        slot.state = canonical(planned)
-        slot.dirty = True
-        result = copy.deepcopy(slot.state)
-        slot.pending.append(result)
-        return result
 
     # -- writes --------------------------------------------------------------------------
 
@@ -425,7 +406,7 @@ class EtcdDatastore:
                 slot = slots[(kind, name)]
                 if slot.state is not None:
                     raise AlreadyExists(kind, name)
-                created.append(self._put(slot, form))
+                created.append(plan_put(slot, form))
             return created
 
         return self._transact([key for key, _ in keyed], plan, checks)
@@ -442,7 +423,7 @@ class EtcdDatastore:
             latest = str(slot.version)
             if given != latest:
                 raise Conflict(kind, name, given, latest)
-            return self._put(slot, updated_stored_form(obj, slot.state))
+            return plan_put(slot, updated_stored_form(obj, slot.state))
 
         return self._transact([(kind, name)], plan)
 
@@ -454,35 +435,9 @@ class EtcdDatastore:
             key_of(kind, name)
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[ApplyResult]:
-            return self._plan_apply(keyed, slots)
+            return plan_apply(keyed, slots)
 
         return self._transact([key for key, _ in keyed], plan, checks)
-
-    def _plan_apply(
-        self,
-        keyed: Sequence[tuple[tuple[str, str], JSONObject]],
-        slots: dict[tuple[str, str], Slot],
-    ) -> builtins.list[ApplyResult]:
-        results: builtins.list[ApplyResult] = []
-        for (kind, name), obj in keyed:
-            slot = slots[(kind, name)]
-            action: ApplyAction
-            if slot.state is None:
-                action, stored = "created", self._put(slot, new_stored_form(obj))
-            else:
-                latest = str(slot.version)
-                given = given_resource_version(obj)
-                if given is not None and given != latest:
-                    raise Conflict(kind, name, given, latest)
-                wanted = canonical(updated_stored_form(obj, slot.state))
-                if wanted == without_rv(slot.state):
-                    action, stored = "unchanged", copy.deepcopy(slot.state)
-                    if slot.dirty:
-                        slot.pending.append(stored)
-                else:
-                    action, stored = "updated", self._put(slot, wanted)
-            results.append(ApplyResult(action, stored))
-        return results
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
@@ -497,26 +452,9 @@ class EtcdDatastore:
             checked.append(target)
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[JSONObject]:
-            return self._plan_delete(checked, slots)
+            return plan_delete(checked, slots)
 
         return self._transact([(kind, name) for kind, name, _ in checked], plan, checks)
-
-    @staticmethod
-    def _plan_delete(
-        checked: Sequence[tuple[str, str, str | None]], slots: dict[tuple[str, str], Slot]
-    ) -> builtins.list[JSONObject]:
-        deleted = []
-        for kind, name, guard in checked:
-            slot = slots[(kind, name)]
-            if slot.state is None:
-                raise NotFound(kind, name)
-            latest = str(slot.version)
-            if guard is not None and guard != latest:
-                raise Conflict(kind, name, guard, latest)
-            deleted.append(copy.deepcopy(slot.state))
-            slot.state = None
-            slot.dirty = True
-        return deleted
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
@@ -526,7 +464,7 @@ class EtcdDatastore:
             for tier in tiers:
                 slot = slots[("Tier", tier["metadata"]["name"])]
                 if slot.state is None:
-                    self._put(slot, new_stored_form(tier))
+                    plan_put(slot, new_stored_form(tier))
 
         self._transact([("Tier", t["metadata"]["name"]) for t in tiers], plan)
 
@@ -576,8 +514,8 @@ class EtcdDatastore:
                 checks(view)
 
         def plan(slots: dict[tuple[str, str], Slot]) -> builtins.list[ApplyResult]:
-            results = self._plan_apply(keyed, slots)
-            self._plan_delete(checked, slots)
+            results = plan_apply(keyed, slots)
+            plan_delete(checked, slots)
             return results
 
         wanted = [key for key, _ in keyed] + [(kind, key_name) for kind, key_name, _ in checked]

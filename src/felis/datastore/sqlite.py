@@ -35,8 +35,6 @@ from typing import Any
 from felis.datastore.base import (
     ApplyResult,
     DeleteKey,
-    EventType,
-    Key,
     Listing,
     Mark,
     WatchEvent,
@@ -65,6 +63,7 @@ from felis.datastore.objects import (
     object_key,
     updated_stored_form,
 )
+from felis.datastore.sqlite_txn import Txn, apply_in, delete_in, run_checks
 
 SCHEMA_VERSION = 1
 DEFAULT_BUSY_TIMEOUT = 30.0
@@ -90,77 +89,6 @@ _SCHEMA = (
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
-
-
-class _Txn:
-    """The inside of one write transaction: reads see this transaction's own writes."""
-
-    def __init__(self, conn: sqlite3.Connection, revision: int) -> None:
-        self.conn = conn
-        self.start_revision = revision
-        self.revision = revision
-
-    def load(self, kind: str, name: str) -> tuple[int, JSONObject] | None:
-        row = self.conn.execute(
-            "SELECT revision, value FROM resources WHERE kind = ? AND name = ?", (kind, name)
-        ).fetchone()
-        if row is None:
-            return None
-        return int(row[0]), json.loads(row[1])
-
-    def put(self, event: EventType, kind: str, name: str, stored: JSONObject) -> JSONObject:
-        self.revision += 1
-        value = encode(stored)
-        self.conn.execute(
-            "INSERT INTO resources (kind, name, revision, value) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (kind, name) DO UPDATE SET revision = excluded.revision,"
-            " value = excluded.value",
-            (kind, name, self.revision, value),
-        )
-        visible = decode(value, self.revision)
-        self._event(event, kind, name, visible)
-        return visible
-
-    def remove(self, kind: str, name: str, last: JSONObject) -> None:
-        self.revision += 1
-        self.conn.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
-        self._event("DELETED", kind, name, last)
-
-    def _event(self, event: EventType, kind: str, name: str, obj: JSONObject) -> None:
-        self.conn.execute(
-            "INSERT INTO events (revision, type, kind, name, value) VALUES (?, ?, ?, ?, ?)",
-            (self.revision, event, kind, name, encode(obj)),
-        )
-
-
-class _TxnView:
-    """The `ReadView` of a write transaction: it holds the write lock, so nothing read here can
-    change before the write commits."""
-
-    def __init__(self, txn: _Txn) -> None:
-        self._txn = txn
-
-    def get_all(self, keys: Sequence[Key]) -> dict[Key, JSONObject | None]:
-        found: dict[Key, JSONObject | None] = {}
-        for kind, name in keys:
-            row = self._txn.load(kind, name)
-            if row is None:
-                found[(kind, name)] = None
-            else:
-                row[1]["metadata"]["resourceVersion"] = str(row[0])
-                found[(kind, name)] = row[1]
-        return found
-
-    def list(self, kind: str) -> builtins.list[JSONObject]:
-        rows = self._txn.conn.execute(
-            "SELECT revision, value FROM resources WHERE kind = ? ORDER BY name", (kind,)
-        ).fetchall()
-        return [decode(value, int(revision)) for revision, value in rows]
-
-
-def _run_checks(checks: WriteCheck | None, txn: _Txn) -> None:
-    if checks is not None:
-        checks(_TxnView(txn))
 
 
 class SqliteDatastore:
@@ -340,10 +268,10 @@ class SqliteDatastore:
             yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[_Txn]:
+    def _write(self) -> Iterator[Txn]:
         """One write transaction (BEGIN IMMEDIATE: the write lock up front)."""
         with self._transaction("BEGIN IMMEDIATE", "write") as conn:
-            txn = _Txn(conn, _meta(conn, "revision"))
+            txn = Txn(conn, _meta(conn, "revision"))
             yield txn
             if txn.revision != txn.start_revision:
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'revision'", (txn.revision,))
@@ -399,7 +327,7 @@ class SqliteDatastore:
     ) -> builtins.list[JSONObject]:
         keyed = keyed_for_create(objs)
         with self._write() as txn:
-            _run_checks(checks, txn)
+            run_checks(checks, txn)
             created = []
             for (kind, name), obj in keyed:
                 if txn.load(kind, name) is not None:
@@ -424,8 +352,8 @@ class SqliteDatastore:
     ) -> builtins.list[ApplyResult]:
         keyed = [(object_key(obj), obj) for obj in objs]
         with self._write() as txn:
-            _run_checks(checks, txn)
-            return _apply_in(txn, keyed)
+            run_checks(checks, txn)
+            return apply_in(txn, keyed)
 
     def delete(self, kind: str, name: str, resource_version: str | None = None) -> JSONObject:
         return self.delete_all([(kind, name, resource_version)])[0]
@@ -435,8 +363,8 @@ class SqliteDatastore:
     ) -> builtins.list[JSONObject]:
         checked = [delete_target(key) for key in keys]
         with self._write() as txn:
-            _run_checks(checks, txn)
-            return _delete_in(txn, checked)
+            run_checks(checks, txn)
+            return delete_in(txn, checked)
 
     def ensure_initialized(self) -> None:
         tiers = builtin_tier_objects()
@@ -487,9 +415,9 @@ class SqliteDatastore:
             version = 0 if row is None else int(row[0])
             if version != expect:
                 raise MarkChanged(name, expect, version)
-            _run_checks(checks, txn)
-            results = _apply_in(txn, keyed)
-            _delete_in(txn, checked)
+            run_checks(checks, txn)
+            results = apply_in(txn, keyed)
+            delete_in(txn, checked)
             txn.conn.execute(
                 "INSERT INTO marks (name, version, revision, value) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET version = excluded.version,"
@@ -556,44 +484,6 @@ class SqliteDatastore:
                     return
         finally:
             conn.close()
-
-
-def _apply_in(txn: _Txn, keyed: Sequence[tuple[Key, JSONObject]]) -> builtins.list[ApplyResult]:
-    results = []
-    for (kind, name), obj in keyed:
-        row = txn.load(kind, name)
-        if row is None:
-            stored = txn.put("ADDED", kind, name, new_stored_form(obj))
-            results.append(ApplyResult("created", stored))
-            continue
-        revision, current = row
-        given = given_resource_version(obj)
-        if given is not None and given != str(revision):
-            raise Conflict(kind, name, given, str(revision))
-        wanted = updated_stored_form(obj, current)
-        if wanted == current:
-            current["metadata"]["resourceVersion"] = str(revision)
-            results.append(ApplyResult("unchanged", current))
-        else:
-            results.append(ApplyResult("updated", txn.put("MODIFIED", kind, name, wanted)))
-    return results
-
-
-def _delete_in(
-    txn: _Txn, checked: Sequence[tuple[str, str, str | None]]
-) -> builtins.list[JSONObject]:
-    deleted = []
-    for kind, name, guard in checked:
-        row = txn.load(kind, name)
-        if row is None:
-            raise NotFound(kind, name)
-        revision, last = row
-        if guard is not None and guard != str(revision):
-            raise Conflict(kind, name, guard, str(revision))
-        last["metadata"]["resourceVersion"] = str(revision)
-        txn.remove(kind, name, last)
-        deleted.append(last)
-    return deleted
 
 
 def _has_marks(conn: sqlite3.Connection) -> bool:

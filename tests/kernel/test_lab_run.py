@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from felis.lab import flood
 from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.results import verdict
 from felis.lab.run import RunOptions, run_lab
 from felis.lab.sysctl import RECORD_NAME, read_conntrack_max
 from felis.lab.topology import LabConfig
+from felis.xdp.attach import build as xdp_build
 
 pytestmark = [
     pytest.mark.kernel,
@@ -213,3 +216,66 @@ def test_handwritten_leftovers_are_caught(tmp_path: Path, backend: str) -> None:
     finally:
         subprocess.run(["ip", "netns", "delete", cfg.server_netns], check=False)
     assert cfg.server_netns not in netns_names()
+
+
+# Stands in for `felis apply` + `felis agent` in the flood phase: attaches felis' XDP program
+# with the blocklist the real agent derives from the flood manifests (the unit tests check that
+# derivation; tests/kernel/test_xdp.py the agent's attach), without the seconds two felis starts
+# would add to the suite.
+FLOOD_STAND_IN = r"""
+import shutil, sys
+from pathlib import Path
+from felis.xdp.attach import XdpDataplane
+from felis.xdp.maps import Blocklist
+args = sys.argv[1:]
+def opt(name):
+    return args[args.index(name) + 1]
+xdp = XdpDataplane(obj=Path(sys.argv[0]).with_name("blocklist.o"))
+if args[0] == "apply":
+    shutil.copy(opt("-f"), opt("--datastore").removeprefix("sqlite://"))
+elif "--cleanup" in args:
+    for iface in xdp.interfaces():
+        xdp.detach(iface)
+else:
+    assert "dos-deny-list" in open(opt("--datastore").removeprefix("sqlite://")).read()
+    nets = frozenset({"198.19.0.0/16"})
+    xdp.sync(xdp.attach("eth0"), Blocklist(nets, frozenset({("tcp", 22)})))
+"""
+
+
+def flooders_running(binary: Path) -> list[int]:
+    """PIDs of processes running the flooder binary."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if os.readlink(entry / "exe") == str(binary):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_flood_phase_drops_the_flood_in_xdp(tmp_path: Path) -> None:
+    """The flood phase, shortened: the SYN flood from blocklisted sources is counted by felis'
+    XDP program while the clients' connections complete, and nothing is left behind."""
+    if shutil.which("clang") is None or shutil.which("bpftool") is None:
+        pytest.skip("needs clang and bpftool (scripts/bootstrap.sh installs them)")
+    stand_in = tmp_path / "standin.py"
+    stand_in.write_text(FLOOD_STAND_IN)
+    shutil.copy(xdp_build(), tmp_path / "blocklist.o")
+    cfg = config(tmp_path)
+    opts = RunOptions(phase_seconds=1, results=tmp_path / "res", phases=["flood-xdp"],
+                      config=cfg, chart=False, flood_rate=20_000,
+                      felis=[sys.executable, str(stand_in)])  # fmt: skip
+    doc = run_lab(opts)
+    phase = doc["flood-xdp"]
+    fl = phase["flood"]
+    assert fl["xdp_mode"] in ("native", "generic")
+    # The counter counts only what XDP dropped, and no more frames than were sent.
+    assert 0 < fl["xdp_dropped"] <= fl["sent"]
+    assert phase["connections_ok"] > 0 and phase["connections_failed"] == 0
+    assert phase["leftover_rules"] == 0
+    assert doc["meta"]["restored"]["namespaces_left"] == []
+    assert not ({cfg.server_netns, cfg.client_netns} & netns_names())
+    assert flooders_running(flood.binary_path()) == []

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 
 from felis.cli.exits import one_line_errors
+from felis.lab.flood import DEFAULT_FLOOD_RATE
 from felis.lab.run import (
     DEFAULT_PHASE_SECONDS,
     ProgressView,
@@ -162,9 +163,15 @@ def run(
         typer.Option(
             "--phases",
             help="Comma-separated phases, run in this order: stateful, donottrack, "
-            "handwritten (the lab's own minimal ruleset, the reference), baseline.",
+            "handwritten (the lab's own minimal ruleset, the reference), baseline; flood "
+            "(noflood, flood-xdp, flood-raw: a SYN flood from blocklisted sources, dropped "
+            "in XDP or in raw).",
         ),
     ] = "stateful,donottrack,baseline",
+    flood_rate: Annotated[
+        float,
+        typer.Option("--flood-rate", help="Packets per second of the flood phases' SYN flood."),
+    ] = DEFAULT_FLOOD_RATE,
     rounds: Annotated[
         int,
         typer.Option(
@@ -189,7 +196,8 @@ def run(
     """Run the demo: stateful vs doNotTrack vs no rules, same load; writes results and chart.
 
     `--phases handwritten,donottrack,baseline --rounds 6` measures felis' doNotTrack rules
-    against a hand-written ruleset for the same policy.
+    against a hand-written ruleset for the same policy; `--phases flood --rounds 5` measures
+    the clients' throughput under a SYN flood with the blocklist in XDP and in raw.
     """
     opts = RunOptions(
         phase_seconds=phase_seconds,
@@ -200,6 +208,7 @@ def run(
         rounds=rounds,
         threads=threads,
         concurrency=concurrency,
+        flood_rate=flood_rate,
         config=LabConfig(run_dir=run_dir, client_ports=parse_port_range(client_ports)),
     )
     console = Console()

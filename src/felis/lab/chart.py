@@ -21,6 +21,9 @@ COLORS = {
     "donottrack": "#2ca02c",
     "handwritten": "#1f77b4",
     "baseline": "#7f7f7f",
+    "noflood": "#17becf",
+    "flood-xdp": "#ff7f0e",
+    "flood-raw": "#8c564b",
 }
 # How the title names each phase.
 TITLES = {
@@ -28,14 +31,20 @@ TITLES = {
     "donottrack": "felis doNotTrack",
     "handwritten": "hand-written rules",
     "baseline": "no rules",
+    "noflood": "blocklist, no flood",
+    "flood-xdp": "SYN flood, blocklist in XDP",
+    "flood-raw": "SYN flood, blocklist in raw",
 }
 RATIO_COLORS = {
     "donottrack/handwritten": "#2ca02c",
     "donottrack/baseline": "#9467bd",
     "handwritten/baseline": "#1f77b4",
+    "flood-xdp/noflood": "#ff7f0e",
+    "flood-raw/noflood": "#8c564b",
+    "flood-xdp/flood-raw": "#e377c2",
 }
 # Phases whose conntrack line stays at 0 (nothing on 12211 is tracked).
-UNTRACKED = ("donottrack", "handwritten", "baseline")
+UNTRACKED = ("donottrack", "handwritten", "baseline", "noflood", "flood-xdp", "flood-raw")
 
 
 @dataclass(frozen=True)

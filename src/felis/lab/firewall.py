@@ -17,11 +17,14 @@ from typing import Any
 
 from felis.lab import netns as ns
 from felis.lab.errors import LabError
+from felis.lab.flood import FLOOD_RAW
 from felis.lab.handwritten import HANDWRITTEN, Handwritten
 from felis.lab.manifests import phase_documents, to_yaml
 from felis.lab.topology import LabConfig
 
 BACKENDS = ("iptables", "nftables")
+# `ip -j -d link` numbers XDP attach modes.
+XDP_MODES = {1: "native", 2: "generic", 3: "offload"}
 
 
 def felis_command() -> list[str]:
@@ -87,11 +90,16 @@ class Firewall:
             self.datastore = None
             self.handwritten.program()
             return None
-        return self.program_documents(phase, phase_documents(phase, self.cfg))
+        # The same blocklist, with XDP turned off the way a user turns it off: the raw table
+        # then drops the flood.
+        flags = ("--no-xdp",) if phase == FLOOD_RAW else ()
+        return self.program_documents(phase, phase_documents(phase, self.cfg), flags)
 
-    def program_documents(self, name: str, docs: list[dict[str, Any]]) -> Path | None:
+    def program_documents(
+        self, name: str, docs: list[dict[str, Any]], flags: Sequence[str] = ()
+    ) -> Path | None:
         """Store `docs` in a fresh datastore of their own (under `name`) and have the agent
-        program them; None when there are none."""
+        program them (with extra agent `flags`); None when there are none."""
         if not docs:
             self.datastore = None
             return None
@@ -104,7 +112,7 @@ class Firewall:
             stale.unlink(missing_ok=True)
         self.datastore = f"sqlite://{db.resolve()}"
         ns.run([*self.felis, "apply", "-f", str(manifest), "--datastore", self.datastore])
-        ns.run(self._agent("--once"), netns=self.cfg.server_netns, timeout=120.0)
+        ns.run(self._agent("--once", *flags), netns=self.cfg.server_netns, timeout=120.0)
         return manifest
 
     def cleanup(self) -> None:
@@ -124,6 +132,32 @@ class Firewall:
         except ValueError as exc:
             raise LabError(f"nft -j list ruleset printed unreadable JSON: {exc}") from exc
         return proc.stdout
+
+    def xdp_mode(self) -> str | None:
+        """Which XDP program mode the server interface has (`native`, `generic`), or None."""
+        cfg = self.cfg
+        out = ns.run(["ip", "-n", cfg.server_netns, "-j", "-d", "link", "show", "dev",
+                      cfg.interface], timeout=10.0).stdout  # fmt: skip
+        try:
+            (link,) = json.loads(out)
+        except ValueError as exc:
+            raise LabError(f"ip -j link printed unreadable JSON: {exc}") from exc
+        xdp = link.get("xdp")
+        if not isinstance(xdp, dict) or "prog" not in xdp:
+            return None
+        return XDP_MODES.get(int(xdp.get("mode", 0)), "unknown")
+
+    def flush_xdp(self) -> int:
+        """Detach an XDP program a cleanup left on the lab's server interface; 1 if there was
+        one. Only the lab's own namespace is touched, so whatever is there is the lab's."""
+        if self.xdp_mode() is None:
+            return 0
+        for mode in ("xdpgeneric", "xdpdrv"):
+            ns.run(["ip", "-n", self.cfg.server_netns, "link", "set", "dev", self.cfg.interface,
+                    mode, "off"], check=False, timeout=10.0)  # fmt: skip
+        if self.xdp_mode() is not None:
+            raise LabError(f"could not detach the XDP program left on {self.cfg.interface}")
+        return 1
 
     def leftovers(self) -> int:
         return count_leftovers(self._ruleset())

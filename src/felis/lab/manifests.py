@@ -5,6 +5,10 @@
 * `baseline`: no manifests, no rules.
 Both policy phases also get the clients as a GlobalNetworkSet labelled `memcached: client`,
 which is what the seed's `memcached == 'client'` selectors match.
+
+The flood phases (`felis.lab.flood`) add a DoS blocklist to the donottrack phase's manifests,
+as Calico's DoS-defence guide writes it: a GlobalNetworkSet of denied sources and an untracked,
+applyOnForward ingress policy that denies them, ordered before the memcached policy.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from felis.lab.flood import BLOCKLIST, FLOOD_PHASES
 from felis.lab.topology import LabConfig
 
 PHASES = ("stateful", "donottrack", "baseline")
@@ -70,10 +75,37 @@ def client_network_set(cfg: LabConfig) -> dict[str, Any]:
     }
 
 
+def blocklist_documents(nets: Sequence[str] = (BLOCKLIST,)) -> list[dict[str, Any]]:
+    """The DoS blocklist: the denied sources, and the untracked policy that denies them."""
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": "GlobalNetworkSet",
+            "metadata": {"name": "dos-deny-list", "labels": {"dos-deny-list": "true"}},
+            "spec": {"nets": list(nets)},
+        },
+        {
+            "apiVersion": API_VERSION,
+            "kind": "GlobalNetworkPolicy",
+            "metadata": {"name": "dos-mitigation"},
+            "spec": {
+                "selector": "memcached == 'server'",
+                "order": 100,
+                "doNotTrack": True,
+                "applyOnForward": True,
+                "types": ["Ingress"],
+                "ingress": [{"action": "Deny", "source": {"selector": "dos-deny-list == 'true'"}}],
+            },
+        },
+    ]
+
+
 def phase_documents(phase: str, cfg: LabConfig) -> list[dict[str, Any]]:
     """The manifests of `phase` (empty for baseline)."""
     if phase == "baseline":
         return []
+    if phase in FLOOD_PHASES:
+        return [*phase_documents("donottrack", cfg), *blocklist_documents()]
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}")
     return [

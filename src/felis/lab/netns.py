@@ -45,3 +45,16 @@ def netns_pids(name: str) -> list[int]:
         return []
     proc = run(["ip", "netns", "pids", name], check=False, timeout=10.0)
     return [int(tok) for tok in proc.stdout.split() if tok.isdigit()]
+
+
+def tcp_retrans_segs(netns: str) -> int:
+    """TCP segments retransmitted so far in `netns` (Tcp RetransSegs of /proc/net/snmp).
+
+    A packet of the legitimate load lost on the way shows here long before it shows as a failed
+    connection: the retransmission timer fires after 200 ms, the connect deadline after 3 s.
+    """
+    lines = [line.split() for line in read_proc("/proc/net/snmp", netns).splitlines()]
+    tcp = [fields[1:] for fields in lines if fields and fields[0] == "Tcp:"]
+    if len(tcp) < 2 or "RetransSegs" not in tcp[0]:
+        return 0
+    return int(tcp[1][tcp[0].index("RetransSegs")])

@@ -45,6 +45,45 @@ class Sample:
 
 
 @dataclass
+class FloodFigures:
+    """What the flood did in one run of a flood phase (felis.lab.flood)."""
+
+    rate_pps: float  # the rate asked for; 0 in `noflood`
+    sent: int = 0
+    errors: int = 0  # frames the client's end of the veth refused (a full queue)
+    seconds: float = 0.0
+    flooder_cpu_s: float = 0.0  # the flooder process itself (user + system)
+    xdp_mode: str | None = None  # the server interface's XDP mode, None when none attached
+    xdp_dropped: int = 0  # packets felis' XDP program counted as dropped
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rate_pps": self.rate_pps,
+            "sent": self.sent,
+            "sent_pps": round(self.sent / self.seconds, 1) if self.seconds > 0 else 0.0,
+            "errors": self.errors,
+            "seconds": round(self.seconds, 3),
+            "flooder_cpu_s": round(self.flooder_cpu_s, 3),
+            "xdp_mode": self.xdp_mode,
+            "xdp_dropped": self.xdp_dropped,
+        }
+
+
+def combine_flood(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The flood figures of several runs: counts and seconds summed, the rate recomputed."""
+    out = dict(runs[0])
+    for key in ("sent", "errors", "xdp_dropped"):
+        out[key] = sum(r[key] for r in runs)
+    for key in ("seconds", "flooder_cpu_s"):
+        out[key] = round(sum(r[key] for r in runs), 3)
+    out["sent_pps"] = round(out["sent"] / out["seconds"], 1) if out["seconds"] > 0 else 0.0
+    modes = {r["xdp_mode"] for r in runs}
+    # A run without XDP among runs with it must show, not be hidden behind the first's mode.
+    out["xdp_mode"] = runs[0]["xdp_mode"] if len(modes) == 1 else "/".join(sorted(map(str, modes)))
+    return out
+
+
+@dataclass
 class PhaseResult:
     name: str
     backend: str | None
@@ -62,8 +101,19 @@ class PhaseResult:
     entries_port_end: int = 0
     leftover_rules: int = 0
     cpu_busy_s: float = 0.0  # whole box, /proc/stat, while the load ran
+    # The server's share: memcached's own CPU, and the box's softirq time, where the kernel
+    # receives packets (on a veth pair it cannot be split between the two ends).
+    memcached_cpu_s: float = 0.0
+    softirq_s: float = 0.0
+    # Segments the clients retransmitted: legitimate packets lost on the way to the server.
+    tcp_retrans_segs: int = 0
     round: int = 1
     samples: list[Sample] = field(default_factory=list)
+    flood: FloodFigures | None = None
+
+    @property
+    def server_cpu_s(self) -> float:
+        return self.memcached_cpu_s + self.softirq_s
 
     @property
     def connections_failed(self) -> int:
@@ -125,7 +175,13 @@ class PhaseResult:
             "duration_s": round(self.duration_s, 3),
             "cpu_busy_s": round(self.cpu_busy_s, 3),
             "cpu_us_per_conn": _round(us_per_conn(self.cpu_busy_s, self.connections_ok)),
+            "tcp_retrans_segs": self.tcp_retrans_segs,
+            "memcached_cpu_s": round(self.memcached_cpu_s, 3),
+            "softirq_s": round(self.softirq_s, 3),
+            "server_cpu_s": round(self.server_cpu_s, 3),
+            "server_cpu_us_per_conn": _round(us_per_conn(self.server_cpu_s, self.connections_ok)),
             "backend": self.backend,
+            **({"flood": self.flood.to_dict()} if self.flood is not None else {}),
             "series": [asdict(s) for s in self.samples],
         }
 
@@ -162,6 +218,15 @@ def combine_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["conn_per_s"] = round(out["connections_ok"] / duration, 1) if duration > 0 else 0.0
     out["cpu_busy_s"] = round(busy, 3)
     out["cpu_us_per_conn"] = _round(us_per_conn(busy, out["connections_ok"]))
+    if all("server_cpu_s" in r for r in runs):
+        out["tcp_retrans_segs"] = sum(r.get("tcp_retrans_segs", 0) for r in runs)
+        for key in ("memcached_cpu_s", "softirq_s", "server_cpu_s"):
+            out[key] = round(sum(r[key] for r in runs), 3)
+        out["server_cpu_us_per_conn"] = _round(
+            us_per_conn(out["server_cpu_s"], out["connections_ok"])
+        )
+    if all("flood" in r for r in runs):
+        out["flood"] = combine_flood([r["flood"] for r in runs])
     fills = [r["table_full_after_s"] for r in runs if r["table_full_after_s"] is not None]
     out["table_full_after_s"] = min(fills, default=None)
     out["conn_per_s_before_full"] = _round(median(r["conn_per_s_before_full"] for r in runs))
@@ -237,16 +302,45 @@ ROUND_MEASURES: tuple[tuple[str, str, Callable[[Any], str]], ...] = (
 )
 
 
+def _flood_value(key: str, fmt: Callable[[Any], str]) -> Callable[[Mapping[str, Any]], str]:
+    def cell(phase: Mapping[str, Any]) -> str:
+        flood = phase.get("flood")
+        return "–" if flood is None else fmt(flood.get(key))
+
+    return cell
+
+
+# Added when a flood phase ran: what the flood was and where it was dropped.
+FLOOD_MEASURES: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = (
+    ("server CPU µs/conn", lambda p: _opt(_n)(p.get("server_cpu_us_per_conn"))),
+    ("client TCP retransmits", lambda p: _opt(_n)(p.get("tcp_retrans_segs"))),
+    ("flood sent (pkt/s)", _flood_value("sent_pps", _opt(_n))),
+    ("XDP drops", _flood_value("xdp_dropped", _opt(_n))),
+    ("XDP mode", _flood_value("xdp_mode", lambda x: "none" if x is None else str(x))),
+)
+
+
+def has_flood(doc: Mapping[str, Any]) -> bool:
+    return any("flood" in doc[name] for name in phase_names(doc))
+
+
 def comparison_rows(doc: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The comparison table as text: the header (phase names) and one row per measure."""
     names = phase_names(doc)
     rows = []
     for label, key, fmt in MEASURES:
         rows.append([label, *(fmt(doc[name].get(key, 0)) for name in names)])
+    flood = has_flood(doc)
+    if flood:
+        for label, cell in FLOOD_MEASURES:
+            rows.append([label, *(cell(doc[name]) for name in names)])
     if round_count(doc) > 1:
         medians = doc["rounds"]["median"]
-        for label, key, fmt in ROUND_MEASURES:
-            rows.append([label, *(fmt(medians[key].get(name)) for name in names)])
+        measures = ROUND_MEASURES
+        if flood:
+            measures += (("server µs/conn (median)", "server_cpu_us_per_conn", _opt(_n)),)
+        for label, key, fmt in measures:
+            rows.append([label, *(fmt(medians.get(key, {}).get(name)) for name in names)])
     return ["", *names], rows
 
 
@@ -372,6 +466,70 @@ def checks(doc: Mapping[str, Any]) -> list[Check]:
             text += " (a phase beat it: within this machine's ±15% run-to-run noise)"
         # Informational: a single run cannot order phases that differ by less than the noise.
         out.append(Check(top <= base["conn_per_s"], text + ".", required=False))
+    return out + flood_checks(doc)
+
+
+# Legitimate throughput under the flood, with the blocklist in XDP, against the same host at
+# peace (issue 15's target).
+FLOOD_TARGET = 0.9
+
+
+def _flood_ratio(doc: Mapping[str, Any], num: str, den: str) -> tuple[float | None, str]:
+    """The ratio of conn/s num/den: the median over rounds with several, else the run's."""
+    key = f"{num}/{den}"
+    if round_count(doc) > 1:
+        value = doc.get("rounds", {}).get("median", {}).get("ratios", {}).get(key)
+        return value, f"median of {round_count(doc)} rounds"
+    a, b = doc.get(num), doc.get(den)
+    if not a or not b or not b["conn_per_s"]:
+        return None, "one round"
+    return round(a["conn_per_s"] / b["conn_per_s"], 3), "one round"
+
+
+def flood_checks(doc: Mapping[str, Any]) -> list[Check]:
+    """The flood phases: the flood hit the layer it was meant to, the clients got through,
+    and how close to peace-time throughput they got (the target is informational)."""
+    out: list[Check] = []
+    xdp, raw, calm = doc.get("flood-xdp"), doc.get("flood-raw"), doc.get("noflood")
+    for name, phase in (("flood-xdp", xdp), ("flood-raw", raw)):
+        if not phase or "flood" not in phase:
+            continue
+        fl = phase["flood"]
+        served = phase["connections_ok"] > 0
+        if name == "flood-xdp":
+            ok = served and fl["xdp_mode"] is not None and fl["xdp_dropped"] > 0
+            where = (
+                f"XDP ({fl['xdp_mode']}) dropped {_n(fl['xdp_dropped'])} of "
+                f"{_n(fl['sent'])} flood packets"
+                if fl["xdp_mode"] is not None
+                else "NO XDP program was attached"
+            )
+        else:
+            ok = served and fl["xdp_mode"] is None and fl["sent"] > 0
+            where = (
+                f"XDP off, the raw table dropped the flood ({_n(fl['sent'])} packets)"
+                if fl["xdp_mode"] is None
+                else f"XDP was NOT off ({fl['xdp_mode']})"
+            )
+        out.append(
+            Check(
+                ok,
+                f"{name}: {where} at {_n(fl['sent_pps'])} pkt/s; "
+                f"{_n(phase['connections_ok'])} legitimate connections, "
+                f"{_n(phase['connections_failed'])} failed.",
+            )
+        )
+    if calm and xdp:
+        ratio, how = _flood_ratio(doc, "flood-xdp", "noflood")
+        raw_ratio, _ = _flood_ratio(doc, "flood-raw", "noflood") if raw else (None, "")
+        text = (
+            f"target flood-xdp ≥ {FLOOD_TARGET} × noflood: "
+            + ("not measurable" if ratio is None else f"{ratio:.3f}")
+            + f" ({how})"
+            + ("" if raw_ratio is None else f"; flood-raw reached {raw_ratio:.3f}")
+            + "."
+        )
+        out.append(Check(ratio is not None and ratio >= FLOOD_TARGET, text, required=False))
     return out
 
 

@@ -19,8 +19,15 @@ RATIO_PAIRS = (
     ("donottrack", "baseline"),
     ("handwritten", "baseline"),
 )
+# The flood phases (felis.lab.flood): legitimate throughput under the flood against the same
+# host at peace, with the blocklist in XDP and in raw, and the two against each other.
+FLOOD_RATIO_PAIRS = (
+    ("flood-xdp", "noflood"),
+    ("flood-raw", "noflood"),
+    ("flood-xdp", "flood-raw"),
+)
 # Per-phase values summarised by their median over the rounds.
-MEDIAN_VALUES = ("conn_per_s", "cpu_us_per_conn")
+MEDIAN_VALUES = ("conn_per_s", "cpu_us_per_conn", "server_cpu_us_per_conn")
 
 
 def round_order(phases: Sequence[str], rnd: int) -> list[str]:
@@ -39,7 +46,7 @@ def round_ratios(conn_per_s: Mapping[str, float]) -> dict[str, float | None]:
     """The ratios of conn/s for the pairs whose phases both ran (None when the denominator
     completed nothing)."""
     out: dict[str, float | None] = {}
-    for num, den in RATIO_PAIRS:
+    for num, den in (*RATIO_PAIRS, *FLOOD_RATIO_PAIRS):
         if num in conn_per_s and den in conn_per_s:
             d = conn_per_s[den]
             out[ratio_name(num, den)] = round(conn_per_s[num] / d, 3) if d > 0 else None

@@ -6,6 +6,9 @@
 * `handwritten` (not in the default set): the minimal ruleset a person would write for the same
   policy, programmed by the lab itself: the reference felis' doNotTrack rules are measured by.
 * `baseline`: no rules at all: the machine's ceiling.
+* `flood` (not in the default set) stands for three phases, `noflood`, `flood-xdp` and
+  `flood-raw`: the donottrack rules plus a DoS blocklist, at peace and under a SYN flood from
+  blocklisted sources, dropped in XDP or in the raw table (see `felis.lab.flood`).
 
 Between phases the rules are removed, the lab checks that nothing is left and flushes the
 server namespace's conntrack table, so no phase inherits the previous one's entries. With
@@ -28,16 +31,29 @@ from rich.text import Text
 
 from felis import sysexec
 from felis.conntrack import kernel as ct
-from felis.lab import loadgen
+from felis.lab import flood, loadgen
 from felis.lab import netns as ns
 from felis.lab.chart import CHART_NAME, render_chart
 from felis.lab.cpu import cpu_times
 from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
+from felis.lab.flood import (
+    DEFAULT_FLOOD_RATE,
+    FLOOD,
+    FLOOD_PHASES,
+    FLOODED,
+    Flooder,
+    FloodRig,
+    expand_phases,
+    link_mac,
+    proc_cpu,
+    xdp_dropped,
+)
 from felis.lab.handwritten import HANDWRITTEN
 from felis.lab.manifests import PHASES
 from felis.lab.results import (
     RESULTS_NAME,
+    FloodFigures,
     PhaseResult,
     Sample,
     comparison_rows,
@@ -55,7 +71,7 @@ from felis.lab.topology import LabConfig, Topology, format_port_range
 
 DEFAULT_PHASE_SECONDS = 30.0
 # Every phase `--phases` accepts; the default set is manifests.PHASES (the demo's three).
-ALL_PHASES = (*PHASES[:2], HANDWRITTEN, *PHASES[2:])
+ALL_PHASES = (*PHASES[:2], HANDWRITTEN, *PHASES[2:], *FLOOD_PHASES)
 MARK_STYLES = {"ok": "green", "FAIL": "bold red", "note": "yellow"}
 
 
@@ -71,6 +87,7 @@ class RunOptions:
     concurrency: int = 64
     config: LabConfig = field(default_factory=LabConfig)
     chart: bool = True
+    flood_rate: float = DEFAULT_FLOOD_RATE
     # The felis command line; tests substitute a stand-in to exercise the orchestration.
     felis: Sequence[str] | None = None
 
@@ -80,16 +97,20 @@ class RunOptions:
             raise LabError("--phase-seconds must be positive")
         if self.rounds < 1:
             raise LabError(f"--rounds must be at least 1, not {self.rounds}")
+        if self.flood_rate <= 0:
+            raise LabError(f"--flood-rate must be positive, not {self.flood_rate:g}")
 
 
 def parse_phases(text: str) -> list[str]:
+    """The phases to run, in order; `flood` stands for its three phases."""
     phases = [p.strip() for p in text.split(",") if p.strip()]
-    bad = [p for p in phases if p not in ALL_PHASES]
+    bad = [p for p in phases if p not in (*ALL_PHASES, FLOOD)]
     if bad or not phases:
         raise LabError(
             f"--phases: unknown phase {bad[0] if bad else text!r}; "
-            f"use some of {','.join(ALL_PHASES)}"
+            f"use some of {','.join((*ALL_PHASES[:4], FLOOD, *FLOOD_PHASES))}"
         )
+    phases = expand_phases(phases)
     if len(set(phases)) != len(phases):
         raise LabError("--phases: each phase may appear once")
     return phases
@@ -189,12 +210,17 @@ def run_phase(
     fw: Firewall,
     binary: Path | None,
     on_sample: OnSample | None,
+    *,
+    memcached_pid: int | None = None,
+    rig: FloodRig | None = None,
 ) -> PhaseResult:
     cfg = opts.config
     server = cfg.server_netns
-    leftovers = fw.flush_leftovers()
+    # An XDP program a cleanup left behind counts (and is removed) like a leftover rule.
+    leftovers = fw.flush_leftovers() + fw.flush_xdp()
     ns.run(["conntrack", "-F"], netns=server, check=False)
     fw.program(phase)
+    flooder: Flooder | None = None
     try:
         table_max = ct.read_max(server)
         result = PhaseResult(name=phase, backend=fw.backend if phase != "baseline" else None,
@@ -211,9 +237,24 @@ def run_phase(
             concurrency=opts.concurrency,
             duration=opts.phase_seconds,
         )
+        figures: FloodFigures | None = None
+        xdp_before = 0
+        if phase in FLOOD_PHASES:
+            if rig is None:
+                raise LabError(f"phase {phase}: no flooder was prepared")
+            mode = fw.xdp_mode()
+            figures = FloodFigures(rate_pps=rig.rate if phase in FLOODED else 0.0, xdp_mode=mode)
+            xdp_before = xdp_dropped(server, cfg.interface) if mode else 0
+            if phase in FLOODED:
+                # Started first and waited for, so the whole load runs under the flood.
+                flooder = Flooder(rig.spec(opts.phase_seconds), cfg.client_netns, rig.binary)
+        retrans_before = ns.tcp_retrans_segs(cfg.client_netns)
         cpu_before = cpu_times()
+        mc_before = proc_cpu(memcached_pid)
         with loadgen.LoadProcess(spec, cfg.client_netns, binary) as proc:
             for report in proc.reports():
+                if flooder is not None:
+                    flooder.sample_cpu()
                 stats = ct.read_stats(server)
                 sample = Sample(
                     t=report.t,
@@ -230,7 +271,22 @@ def run_phase(
                 if on_sample is not None:
                     on_sample(label, sample, table_max)
             summary = proc.summary
-        result.cpu_busy_s = cpu_times().busy - cpu_before.busy
+        if flooder is not None and figures is not None:
+            flooded = flooder.stop()
+            figures.flooder_cpu_s = flooder.cpu_s
+            if flooded is not None:
+                figures.sent, figures.errors, figures.seconds = (
+                    flooded.sent, flooded.errors, flooded.seconds
+                )  # fmt: skip
+        cpu_after = cpu_times()
+        result.cpu_busy_s = cpu_after.busy - cpu_before.busy
+        result.softirq_s = cpu_after.softirq - cpu_before.softirq
+        result.memcached_cpu_s = proc_cpu(memcached_pid) - mc_before
+        result.tcp_retrans_segs = ns.tcp_retrans_segs(cfg.client_netns) - retrans_before
+        if figures is not None:
+            if figures.xdp_mode is not None:
+                figures.xdp_dropped = xdp_dropped(server, cfg.interface) - xdp_before
+            result.flood = figures
         if summary is None:
             raise LabError(f"phase {phase}: the load generator gave no summary")
         after = ct.read_stats(server)
@@ -247,6 +303,8 @@ def run_phase(
         result.entries_port_end = ct.count_port_entries(cfg.port, server)
         return result
     finally:
+        if flooder is not None:
+            flooder.kill()
         fw.cleanup()
 
 
@@ -256,9 +314,10 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
     The topology and the conntrack-max change are undone on every way out: normal return,
     exception, Ctrl-C and SIGTERM (see `cleanup_on_signals`).
     """
-    phases = list(opts.phases)
+    phases = expand_phases(list(opts.phases))
     fw = Firewall(opts.config, opts.backend, opts.config.run_dir, felis=opts.felis)
     binary = loadgen.build()
+    flood_binary = flood.build() if set(phases) & set(FLOOD_PHASES) else None
     results: list[PhaseResult] = []
     guard: contextlib.AbstractContextManager[Any] = (
         ConntrackMaxGuard(opts.conntrack_max, opts.config.run_dir)
@@ -271,9 +330,21 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
         original = guard.original if isinstance(guard, ConntrackMaxGuard) else read_conntrack_max()
         # Read back, so the results say what the clients really used.
         client_ports = format_port_range(topo.client_port_range())
+        rig = None
+        if flood_binary is not None:
+            cfg = opts.config
+            rig = FloodRig(
+                binary=flood_binary,
+                iface=cfg.interface,
+                dst_mac=link_mac(cfg.server_netns, cfg.interface),
+                dst=cfg.server_ip,
+                port=cfg.port,
+                rate=opts.flood_rate,
+            )
         for rnd in range(1, opts.rounds + 1):
             for phase in round_order(phases, rnd):
-                results.append(run_phase(phase, rnd, opts, fw, binary, on_sample))
+                results.append(run_phase(phase, rnd, opts, fw, binary, on_sample,
+                                         memcached_pid=topo.memcached_pid(), rig=rig))  # fmt: skip
     cfg = opts.config
     meta = {
         "started": started,
@@ -284,6 +355,7 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
         "conntrack_max_setting": opts.conntrack_max,
         "conntrack_max_original": original,
         "loadgen": "c" if binary is not None else "python",
+        **({"flood": flood.describe(opts.flood_rate)} if flood_binary is not None else {}),
         "load": {"threads": opts.threads, "concurrency": opts.concurrency, "deadline_ms": 3000},
         "lab": {k: str(v) for k, v in asdict(cfg).items()},
         # Checked after the fact, so the report says what is true, not what was intended.
@@ -323,6 +395,8 @@ def restored_line(doc: dict[str, Any]) -> str:
     removal = "felis' rules removed after each phase (`felis agent --cleanup`)"
     if HANDWRITTEN in meta.get("phases", []):
         removal += ", the hand-written ones by the lab"
+    if "flood" in meta:
+        removal += ", XDP with them; the flooder stopped"
     parts.append(removal)
     return "Restored: " + "; ".join(parts) + "."
 
@@ -391,6 +465,13 @@ def intro(opts: RunOptions) -> str:
         text += (
             f" The {HANDWRITTEN} phase is the lab's own minimal ruleset for the same policy, "
             f"on the same backend: the reference."
+        )
+    if set(phases) & set(FLOODED):
+        text += (
+            f" In {' and '.join(p for p in phases if p in FLOODED)} a SYN flood of "
+            f"{opts.flood_rate:,.0f} pkt/s from blocklisted sources ({flood.BLOCKLIST}, spoofed) "
+            "hits the server while the clients run; the blocklist is dropped in XDP or, with "
+            "--no-xdp, in the raw table."
         )
     if opts.conntrack_max is not None:
         text += (

@@ -3,16 +3,21 @@
 The workload is bench/workloads.py's `scale_cluster` in an embedded SQLite datastore: one policy
 in ten selects the node, and every GlobalNetworkSet is in one of its IP sets, so the kernel holds
 all 100,000 members (about 1,000 rules per family). A real `felis agent` runs in its own network
-namespace with its default settings (drift check every 30 s, kernel events on). Measured on
+namespace with its default settings (a quick drift check every 30 s, the full one, every set
+member compared, every 180 s with nftables and 90 s with iptables; kernel events on). Measured on
 the agent's process, from /proc/PID/status (VmRSS, VmHWM; the peak is reset through
 /proc/PID/clear_refs before each phase) and /proc/PID/stat (utime + stime; its commands' CPU is
 counted apart: reaped ones through cutime + cstime, running ones, such as `nft monitor`, from
 their own stat):
 
 1. start: process start → first sync (kernel programmed), peak RSS and CPU seconds;
-2. at rest: `--rest` seconds (60: two periodic drift checks) with nothing changing, from
-   `--settle` seconds after the sync; RSS each second, CPU as % of one core, and the seconds
-   the CPU went into (the busiest, split into the agent's own and its commands');
+2. at rest: `--rest` seconds (360: two full nftables checks, four iptables ones) with nothing
+   changing, from `--settle` seconds after the sync; RSS each second, CPU as % of one core, the
+   seconds the CPU went into (the busiest, split into the agent's own and its commands'), and
+   the seconds with a drift check in them told from the quiet ones;
+2b. at rest, the way before quick checks: `--rest-old` seconds (120; 0 skips it) with a
+   FelixConfiguration `default` setting both refresh intervals to 30 s, so that every check is
+   a full one, in the same agent right after phase 2 (the object is deleted afterwards);
 3. full resync through the datastore: one transaction rewrites every object (a label on every
    endpoint, a port in every policy rule, every set's members) plus a marker policy last; timed
    until the marker's chain is in the kernel; then at rest again;
@@ -21,7 +26,9 @@ their own stat):
 5. where the memory goes: a fresh interpreter repeats the agent's steps (imports, listing,
    decoding, calculation, rendering) and prints its RSS after each.
 
-Run (root): .venv/bin/python bench/bench_scale.py [--rest 60] [--backend nftables]
+Run (root): .venv/bin/python bench/bench_scale.py [--rest 360] [--rest-old 120] [--no-resync]
+[--rest-only] [--backend nftables]. The agent is `python -m felis` of this interpreter, so
+PYTHONPATH=<another checkout>/src measures another version's agent in the same conditions.
 Results go into docs/benchmarks.md by hand, with the command and date.
 """
 
@@ -156,6 +163,10 @@ def _in_ns(ns: str, argv: list[str]) -> bool:
     return proc.returncode == 0
 
 
+CHECK_CPU_S = 0.04
+"""A second using more CPU than this holds a drift check (quiet seconds use a few ms)."""
+
+
 def _rest(pid: int, seconds: int, settle: float) -> dict[str, object]:
     # `nft monitor` is still printing the last big transaction for a moment after it: that
     # belongs to the change, not to rest.
@@ -175,7 +186,24 @@ def _rest(pid: int, seconds: int, settle: float) -> dict[str, object]:
         previous = now
     elapsed = time.monotonic() - started
     ended = _cpu(pid)
-    busy = sorted(per_second, key=lambda s: s["own"] + s["ended"] + s["running"], reverse=True)
+
+    def used(sample: dict[str, float]) -> float:
+        return sample["own"] + sample["ended"] + sample["running"]
+
+    busy = sorted(per_second, key=used, reverse=True)
+    quiet = [used(s) for s in per_second if used(s) < CHECK_CPU_S]
+    # A check's CPU can straddle two seconds; adjacent busy seconds are one check.
+    checks: list[dict[str, float]] = []
+    for sample in per_second:
+        if used(sample) < CHECK_CPU_S:
+            continue
+        if checks and sample["at"] - checks[-1]["last"] == 1:
+            checks[-1]["cpu_s"] = round(checks[-1]["cpu_s"] + used(sample), 2)
+            checks[-1]["last"] = sample["at"]
+        else:
+            checks.append(
+                {"at": sample["at"], "last": sample["at"], "cpu_s": round(used(sample), 2)}
+            )
     return {
         "seconds": round(elapsed, 1),
         "rss_mib": {"min": min(rss), "median": statistics.median(rss), "max": max(rss)},
@@ -184,10 +212,30 @@ def _rest(pid: int, seconds: int, settle: float) -> dict[str, object]:
         "cpu_percent_own": round(100 * (ended["own"] - began["own"]) / elapsed, 2),
         "cpu_seconds_by_part": {k: round(ended[k] - began[k], 2) for k in ended},
         "busiest_seconds": busy[:4],
-        "cpu_outside_busiest_4_s": round(
-            sum(s["own"] + s["ended"] + s["running"] for s in busy[4:]), 2
-        ),
+        "cpu_outside_busiest_4_s": round(sum(used(s) for s in busy[4:]), 2),
+        "checks": [{"at": c["at"], "cpu_s": c["cpu_s"]} for c in checks],
+        "quiet_seconds": len(quiet),
+        "quiet_cpu_percent": round(100 * sum(quiet) / max(1, len(quiet)), 2),
     }
+
+
+def _refresh_every_check(url: str, on: bool) -> None:
+    """Phase 2b's FelixConfiguration: both full-check periods 30 s (the refresh interval), so
+    every drift check reads every member, as before quick checks; deleted again after it."""
+    from felis.datastore import open_datastore
+
+    store = open_datastore(url)
+    if on:
+        spec = {"ipsetsRefreshInterval": "30s", "nftablesRefreshInterval": "30s"}
+        config = {
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "FelixConfiguration",
+            "metadata": {"name": "default"},
+            "spec": spec,
+        }
+        store.apply([config])
+    else:
+        store.delete("FelixConfiguration", "default")
 
 
 def _resync(url: str, pid: int, ns: str, backend: str, objects: list[dict[str, object]]) -> dict:
@@ -273,7 +321,12 @@ def _breakdown(url: str, backend: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rest", type=int, default=60)
+    parser.add_argument("--rest", type=int, default=360)
+    parser.add_argument("--rest-old", type=int, default=120)
+    parser.add_argument(
+        "--no-resync", action="store_true", help="skip phase 3 and the rest after it"
+    )
+    parser.add_argument("--rest-only", action="store_true", help="phases 1 and 2 (and 2b) only")
     parser.add_argument("--settle", type=float, default=5.0)
     parser.add_argument("--backend", choices=["nftables", "iptables", "both"], default="both")
     parser.add_argument("--breakdown-child", nargs=2, metavar=("URL", "BACKEND"))
@@ -303,9 +356,15 @@ def main() -> None:
                     },
                 }
                 result["rest"] = _rest(pid, args.rest, args.settle)
-                result["resync"] = _resync(url, pid, agent.ns, backend, objects)
-                result["rest_after_resync"] = _rest(pid, args.rest, args.settle)
-                result["restart_once"] = _restart(url, agent.ns, backend)
+                if args.rest_old:
+                    _refresh_every_check(url, on=True)
+                    result["rest_every_check_full"] = _rest(pid, args.rest_old, args.settle)
+                    _refresh_every_check(url, on=False)
+                if not (args.no_resync or args.rest_only):
+                    result["resync"] = _resync(url, pid, agent.ns, backend, objects)
+                    result["rest_after_resync"] = _rest(pid, args.rest, args.settle)
+                if not args.rest_only:
+                    result["restart_once"] = _restart(url, agent.ns, backend)
                 if agent.process.poll() is not None:
                     raise RuntimeError("the agent ended during the benchmark")
             lines = log.read_text().splitlines()
@@ -314,9 +373,10 @@ def main() -> None:
                 "warnings": [line[:300] for line in lines if " WARNING " in line][:5],
                 "writes": [line[:200] for line in lines if ": " in line and " ms)" in line],
             }
-            child = [sys.executable, __file__, "--breakdown-child", url, backend]
-            steps = json.loads(subprocess.run(child, capture_output=True, check=True).stdout)
-            result["memory_steps_mib"] = steps
+            if not args.rest_only:
+                child = [sys.executable, __file__, "--breakdown-child", url, backend]
+                steps = json.loads(subprocess.run(child, capture_output=True, check=True).stdout)
+                result["memory_steps_mib"] = steps
             print(json.dumps(result, indent=1))
 
 

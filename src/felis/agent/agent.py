@@ -21,7 +21,7 @@ from typing import Any
 from felis.agent.nodes import no_endpoints_warning
 from felis.calc import CalcConfig, Calculator, HostInterface, Skipped
 from felis.calc.felixconfig import ConfigOverrides, EffectiveConfig, effective_config
-from felis.dataplane.kernel import ApplyReport, Dataplane
+from felis.dataplane.kernel import ApplyReport, Dataplane, QuickDriftCheck
 from felis.dataplane.spec import DataplaneSpec
 from felis.datastore import Datastore, WatchEvent
 from felis.datastore.errors import Compacted, DatastoreError
@@ -51,7 +51,9 @@ class AgentSettings:
     batch_window: float = 0.05
     """How long to keep collecting changes after the first one before applying them together."""
     refresh_interval: float = 30.0
-    """How often the kernel is re-read to detect and repair drift (0 disables)."""
+    """How often the kernel's rules and sets are checked for drift, set members by count only
+    where the kernel gives it cheaply (0 disables every periodic check). Every set member is
+    compared on the longer period of `EffectiveConfig.full_refresh` (DriftSchedule)."""
     interface_interval: float = 5.0
     """How often interfaces and their addresses are re-read (HEP resolution depends on them)."""
     retry_interval: float = 2.0
@@ -124,6 +126,69 @@ class FightGuard:
         return self.backoff
 
 
+QUICK, FULL = "quick", "full"
+
+
+@dataclass
+class DriftSchedule:
+    """When the kernel is next compared with the desired state, and how deeply.
+
+    A quick check every `quick` seconds reads every rule, chain and hook, and each set's
+    declaration and, where the kernel tells it cheaply (ipset), its size; a full check every
+    `full` seconds also reads and compares every set member, which is what costs CPU at scale
+    (docs/benchmarks.md). A full check counts as a quick one too. The full period is never
+    shorter than the quick one; `full` 0 leaves the quick checks alone, `quick` 0 turns every
+    periodic check off. A kernel event or a failure asks for a full check (`full_by`) whether
+    periodic checks run or not.
+    """
+
+    quick: float
+    full: float
+    next_quick: float = float("inf")
+    next_full: float = float("inf")
+
+    def start(self, now: float) -> None:
+        self.next_quick = self._after(now, self.quick)
+        self.next_full = self._after(now, self._full_period())
+
+    def _full_period(self) -> float:
+        if self.quick <= 0 or self.full <= 0:
+            return 0.0
+        return max(self.full, self.quick)
+
+    @staticmethod
+    def _after(now: float, period: float) -> float:
+        return now + period if period > 0 else float("inf")
+
+    @property
+    def wake(self) -> float:
+        return min(self.next_quick, self.next_full)
+
+    def due(self, now: float) -> str | None:
+        """FULL, QUICK or None (nothing due yet)."""
+        if now >= self.next_full:
+            return FULL
+        if now >= self.next_quick:
+            return QUICK
+        return None
+
+    def done(self, depth: str, now: float) -> None:
+        self.next_quick = self._after(now, self.quick)
+        if depth == FULL:
+            self.next_full = self._after(now, self._full_period())
+
+    def full_by(self, when: float) -> None:
+        self.next_full = min(self.next_full, when)
+
+    def set_full(self, full: float, now: float) -> None:
+        """A new full period (FelixConfiguration changed it), counted from `now`."""
+        if full == self.full:
+            return
+        self.full = full
+        period = self._full_period()
+        self.next_full = min(self.next_full, now + period) if period > 0 else float("inf")
+
+
 class Agent:
     def __init__(
         self,
@@ -186,10 +251,11 @@ class Agent:
         if stop.is_set():
             return
         watcher = self._start_watch(stop)
-        next_refresh = self._next(self.settings.refresh_interval)
+        checks = DriftSchedule(self.settings.refresh_interval, self.config.full_refresh)
+        checks.start(time.monotonic())
         next_interfaces = self._next(self.settings.interface_interval)
         while not stop.is_set():
-            timeout = max(0.0, min(next_refresh, next_interfaces) - time.monotonic())
+            timeout = max(0.0, min(checks.wake, next_interfaces) - time.monotonic())
             try:
                 first = self._events.get(timeout=min(timeout, 1.0))
             except queue.Empty:
@@ -200,22 +266,25 @@ class Agent:
                     if changed:
                         self._apply(reason="datastore change")
                 now = time.monotonic()
+                checks.set_full(self.config.full_refresh, now)
                 if self._kernel_changes:
-                    # Checked at once, unless another program keeps rewriting our rules.
-                    next_refresh = min(next_refresh, max(now, self.fight.not_before))
+                    # Checked at once, in full (an event may be about set members), unless
+                    # another program keeps rewriting our rules.
+                    checks.full_by(max(now, self.fight.not_before))
                 if now >= next_interfaces:
                     next_interfaces = self._next(self.settings.interface_interval)
                     # The backstop of `apply --confirm`, should its watchdog be gone.
                     confirm_backstop(self.store, actor=f"agent {self.settings.node}")
                     if self._refresh_interfaces():
                         self._apply(reason="interface change")
-                if now >= next_refresh:
-                    next_refresh = self._next(self.settings.refresh_interval)
+                depth = checks.due(now)
+                if depth is not None:
+                    checks.done(depth, now)
                     if self.state.node_warning:
                         # Every refresh, as Felix keeps running too: a log line once at
                         # start-up is easily missed, and the agent would look healthy.
                         log.warning("%s", self.state.node_warning)
-                    self._repair_drift()
+                    self._repair_drift(full=depth == FULL)
                 if not watcher.is_alive() and not stop.is_set():
                     watcher = self._start_watch(stop)
             except _Stop:
@@ -224,7 +293,7 @@ class Agent:
                 self._note_error("dataplane", err)
                 self.state.in_sync = False
                 stop.wait(self.settings.retry_interval)
-                next_refresh = time.monotonic()  # re-check the kernel as soon as possible
+                checks.full_by(time.monotonic())  # re-check the kernel as soon as possible
 
     @staticmethod
     def _next(interval: float) -> float:
@@ -466,9 +535,16 @@ class Agent:
                 log.error("XDP on %s: %s; the raw table drops those sources instead", iface, err)
                 self.xdp_programs.pop(iface, None)
 
-    def _repair_drift(self) -> None:
+    def _repair_drift(self, *, full: bool = True) -> None:
+        """Check the kernel (`full`: every set member too) and repair what differs."""
         seen, self._kernel_changes = self._kernel_changes, ()
-        differences = self.dataplane.drift(self._calculator.result().spec)
+        spec = self._calculator.result().spec
+        quick = self.dataplane if isinstance(self.dataplane, QuickDriftCheck) else None
+        if not full and quick is not None and not quick.quick_drift(spec):
+            return
+        # Anything the quick check found is confirmed by the full one, which also reads the
+        # kernel state the repair plans from.
+        differences = self.dataplane.drift(spec)
         if not differences:
             return
         log.warning("kernel drifted from the desired state: %s", "; ".join(differences[:5]))

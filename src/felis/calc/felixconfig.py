@@ -32,6 +32,7 @@ from felis.model.felixconfig import (
     FelixConfiguration,
     FelixConfigurationSpec,
     ProtoPort,
+    duration_seconds,
     interface_exclude_reason,
     mark_mask_reason,
 )
@@ -108,6 +109,22 @@ def _text(raw: str) -> str:
     return raw
 
 
+def _seconds(raw: str) -> float:
+    # Felix's environment and annotation form: a number of seconds ("90", "1.5").
+    try:
+        seconds = float(raw.strip())
+    except ValueError:
+        raise SettingError(f"invalid number of seconds {raw!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise SettingError(f"invalid number of seconds {raw!r}: must be 0 or more")
+    return seconds
+
+
+def _stored_seconds(text: str | None) -> float | None:
+    # Validated with the object: a duration Calico accepts ("90s", "1m30s").
+    return None if text is None else duration_seconds(text)
+
+
 def _bool(raw: str) -> bool:
     # Felix's boolean parameters take Go's strconv.ParseBool forms.
     word = raw.strip().lower()
@@ -181,6 +198,20 @@ PARAMS: Final[tuple[Param, ...]] = (
         zero=(),
     ),
     Param("XDPEnabled", "xdpEnabled", _bool, lambda s: s.xdp_enabled, non_zero=True),
+    Param(
+        "IpsetsRefreshInterval",
+        "ipsetsRefreshInterval",
+        _seconds,
+        lambda s: _stored_seconds(s.ipsets_refresh_interval),
+        zero=0.0,
+    ),
+    Param(
+        "NftablesRefreshInterval",
+        "nftablesRefreshInterval",
+        _seconds,
+        lambda s: _stored_seconds(s.nftables_refresh_interval),
+        zero=0.0,
+    ),
 )
 BY_FIELD: Final = {param.field: param for param in PARAMS}
 
@@ -212,6 +243,8 @@ OVERRIDE_ORIGIN: Final = {
     "xdpEnabled": "--no-xdp",
 }
 BUILT_IN: Final = "built-in default"
+FULL_REFRESH_DEFAULTS: Final = {"ipsetsRefreshInterval": 90.0, "nftablesRefreshInterval": 180.0}
+"""Felix's defaults: seconds between full re-reads of the IP sets, and of the nftables table."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +256,10 @@ class EffectiveConfig:
     """Environment values ignored, settings felis cannot honour here."""
     skipped: tuple[Skipped, ...] = ()
     """FelixConfiguration objects left out whole."""
+    full_refresh: float = FULL_REFRESH_DEFAULTS["ipsetsRefreshInterval"]
+    """Seconds between the agent's full drift checks, which compare every set member (0: only
+    the quick ones): ipsetsRefreshInterval with iptables, nftablesRefreshInterval with
+    nftables."""
 
     def summary(self) -> str:
         """One line: every setting that does not come from the built-in default."""
@@ -340,6 +377,7 @@ def effective_config(
         "nftablesMarkMask": _mask_of(base.marks),
         "interfaceExclude": base.interface_exclude,
         "xdpEnabled": base.xdp_enabled,
+        **FULL_REFRESH_DEFAULTS,
     }
     values: dict[str, Value] = {}
     origins: dict[str, str] = {}
@@ -362,6 +400,8 @@ def effective_config(
     mask_field = "nftablesMarkMask" if nftables else "iptablesMarkMask"
     mask = values[mask_field]
     origins.pop("iptablesMarkMask" if nftables else "nftablesMarkMask")
+    refresh_field = "nftablesRefreshInterval" if nftables else "ipsetsRefreshInterval"
+    origins.pop("ipsetsRefreshInterval" if nftables else "nftablesRefreshInterval")
     insert_mode = values["chainInsertMode"]
     if nftables and insert_mode == "append":
         warnings.append(
@@ -379,7 +419,11 @@ def effective_config(
         interface_exclude=_strings(values["interfaceExclude"]),
         xdp_enabled=bool(values["xdpEnabled"]),
     )
-    return EffectiveConfig(calc, origins, tuple(warnings), tuple(sorted(skipped)))
+    full_refresh = values[refresh_field]
+    assert isinstance(full_refresh, float)
+    return EffectiveConfig(
+        calc, origins, tuple(warnings), tuple(sorted(skipped)), full_refresh=full_refresh
+    )
 
 
 def _mask_of(marks: MarkBits) -> int:

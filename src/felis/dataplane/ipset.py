@@ -9,6 +9,7 @@ the delta adds the missing members first, then deletes the surplus ones.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from felis.dataplane.identifiers import DataplaneRenderError, check_set_name
 from felis.dataplane.kernel_state import SetState, set_kind_conflicts
@@ -141,4 +142,82 @@ def parse_ipset_save(text: str) -> dict[str, SetState]:
                 # A member felis never writes still makes the set differ, and is deleted as is.
                 normal.append(member)
         out[name] = SetState(name=name, kind=kind, family=family, members=frozenset(normal))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class SetHeader:
+    """One set as `ipset list -t` describes it: what it is and how many members it holds,
+    without the members (the kernel sends no member for it, so reading every header of 100,000
+    members costs as little as reading an empty set's)."""
+
+    name: str
+    kind: SetKind
+    family: Family
+    entries: int
+
+
+def parse_ipset_headers(text: str) -> dict[str, SetHeader]:
+    """`ipset list -t` → {set: header}; sets of types felis never creates are skipped."""
+    out: dict[str, SetHeader] = {}
+    fields: dict[str, str] = {}
+
+    def close() -> None:
+        name, settype = fields.get("Name", ""), fields.get("Type", "")
+        if name and settype in _KINDS:
+            words = fields.get("Header", "").split()
+            default = "inet6" if name.startswith(f"{SET_NAME_PREFIX}6-") else "inet"
+            fam = words[words.index("family") + 1] if "family" in words[:-1] else default
+            try:
+                entries = int(fields["Number of entries"])
+            except (KeyError, ValueError):
+                raise DataplaneRenderError(
+                    f"ipset list -t: set {name!r} has no readable 'Number of entries'"
+                ) from None
+            if fam in ("inet", "inet6"):
+                family = Family.V4 if fam == "inet" else Family.V6
+                out[name] = SetHeader(name, _KINDS[settype], family, entries)
+        fields.clear()
+
+    for raw in text.splitlines():
+        key, sep, value = raw.partition(":")
+        if not sep:
+            continue
+        if key == "Name" and fields:
+            close()
+        fields[key.strip()] = value.strip()
+    if fields:
+        close()
+    return out
+
+
+def set_size_differences(
+    sets: Mapping[str, IpSet],
+    family: Family,
+    headers: Mapping[str, SetHeader],
+    cache: RenderCache | None = None,
+) -> list[str]:
+    """What a look at the set headers alone shows differing from `sets` in one family: a set
+    missing, of another type, holding another number of members, or one of ours no rule uses.
+
+    Blind to a member replaced by another (the count stays): only reading the members
+    (`parse_ipset_save`) sees that."""
+    out = []
+    for name in sorted(sets):
+        ipset = sets[name]
+        have = headers.get(name)
+        if have is None:
+            out.append(f"set {name} missing")
+            continue
+        if have.kind is not ipset.kind or have.family is not family:
+            out.append(f"set {name} is {_TYPES[have.kind]}, wanted {_TYPES[ipset.kind]}")
+            continue
+        wanted = len(normalise_members(ipset.kind, ipset.members, family, cache))
+        if have.entries != wanted:
+            out.append(f"set {name} holds {have.entries} members, {wanted} wanted")
+    out += [
+        f"set {name} no longer used"
+        for name, header in sorted(headers.items())
+        if header.family is family and name.startswith(SET_NAME_PREFIX) and name not in sets
+    ]
     return out

@@ -106,6 +106,8 @@ HONOURED_FIELDS: Final = frozenset(
         "nftablesMarkMask",
         "interfaceExclude",
         "xdpEnabled",
+        "ipsetsRefreshInterval",
+        "nftablesRefreshInterval",
     }
 )
 
@@ -119,6 +121,10 @@ _ENDPOINT_TO_HOST_ACTION = re.compile(r"(?i)(Drop|Accept|Return)?")
 _LOG_PREFIX = re.compile(r"[a-zA-Z0-9%: /_-]*")
 _IFACE_NAME = re.compile(r"[a-zA-Z0-9_-]{1,15}")
 _IFACE_REGEX = re.compile(r"/\S+/")
+# A stored duration (Go's metav1.Duration), in the form Calico's CRD allows: "90s", "1m30s".
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 FAILSAFE_PROTOCOLS: Final = tuple(PORT_PROTOCOL_NUMBERS)
 """The protocols with ports, compared lower-cased: Calico lower-cases a protocol before Felix
 reads it."""
@@ -153,6 +159,8 @@ class FelixConfigurationSpec(_Model):
     )
     xdp_enabled: bool | None = Field(None, alias="xdpEnabled")
     nftables_mark_mask: int | None = Field(None, alias="nftablesMarkMask", ge=0, le=MARK_MASK_MAX)
+    ipsets_refresh_interval: Str | None = Field(None, alias="ipsetsRefreshInterval")
+    nftables_refresh_interval: Str | None = Field(None, alias="nftablesRefreshInterval")
 
     @model_serializer(mode="wrap")
     def _in_calico_order(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -255,6 +263,18 @@ def felix_problems(config: FelixConfiguration) -> list[Problem]:
             reason = mark_mask_reason(mask)
             if reason:
                 problems.append((f"spec.{field}", reason))
+    for field, text in (
+        ("ipsetsRefreshInterval", spec.ipsets_refresh_interval),
+        ("nftablesRefreshInterval", spec.nftables_refresh_interval),
+    ):
+        if text is not None and duration_seconds(text) is None:
+            problems.append(
+                (
+                    f"spec.{field}",
+                    f"invalid duration '{_q(text)}': a number with a unit (ms, s, m, h), "
+                    "e.g. 90s or 1m30s",
+                )
+            )
     if spec.interface_exclude:
         reason = interface_exclude_reason(spec.interface_exclude)
         if reason:
@@ -299,6 +319,15 @@ def mark_mask_reason(mask: int) -> str | None:
             f"{MARK_BITS_NEEDED} (accept, pass, drop and two scratch bits)"
         )
     return None
+
+
+def duration_seconds(text: str) -> float | None:
+    """A stored duration in seconds; None when Calico would refuse it."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(
+        float(number) * _DURATION_UNITS[unit] for number, unit in _DURATION_PART.findall(text)
+    )
 
 
 def interface_exclude_reason(text: str) -> str | None:

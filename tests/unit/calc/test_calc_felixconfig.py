@@ -240,6 +240,37 @@ def test_mark_mask_and_insert_mode_follow_the_backend() -> None:
     assert any("has no effect with the nftables backend" in w for w in nft.warnings)
 
 
+def test_full_refresh_interval_follows_the_backend() -> None:
+    # Felix's defaults: IP sets re-read every 90 s, the nftables table every 180 s.
+    assert effective_config({}, NODE, []).full_refresh == 90.0
+    assert effective_config({}, NODE, [], backend="nftables").full_refresh == 180.0
+    stored = felix("default", ipsetsRefreshInterval="2m", nftablesRefreshInterval="1m30s")
+    assert effective_config({}, NODE, [stored]).full_refresh == 120.0
+    nft = effective_config({}, NODE, [stored], backend="nftables")
+    assert nft.full_refresh == 90.0
+    assert nft.origins["nftablesRefreshInterval"] == "FelixConfiguration default"
+    assert "ipsetsRefreshInterval" not in nft.origins
+    # The environment and annotations take Felix's form there: a number of seconds.
+    env = effective_config({"FELIX_IPSETSREFRESHINTERVAL": "30"}, NODE, [stored])
+    assert env.full_refresh == 30.0
+    assert effective_config({"FELIX_IPSETSREFRESHINTERVAL": "none"}, NODE, []).full_refresh == 0
+    noted = felix(f"node.{NODE}", {"config.projectcalico.org/NftablesRefreshInterval": "45"})
+    assert effective_config({}, NODE, [noted, stored], backend="nftables").full_refresh == 45.0
+
+
+def test_a_bad_refresh_interval_in_the_environment_is_a_warning() -> None:
+    config = effective_config({"FELIX_IPSETSREFRESHINTERVAL": "90s"}, NODE, [])
+    assert config.full_refresh == 90.0
+    assert config.warnings == (
+        "environment FELIX_IPSETSREFRESHINTERVAL (ipsetsRefreshInterval): invalid number of "
+        "seconds '90s'; ignored",
+    )
+    negative = effective_config(
+        {"FELIX_NFTABLESREFRESHINTERVAL": "-1"}, NODE, [], backend="nftables"
+    )
+    assert negative.full_refresh == 180.0 and "must be 0 or more" in negative.warnings[0]
+
+
 def test_only_default_without_a_node() -> None:
     config = effective_config({}, None, [DEFAULT, NODE_CONFIG])
     assert config.calc.failsafe_inbound == ports("tcp:22,udp:68")

@@ -59,6 +59,11 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     ("interfaceExclude", felix({"interfaceExclude": "kube-ipvs0,/^veth.*/,cni_0"})),
     ("xdpEnabled", felix({"xdpEnabled": False})),
     (
+        "refresh intervals",
+        felix({"ipsetsRefreshInterval": "1m30s", "nftablesRefreshInterval": "0.5h"}),
+    ),
+    ("refresh interval 0 turns it off", felix({"ipsetsRefreshInterval": "0s"})),
+    (
         "other Calico fields, as written",
         felix(
             {
@@ -169,6 +174,18 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
         felix({"failsafeInboundHostPorts": [{"port": 22, "net": "10.0.0.0/33"}]}),
         "spec.failsafeInboundHostPorts[0].net",
         "invalid CIDR",
+    ),
+    (
+        "refresh interval without a unit",
+        felix({"ipsetsRefreshInterval": 90}),
+        "spec.ipsetsRefreshInterval",
+        "invalid duration '90'",
+    ),
+    (
+        "refresh interval negative",
+        felix({"nftablesRefreshInterval": "-5s"}),
+        "spec.nftablesRefreshInterval",
+        "invalid duration '-5s'",
     ),
     (
         "failsafe unknown key",

@@ -457,8 +457,21 @@ class SqliteDatastore:
     ) -> Iterator[WatchEvent]:
         # Own connection: a watcher blocks for long stretches and must not hold self._lock.
         conn = self._connect()
+        read_at: int | None = None
         try:
             while not self._closed:
+                try:
+                    # Another connection's commit changes data_version; this one never writes.
+                    # An idle agent then costs one pragma per poll, not a read transaction.
+                    version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+                except sqlite3.Error as exc:
+                    raise self._unavailable("watch", exc) from None
+                if version == read_at:
+                    if stop is None:
+                        time.sleep(poll_interval)
+                    elif stop.is_set() or stop.wait(poll_interval):
+                        return
+                    continue
                 try:
                     conn.execute("BEGIN")
                     _check_compaction(conn, cursor)
@@ -478,6 +491,7 @@ class SqliteDatastore:
                     yield WatchEvent(event, kind, name, json.loads(value), cursor)
                 if len(rows) == _WATCH_BATCH:
                     continue  # more already committed: fetch it before considering `stop`
+                read_at = version
                 if stop is None:
                     time.sleep(poll_interval)
                 elif stop.is_set() or stop.wait(poll_interval):

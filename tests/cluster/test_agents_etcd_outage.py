@@ -69,7 +69,7 @@ def test_agents_ride_out_member_and_cluster_outages() -> None:
             poll(node.reach, 30, f"{node.name} to allow the client")
             assert not node.reach(OTHER_PORT)
 
-        # 1. The member every agent talks to first is down while changes are written.
+        # 1. A member is down while changes are written (agents that started on it fail over).
         first = etcd.members[0]
         etcd.stop_member(first)
         with etcd_store(etcd) as store:

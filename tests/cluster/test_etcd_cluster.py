@@ -27,6 +27,11 @@ def leader(cluster: EtcdCluster) -> Member:
     raise AssertionError("no leader")
 
 
+def member_of(cluster: EtcdCluster, url: str) -> Member:
+    (member,) = [m for m in cluster.members if m.client_url == url]
+    return member
+
+
 class Watcher(threading.Thread):
     """Collects every event from `since` until stopped; records what ended it."""
 
@@ -56,7 +61,7 @@ def test_members_stopped_while_writing(etcd3: EtcdCluster) -> None:
     watcher = Watcher(etcd3, store.revision())
     watcher.start()
     try:
-        first = etcd3.members[0]  # the endpoint every request goes to first
+        first = member_of(etcd3, store.client.preferred)  # where requests go first
         for i in range(WRITES):
             if i == WRITES // 3:
                 etcd3.stop_member(first)
@@ -102,7 +107,8 @@ def test_watch_survives_losing_its_member(etcd3: EtcdCluster) -> None:
         try:
             store.apply([gns("before")])
             poll(lambda: len(watcher.events) == 1, what="first event")
-            etcd3.stop_member(etcd3.members[0])  # the member the watch stream is attached to
+            # The member the watch stream is attached to.
+            etcd3.stop_member(member_of(etcd3, watcher.store.client.preferred))
             store.apply([gns("after-1")])
             store.apply([gns("after-2")])
             poll(lambda: len(watcher.events) == 3 or watcher.error is not None, what="events")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from collections import deque
@@ -247,7 +248,7 @@ class Agent:
                 break
             except FelisError as err:
                 self._note_error("initial sync", err)
-                stop.wait(self.settings.retry_interval)
+                stop.wait(_jittered(self.settings.retry_interval))
         if stop.is_set():
             return
         watcher = self._start_watch(stop)
@@ -370,7 +371,7 @@ class Agent:
                 except DatastoreError as err:
                     self.state.datastore_ok = False
                     log.warning("datastore unavailable, keeping current rules: %s", err)
-                    stop.wait(self.settings.retry_interval)
+                    stop.wait(_jittered(self.settings.retry_interval))
 
         thread = threading.Thread(target=follow, name="felis-watch", daemon=True)
         thread.start()
@@ -567,6 +568,12 @@ class Agent:
     def _note_error(self, what: str, err: Exception) -> None:
         self.state.last_error = f"{what}: {err}"
         log.error("%s failed: %s", what, err)
+
+
+def _jittered(interval: float) -> float:
+    """`interval` ± 50 %: agents restarted together, or cut off by the same outage, must not
+    all come back to the datastore in the same instant again and again."""
+    return interval * random.uniform(0.5, 1.5)
 
 
 def _name_of(obj: dict[str, Any]) -> str:

@@ -55,6 +55,7 @@ from felis.datastore.errors import (
 from felis.datastore.etcd_client import (
     GRPC_INVALID_ARGUMENT,
     GRPC_OUT_OF_RANGE,
+    PAGE_KEYS,
     EtcdClient,
     ServerError,
     b64,
@@ -131,6 +132,8 @@ class EtcdDatastore:
             timeout=timeout,
             retry_for=retry_for,
         )
+        self.page_keys = PAGE_KEYS
+        """Keys per request when listing (tests make it small)."""
         self._closed = False
         self._watches: builtins.list[EtcdWatch] = []
         self._lock = threading.Lock()
@@ -245,7 +248,9 @@ class EtcdDatastore:
     def _list(self, prefix: str) -> Listing:
         client = self._live()
         try:
-            kvs, revision = client.range(prefix, prefix=True)
+            # In pages: a whole fleet's datastore in one answer can outlast the request
+            # timeout on a busy member, and each retry would start it over from scratch.
+            kvs, revision = client.range_paged(prefix, page=self.page_keys)
         except ServerError as err:
             raise self._server_error(err) from None
         items: dict[tuple[str, str], tuple[bool, JSONObject]] = {}

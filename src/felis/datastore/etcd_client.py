@@ -3,12 +3,16 @@
 etcd3gw gives one client per endpoint over a shared `requests` session (TLS files and the auth
 token live on the session). This module adds what felis needs on top:
 
+* spreading: each client tries the endpoints in its own random order, so a fleet configured
+  with one identical endpoint list still spreads its watches and reads over the members;
 * failover: a request goes to the endpoint that last answered, then to the others in turn;
   transient server errors (no leader, leader changed, request timed out) are retried until a
   deadline, while a round in which no endpoint could even be connected to fails at once;
 * `maybe_sent`: whether an earlier attempt of a write may have reached the server (connection
   lost after sending), so the caller can tell "my own retried write" from a real conflict;
 * the gateway's error codes turned into felis errors, each one line naming the endpoints;
+* prefix reads in pages pinned to one revision, so a large snapshot is several small
+  requests, each well within the request timeout, instead of one that may not be;
 * watch streams opened on the same session (etcd3gw's own watcher drops compaction notices and
   cannot resume, so felis reads the stream itself; see felis.datastore.etcd_watch).
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import threading
 import time
 import urllib.parse
@@ -39,6 +44,13 @@ except ImportError as missing:  # the optional extra; SQLite needs none of it
 API_PATH = "/v3/"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_RETRY_FOR = 10.0
+# Keys per request of a paged prefix read: with Calico objects of well under 4 KiB a page
+# stays below about 2 MiB, a request a busy member can serve within DEFAULT_TIMEOUT, while a
+# 1,000-node datastore (about 6,000 objects) is still only a dozen requests.
+PAGE_KEYS = 500
+# A paged read restarts when etcd compacted its revision between two pages; compaction that
+# outruns this many complete snapshots means something is misconfigured, so stop and say so.
+MAX_PAGED_RESTARTS = 5
 
 # gRPC status codes the gateway reports in its JSON errors.
 GRPC_OUT_OF_RANGE = 11
@@ -122,7 +134,9 @@ class EtcdClient:
         password: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
+        seed: int | None = None,
     ) -> None:
+        """`seed` fixes the endpoint order (tests); by default each client draws its own."""
         if not endpoints:
             raise Unavailable("no etcd endpoints specified")
         if bool(cert_file) != bool(key_file):
@@ -152,8 +166,17 @@ class EtcdClient:
                 session=self.session,
             )
             self.endpoints.append(Endpoint(client.base_url, client))
+        self.names = ",".join(e.url for e in self.endpoints)  # as configured, for messages
+        # Every host usually has the same ETCD_ENDPOINTS; starting each client at a random
+        # member (and failing over in a random order) keeps a fleet from all landing on the
+        # first one, and a lost member's clients from all moving to the same next one.
+        (random.Random(seed) if seed is not None else random.SystemRandom()).shuffle(self.endpoints)
         self._preferred = 0
-        self.names = ",".join(e.url for e in self.endpoints)
+
+    @property
+    def preferred(self) -> str:
+        """The endpoint the next request or watch tries first."""
+        return self.endpoints[self._preferred].url
 
     def close(self) -> None:
         self.session.close()
@@ -286,6 +309,42 @@ class EtcdClient:
         result, _ = self.call("/kv/range", payload)
         return list(result.get("kvs", [])), int(result["header"]["revision"])
 
+    def range_paged(
+        self, prefix: str, *, page: int = PAGE_KEYS
+    ) -> tuple[list[dict[str, Any]], int]:
+        """(kvs, revision) of every key under `prefix`, read `page` keys per request.
+
+        The first page fixes the revision and every later page is read at it, so the result is
+        one consistent snapshot. If etcd compacts that revision before the last page, the read
+        starts over at the current revision (up to MAX_PAGED_RESTARTS times).
+        """
+        end = prefix_end(prefix)
+        for _ in range(MAX_PAGED_RESTARTS):
+            kvs: list[dict[str, Any]] = []
+            start = prefix.encode("utf-8")
+            revision: int | None = None
+            try:
+                while True:
+                    payload: dict[str, Any] = {"key": b64(start), "range_end": end, "limit": page}
+                    if revision is not None:
+                        payload["revision"] = revision
+                    result, _ = self.call("/kv/range", payload)
+                    got = list(result.get("kvs", []))
+                    kvs.extend(got)
+                    if revision is None:
+                        revision = int(result["header"]["revision"])
+                    if not result.get("more") or not got:
+                        return kvs, revision
+                    start = unb64(got[-1]["key"]) + b"\0"  # the smallest key after the last
+            except ServerError as err:
+                if revision is None or not is_compacted(err):
+                    raise
+        raise ServerError(
+            GRPC_OUT_OF_RANGE,
+            f"reading {prefix!r} in pages of {page}: etcd compacted the snapshot's revision "
+            f"before its last page {MAX_PAGED_RESTARTS} times in a row (compaction too frequent?)",
+        )
+
     def txn(self, payload: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         ops = [*payload.get("success", []), *payload.get("failure", [])]
         write = any("request_range" not in op for op in ops)
@@ -383,6 +442,11 @@ def _tls_reason(text: str) -> str:
         if marker.lower() in text.lower():
             return marker
     return _short(text, 120)
+
+
+def is_compacted(err: ServerError) -> bool:
+    """etcd's answer to a read at a revision it no longer keeps."""
+    return err.code == GRPC_OUT_OF_RANGE and "compacted" in err.message
 
 
 def as_datastore_error(err: ServerError, names: str) -> DatastoreError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
+import struct
 import sys
 import threading
 
@@ -89,6 +90,11 @@ def probe(
             # A fixed source port is reused by the next probe of the same flow while the last
             # connection still sits in TIME_WAIT.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if proto != "udp":
+                # SO_REUSEADDR lets the bind through, but connect() still refuses a 4-tuple in
+                # TIME_WAIT (EADDRNOTAVAIL: no packet sent, read as a drop). Closing with a
+                # reset leaves no TIME_WAIT behind for the next probe of the same flow.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.bind((source or "", source_port))
         try:
             if proto == "udp":

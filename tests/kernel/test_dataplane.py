@@ -576,7 +576,7 @@ def test_adjacent_set_members_added_one_by_one(node: FelisNode) -> None:
     delta must still apply, and converge to nothing to do."""
     node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY))
     node.converge()
-    for last_octet in range(4):
+    for last_octet in range(3):
         node.apply(
             manifest(f"""
             apiVersion: projectcalico.org/v3

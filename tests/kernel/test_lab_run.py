@@ -114,8 +114,9 @@ def test_short_lab_run_with_felis(tmp_path: Path, backend: str) -> None:
     cfg = config(tmp_path)
     cfg = LabConfig(server_netns=cfg.server_netns, client_netns=cfg.client_netns,
                     node_name="memcached-node-1", run_dir=cfg.run_dir)  # fmt: skip
-    opts = RunOptions(phase_seconds=10, conntrack_max=4096, results=tmp_path / "res",
-                      backend=backend, config=cfg)  # fmt: skip
+    # No chart: test_orchestration_with_stand_in_firewall draws one (matplotlib costs seconds).
+    opts = RunOptions(phase_seconds=5, conntrack_max=4096, results=tmp_path / "res",
+                      backend=backend, config=cfg, chart=False)  # fmt: skip
     run_lab(opts)
     assert read_conntrack_max() == original
     assert not ({cfg.server_netns, cfg.client_netns} & netns_names())
@@ -155,7 +156,7 @@ def test_rounds_against_the_handwritten_reference(tmp_path: Path, backend: str) 
     cfg = config(tmp_path)
     # A small table: anything the hand-written rules failed to keep untracked would fill it.
     # No chart: the unit tests draw it, and matplotlib would add seconds to each run.
-    opts = RunOptions(phase_seconds=3, rounds=2, conntrack_max=4096, results=tmp_path / "res",
+    opts = RunOptions(phase_seconds=2, rounds=2, conntrack_max=4096, results=tmp_path / "res",
                       backend=backend, phases=REFERENCE_PHASES, config=cfg,
                       chart=False)  # fmt: skip
     run_lab(opts)

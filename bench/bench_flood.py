@@ -22,12 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_lab import run_header
 from felis.conntrack import kernel as ct
 from felis.lab.errors import LabError
 from felis.lab.flood import FLOOD_PHASES
@@ -132,14 +131,7 @@ def main() -> None:
         run_dir=Path("/run/felis-lab-flood"),
     )
     out: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "conntrack_max": ct.read_max(),
-        },
+        **run_header(),
         "backend": args.backend,
         "runs": [],
     }

@@ -39,7 +39,7 @@ from typing import Any
 from felis.conntrack import kernel as ct
 from felis.lab import loadgen
 from felis.lab import netns as ns
-from felis.lab.cpu import CLK_TCK, cpu_times
+from felis.lab.cpu import cpu_times, proc_cpu
 from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.signals import cleanup_on_signals
@@ -77,14 +77,18 @@ RATIOS = (
 )
 
 
-def proc_cpu(pid: int) -> float:
-    """user + system seconds of one process (0 when it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    rest = stat.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+def run_header() -> dict[str, Any]:
+    """When, how and where a lab bench ran: the head of its JSON (bench_flood shares it)."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "conntrack_max": ct.read_max(),
+        },
+    }
 
 
 def loadavg() -> float:
@@ -301,14 +305,7 @@ def main() -> None:
         run_dir=Path("/run/felis-lab-bench"),
     )
     doc: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "conntrack_max": ct.read_max(),
-        },
+        **run_header(),
         "client_ports": format_port_range(client_ports),
         "loadavg_start": loadavg(),
     }

@@ -39,3 +39,15 @@ def cpu_times(path: Path = PROC_STAT) -> CpuTimes:
 def us_per_conn(busy_s: float, connections: int) -> float | None:
     """Microseconds of busy CPU per completed connection; None when nothing completed."""
     return 1e6 * busy_s / connections if connections > 0 else None
+
+
+def proc_cpu(pid: int | None) -> float:
+    """user + system seconds of one process (0 when it is gone or unknown)."""
+    if pid is None:
+        return 0.0
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    rest = stat.rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK

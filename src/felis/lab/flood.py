@@ -30,7 +30,7 @@ from typing import Any
 
 from felis import compiled, sysexec
 from felis.lab import netns as ns
-from felis.lab.cpu import CLK_TCK
+from felis.lab.cpu import proc_cpu
 from felis.lab.errors import LabCommandError, LabError
 from felis.lab.safety import require_lab_address
 
@@ -156,18 +156,6 @@ def link_mac(netns: str, iface: str) -> str:
         return str(link["address"])
     except (ValueError, KeyError, TypeError) as exc:
         raise LabError(f"cannot read the MAC address of {iface} in {netns}") from exc
-
-
-def proc_cpu(pid: int | None) -> float:
-    """user + system seconds of one process (0 when it is gone or unknown)."""
-    if pid is None:
-        return 0.0
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    rest = stat.rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 class Flooder:

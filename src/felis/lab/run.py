@@ -34,7 +34,7 @@ from felis.conntrack import kernel as ct
 from felis.lab import flood, loadgen
 from felis.lab import netns as ns
 from felis.lab.chart import CHART_NAME, render_chart
-from felis.lab.cpu import cpu_times
+from felis.lab.cpu import cpu_times, proc_cpu
 from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.flood import (
@@ -46,7 +46,6 @@ from felis.lab.flood import (
     FloodRig,
     expand_phases,
     link_mac,
-    proc_cpu,
     xdp_dropped,
 )
 from felis.lab.handwritten import HANDWRITTEN

@@ -12,7 +12,10 @@ the flood rate really sent, the flooder's own CPU and the XDP drops. The load av
 recorded, since the box is shared.
 
 Run (root): .venv/bin/python bench/bench_flood.py [--rounds 5] [--seconds 8]
-[--rates 100000] [--backend nftables] [--out lab-results/bench-flood.json]
+[--rates 100000] [--via driver] [--queues N] [--backend nftables]
+[--out lab-results/bench-flood.json]
+(`--via driver,socket` runs each rate both ways: frames into the veth's XDP transmit path, as
+from a NIC, or from an AF_PACKET socket; docs/lab.md, "The flood phases")
 (about 5 minutes per rate with the defaults; output git-ignored). Results go into
 docs/benchmarks-lab.md by hand, with the command and date.
 """
@@ -29,7 +32,7 @@ from typing import Any
 from bench_lab import run_header
 from felis.conntrack import kernel as ct
 from felis.lab.errors import LabError
-from felis.lab.flood import FLOOD_PHASES
+from felis.lab.flood import DEFAULT_FLOOD_VIA, FLOOD_PHASES, FLOOD_VIAS
 from felis.lab.run import RunOptions, run_lab
 from felis.lab.topology import LabConfig
 
@@ -81,12 +84,12 @@ def summarise(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def markdown(rate: float, summary: dict[str, Any]) -> str:
+def markdown(rate: float, via: str, summary: dict[str, Any]) -> str:
     """The per-round table for docs/benchmarks-lab.md."""
     lines = [
-        f"Flood {rate:,.0f} pkt/s asked for. conn/s · server CPU µs/conn per phase; ratios "
-        "of conn/s; flood sent (pkt/s, XDP / raw), the flooder's own CPU (cores), and the "
-        "segments the clients retransmitted (noflood / XDP / raw).",
+        f"Flood {rate:,.0f} pkt/s asked for, sent via {via}. conn/s · server CPU µs/conn per "
+        "phase; ratios of conn/s; flood sent (pkt/s, XDP / raw), the flooder's own CPU "
+        "(cores), and the segments the clients retransmitted (noflood / XDP / raw).",
         "",
         "| round | noflood | flood-xdp | flood-raw | xdp/noflood | raw/noflood | xdp/raw "
         "| sent pkt/s | flooder cores | client retransmits |",
@@ -119,6 +122,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8.0, help="load duration of each phase")
     ap.add_argument("--rates", default="100000", help="flood rates (pkt/s), comma-separated")
+    vias = ", ".join(FLOOD_VIAS)
+    ap.add_argument("--via", default=DEFAULT_FLOOD_VIA, help=f"comma-separated: {vias}")
+    ap.add_argument("--queues", type=int, default=None,
+                    help="veth queues per end in driver mode (default: one per core)")  # fmt: skip
     ap.add_argument("--backend", default="nftables", choices=("nftables", "iptables"))
     ap.add_argument("--out", type=Path, default=Path("lab-results/bench-flood.json"))
     args = ap.parse_args()
@@ -135,8 +142,8 @@ def main() -> None:
         "backend": args.backend,
         "runs": [],
     }
-    for text in args.rates.split(","):
-        rate = float(text)
+    runs = [(float(r), v) for v in args.via.split(",") for r in args.rates.split(",")]
+    for rate, via in runs:
         before = loadavg()
         opts = RunOptions(
             phase_seconds=args.seconds,
@@ -144,9 +151,11 @@ def main() -> None:
             phases=list(FLOOD_PHASES),
             backend=args.backend,
             flood_rate=rate,
+            flood_via=via,
+            flood_queues=args.queues,
             config=cfg,
             chart=False,
-            results=args.out.parent / f"bench-flood-{rate:.0f}",
+            results=args.out.parent / f"bench-flood-{via}-{rate:.0f}",
         )
         try:
             doc = run_lab(opts)
@@ -154,9 +163,10 @@ def main() -> None:
             sys.exit(f"bench_flood: {exc}")
         summary = summarise(doc)
         out["runs"].append(
-            {"rate_pps": rate, "loadavg_before": before, "loadavg_after": loadavg(), **summary}
-        )
-        print(markdown(rate, summary), flush=True)
+            {"rate_pps": rate, "via": via, "queues": args.queues, "loadavg_before": before,
+             "loadavg_after": loadavg(), **summary}
+        )  # fmt: skip
+        print(markdown(rate, via, summary), flush=True)
         print(f"load average {before:.1f} → {loadavg():.1f}", flush=True)
     out["conntrack_max_end"] = ct.read_max()
     args.out.parent.mkdir(parents=True, exist_ok=True)

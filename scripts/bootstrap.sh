@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_PACKAGES=(
     iptables nftables ipset conntrack iproute2 memcached
     gcc libc6-dev python3 python3-venv procps kmod etcd-server etcd-client
-    prometheus clang llvm libbpf-dev bpftool
+    prometheus clang llvm libbpf-dev bpftool ethtool
 )
 
 missing=()

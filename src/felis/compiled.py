@@ -1,6 +1,7 @@
 """C sources shipped as package data, compiled on first use into a cache keyed by their hash.
 
-The lab's load generator and the XDP program are both built this way: the source travels in
+The lab's load generator and flooder, and the BPF programs (felis' XDP blocklist, the
+flooder's frame generator) are all built this way: the source travels in
 the wheel, the machine's own compiler builds it once, and a changed source gets a new file.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from importlib import resources
@@ -57,3 +59,29 @@ def build(
         # Atomic: a concurrent build or a reader never sees a half-written file.
         os.replace(out, target)
     return target
+
+
+def build_bpf(
+    package: str,
+    name: str,
+    stem: str,
+    *,
+    cache: Path | None = None,
+    error: type[sysexec.CommandError] = sysexec.CommandError,
+    missing: type[Exception] = sysexec.CommandError,
+) -> Path:
+    """A BPF object compiled from `package`/`name` with clang, on first use; `missing` is
+    raised (one line) when there is no clang."""
+    clang = shutil.which("clang")
+    if clang is None:
+        raise missing(f"building {name} needs clang (Debian: apt-get install clang)")
+    return build(
+        package,
+        name,
+        stem,
+        # The multiarch include dir holds asm/types.h, which linux/bpf.h needs.
+        lambda src, out: [clang, "-O2", "-g", "-Wall", "-target", "bpf",
+                          "-I/usr/include/x86_64-linux-gnu", "-c", str(src), "-o", str(out)],
+        cache=cache,
+        error=error,
+    )  # fmt: skip

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from felis.cli.exits import one_line_errors
-from felis.lab.flood import DEFAULT_FLOOD_RATE
+from felis.lab.flood import DEFAULT_FLOOD_RATE, DEFAULT_FLOOD_VIA
 from felis.lab.run import (
     DEFAULT_PHASE_SECONDS,
     ProgressView,
@@ -172,6 +172,14 @@ def run(
         float,
         typer.Option("--flood-rate", help="Packets per second of the flood phases' SYN flood."),
     ] = DEFAULT_FLOOD_RATE,
+    flood_via: Annotated[
+        str,
+        typer.Option(
+            "--flood-via",
+            help="How the flood is sent: driver (frames into the veth's XDP transmit path, "
+            "as from a NIC) or socket (AF_PACKET; the sender's kernel builds each packet).",
+        ),
+    ] = DEFAULT_FLOOD_VIA,
     rounds: Annotated[
         int,
         typer.Option(
@@ -209,6 +217,7 @@ def run(
         threads=threads,
         concurrency=concurrency,
         flood_rate=flood_rate,
+        flood_via=flood_via,
         config=LabConfig(run_dir=run_dir, client_ports=parse_port_range(client_ports)),
     )
     console = Console()

@@ -1,17 +1,31 @@
 /*
  * felis lab SYN flooder: spoofed TCP SYNs from a range of blocklisted sources, sent on one
- * interface with AF_PACKET (docs/lab.md, "The flood phases").
+ * interface, the client's end of the lab's veth pair (docs/lab.md, "The flood phases").
  *
- * Frames go out of the named interface only (the lab's veth, whose peer is the server
- * namespace), addressed to the peer's MAC: nothing is routed, nothing leaves the lab. The
- * destination and every source must be in 198.18.0.0/15 (exit status 3 otherwise).
+ * Two ways to send, the same frames:
+ *  - socket mode (default): AF_PACKET, sendmmsg in batches of -b. The kernel builds a socket
+ *    buffer for every frame on the sender's side, as a local program's packets would have.
+ *  - driver mode (-x GENERATOR.o -H HOLD_IFACE): the frames are made by floodgen.c, run with
+ *    BPF_PROG_TEST_RUN in live-frames mode, and handed to the veth's XDP transmit path. They
+ *    reach the server's end as driver buffers, as from a NIC, with no socket buffer built; the
+ *    server's end needs NAPI (an XDP program, or GRO on) to take them. The generator stays
+ *    attached (generic mode) to HOLD_IFACE, an interface that carries no traffic, so each run
+ *    does not re-register it with the kernel's XDP dispatcher (an RCU wait of tens of ms).
+ *    -b is then the frames per run, -B the frames per transmit flush within a run (the
+ *    receiving ring holds 256); the veth's own counters say how many were delivered.
+ *
+ * Frames go out of the named interface only, addressed to the peer's MAC: nothing is routed,
+ * nothing leaves the lab. The destination and every source must be in 198.18.0.0/15 (exit
+ * status 3 otherwise).
  *
  * Bounded twice: by a packet count (-n) and by a duration (-d), both required; it stops by
  * itself at whichever comes first, or on SIGTERM/SIGINT. With -r it paces itself to that many
- * packets per second, in batches of -b frames (sendmmsg); without, it sends as fast as it can.
+ * packets per second; without, it sends as fast as it can.
  *
- * Output: {"type":"start"} once the socket is ready, then one summary line:
- * {"type":"summary","t":..,"sent":..,"errors":..}. Built by felis on first use: cc -O2.
+ * Output: {"type":"start"} once ready, then one summary line:
+ * {"type":"summary","t":..,"sent":..,"errors":..,"generated":..}: frames the server's end took,
+ * frames the way refused (a full queue), frames made. Built by felis on first use:
+ * cc -O2 ... -lbpf.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -31,12 +45,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/ethtool.h>
+#include <linux/if_link.h>
+#include <linux/sockios.h>
+
 #ifndef PACKET_QDISC_BYPASS
 #define PACKET_QDISC_BYPASS 20
 #endif
 
 #define FRAME_LEN 54 /* Ethernet 14 + IPv4 20 + TCP 20 */
-#define MAX_BATCH 256
+#define MAX_BATCH 256 /* socket mode: frames per sendmmsg */
+#define MAX_RUN 65536 /* driver mode: frames per test run */
+#define MAX_FLUSH 256 /* driver mode: frames per transmit flush within a run */
 #define MAX_DURATION 3600.0
 
 static volatile sig_atomic_t g_stop = 0;
@@ -97,20 +119,128 @@ static void fill_frame(uint8_t *f, uint64_t i, uint32_t src_base, uint32_t nsrc,
     put16(tcp + 16, fold(add16(add16(0, pseudo, 12), tcp, 20)));
 }
 
+/* The frame every SYN starts from; fill_frame (socket) or floodgen.c (driver) varies it. */
+static void template_frame(uint8_t *f, const unsigned int mac[6], const uint8_t *own_mac,
+                           uint32_t dst, long port) {
+    memset(f, 0, FRAME_LEN);
+    for (int k = 0; k < 6; k++) f[k] = (uint8_t)mac[k];
+    memcpy(f + 6, own_mac, 6);
+    put16(f + 12, ETHERTYPE_IP);
+    uint8_t *ip = f + 14, *tcp = f + 34;
+    ip[0] = 0x45;
+    put16(ip + 2, 40);
+    put16(ip + 6, 0x4000); /* DF */
+    ip[8] = 64;
+    ip[9] = IPPROTO_TCP;
+    put32(ip + 16, dst);
+    put16(tcp + 2, (uint16_t)port);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02; /* SYN */
+    put16(tcp + 14, 64240);
+}
+
+/* The sum of the interface's ethtool statistics named tx_queue_<n>_<suffix> (veth: frames its
+ * XDP transmit path handed to the peer, or could not). -1 when they cannot be read. */
+static long long veth_tx_stat(int fd, const char *iface, const char *suffix) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", iface);
+    struct {
+        struct ethtool_sset_info hdr;
+        uint32_t buf[1];
+    } sset = {.hdr = {.cmd = ETHTOOL_GSSET_INFO, .sset_mask = 1ULL << ETH_SS_STATS}};
+    ifr.ifr_data = (void *)&sset;
+    if (ioctl(fd, SIOCETHTOOL, &ifr) < 0 || !sset.hdr.sset_mask) return -1;
+    uint32_t n = sset.buf[0];
+    struct ethtool_gstrings *names = calloc(1, sizeof(*names) + (size_t)n * ETH_GSTRING_LEN);
+    struct ethtool_stats *stats = calloc(1, sizeof(*stats) + (size_t)n * sizeof(uint64_t));
+    long long total = -1;
+    if (names && stats) {
+        names->cmd = ETHTOOL_GSTRINGS;
+        names->string_set = ETH_SS_STATS;
+        names->len = n;
+        stats->cmd = ETHTOOL_GSTATS;
+        stats->n_stats = n;
+        ifr.ifr_data = (void *)names;
+        int ok = ioctl(fd, SIOCETHTOOL, &ifr) == 0;
+        ifr.ifr_data = (void *)stats;
+        ok = ok && ioctl(fd, SIOCETHTOOL, &ifr) == 0;
+        for (uint32_t k = 0; ok && k < n; k++) {
+            char name[ETH_GSTRING_LEN + 1] = {0};
+            memcpy(name, names->data + (size_t)k * ETH_GSTRING_LEN, ETH_GSTRING_LEN);
+            unsigned q;
+            int used = 0;
+            if (sscanf(name, "tx_queue_%u_%n", &q, &used) == 1 && used > 0 &&
+                strcmp(name + used, suffix) == 0)
+                total = (total < 0 ? 0 : total) + (long long)stats->data[k];
+        }
+        if (ok && total < 0) total = 0;
+    }
+    free(names);
+    free(stats);
+    return total;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: flood -i IFACE -m DST_MAC -a DST [-p PORT] -s SRC [-k NSRC] -n COUNT -d SECONDS\n"
-            "             [-r PPS] [-b BATCH]\n"
-            "DST and every source must be in 198.18.0.0/15; COUNT and SECONDS are required.\n");
+            "             [-r PPS] [-b BATCH] [-x GENERATOR.o -H HOLD_IFACE [-B FLUSH]]\n"
+            "DST and every source must be in 198.18.0.0/15; COUNT and SECONDS are required.\n"
+            "-x and -H together select driver mode (BPF live frames into IFACE's XDP path).\n");
+}
+
+struct driver {
+    int prog_fd;
+    int hold_ifindex;
+    struct bpf_object *obj;
+};
+
+struct flood_cfg {
+    uint32_t ifindex, src_base, src_count, pad;
+};
+
+/* Load the generator, configure it and park it on the hold interface; 0 when ready. */
+static int driver_open(struct driver *d, const char *obj_path, const char *hold, int ifindex,
+                       uint32_t src_base, uint32_t nsrc) {
+    libbpf_set_print(NULL);
+    d->obj = bpf_object__open_file(obj_path, NULL);
+    if (!d->obj || bpf_object__load(d->obj)) {
+        fprintf(stderr, "flood: cannot load the generator %s: %s\n", obj_path, strerror(errno));
+        return -1;
+    }
+    struct bpf_program *prog = bpf_object__find_program_by_name(d->obj, "felis_flood");
+    int cfg_fd = bpf_object__find_map_fd_by_name(d->obj, "flood_cfg");
+    struct flood_cfg cfg = {(uint32_t)ifindex, src_base, nsrc, 0};
+    uint32_t zero = 0;
+    if (!prog || cfg_fd < 0 || bpf_map_update_elem(cfg_fd, &zero, &cfg, 0)) {
+        fprintf(stderr, "flood: the generator %s is not felis' floodgen\n", obj_path);
+        return -1;
+    }
+    d->prog_fd = bpf_program__fd(prog);
+    d->hold_ifindex = (int)if_nametoindex(hold);
+    if (!d->hold_ifindex ||
+        bpf_xdp_attach(d->hold_ifindex, d->prog_fd,
+                       XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST, NULL)) {
+        fprintf(stderr, "flood: cannot park the generator on %s: %s\n", hold, strerror(errno));
+        d->hold_ifindex = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static void driver_close(struct driver *d) {
+    if (d->hold_ifindex) bpf_xdp_detach(d->hold_ifindex, XDP_FLAGS_SKB_MODE, NULL);
+    if (d->obj) bpf_object__close(d->obj);
 }
 
 int main(int argc, char **argv) {
     const char *iface = NULL, *mac = NULL, *dst_text = NULL, *src_text = NULL;
-    long port = 12211, nsrc = 1, batch = 64;
+    const char *generator = NULL, *hold = NULL;
+    long port = 12211, nsrc = 1, batch = 64, flush = 16;
     unsigned long long count = 0;
     double duration = 0, rate = 0;
     int opt;
-    while ((opt = getopt(argc, argv, "i:m:a:p:s:k:n:d:r:b:h")) != -1) {
+    while ((opt = getopt(argc, argv, "i:m:a:p:s:k:n:d:r:b:B:x:H:h")) != -1) {
         switch (opt) {
         case 'i': iface = optarg; break;
         case 'm': mac = optarg; break;
@@ -122,13 +252,18 @@ int main(int argc, char **argv) {
         case 'd': duration = atof(optarg); break;
         case 'r': rate = atof(optarg); break;
         case 'b': batch = atol(optarg); break;
+        case 'B': flush = atol(optarg); break;
+        case 'x': generator = optarg; break;
+        case 'H': hold = optarg; break;
         default: usage(); return 2;
         }
     }
+    int driver_mode = generator != NULL;
     unsigned int m[6];
     if (!iface || !mac || !dst_text || !src_text || port < 1 || port > 65535 || nsrc < 1 ||
         nsrc > 65536 || count == 0 || duration <= 0 || duration > MAX_DURATION || rate < 0 ||
-        batch < 1 || batch > MAX_BATCH ||
+        batch < 1 || batch > (driver_mode ? MAX_RUN : MAX_BATCH) || flush < 1 ||
+        flush > MAX_FLUSH || (!generator != !hold) ||
         sscanf(mac, "%x:%x:%x:%x:%x:%x", &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6) {
         usage();
         return 2;
@@ -163,41 +298,46 @@ int main(int argc, char **argv) {
         fprintf(stderr, "flood: %s has no hardware address: %s\n", iface, strerror(errno));
         return 1;
     }
-    struct sockaddr_ll sll;
-    memset(&sll, 0, sizeof(sll));
-    sll.sll_family = AF_PACKET;
-    sll.sll_ifindex = ifindex;
-    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
-        fprintf(stderr, "flood: bind %s: %s\n", iface, strerror(errno));
-        return 1;
-    }
-    /* Straight to the driver: the client side's qdisc is not what is measured. */
-    int one = 1;
-    setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+    uint8_t own_mac[6];
+    memcpy(own_mac, ifr.ifr_hwaddr.sa_data, 6);
 
     static uint8_t frames[MAX_BATCH][FRAME_LEN];
     static struct iovec iov[MAX_BATCH];
     static struct mmsghdr msgs[MAX_BATCH];
-    for (int b = 0; b < MAX_BATCH; b++) {
-        uint8_t *f = frames[b];
-        for (int k = 0; k < 6; k++) f[k] = (uint8_t)m[k];
-        memcpy(f + 6, ifr.ifr_hwaddr.sa_data, 6);
-        put16(f + 12, ETHERTYPE_IP);
-        uint8_t *ip = f + 14, *tcp = f + 34;
-        ip[0] = 0x45;
-        put16(ip + 2, 40);
-        put16(ip + 6, 0x4000); /* DF */
-        ip[8] = 64;
-        ip[9] = IPPROTO_TCP;
-        put32(ip + 16, dst);
-        put16(tcp + 2, (uint16_t)port);
-        tcp[12] = 5 << 4;
-        tcp[13] = 0x02; /* SYN */
-        put16(tcp + 14, 64240);
-        iov[b].iov_base = f;
-        iov[b].iov_len = FRAME_LEN;
-        msgs[b].msg_hdr.msg_iov = &iov[b];
-        msgs[b].msg_hdr.msg_iovlen = 1;
+    struct driver drv = {0};
+    long long delivered0 = 0, refused0 = 0;
+    if (driver_mode) {
+        template_frame(frames[0], m, own_mac, dst, port);
+        delivered0 = veth_tx_stat(fd, iface, "xdp_xmit");
+        refused0 = veth_tx_stat(fd, iface, "xdp_xmit_errors");
+        if (delivered0 < 0 || refused0 < 0) {
+            fprintf(stderr, "flood: %s has no XDP transmit counters (driver mode needs a veth)\n",
+                    iface);
+            return 1;
+        }
+        if (driver_open(&drv, generator, hold, ifindex, src_base, (uint32_t)nsrc)) {
+            driver_close(&drv);
+            return 1;
+        }
+    } else {
+        struct sockaddr_ll sll;
+        memset(&sll, 0, sizeof(sll));
+        sll.sll_family = AF_PACKET;
+        sll.sll_ifindex = ifindex;
+        if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0) {
+            fprintf(stderr, "flood: bind %s: %s\n", iface, strerror(errno));
+            return 1;
+        }
+        /* Straight to the driver: the client side's qdisc is not what is measured. */
+        int one = 1;
+        setsockopt(fd, SOL_PACKET, PACKET_QDISC_BYPASS, &one, sizeof(one));
+        for (int b = 0; b < MAX_BATCH; b++) {
+            template_frame(frames[b], m, own_mac, dst, port);
+            iov[b].iov_base = frames[b];
+            iov[b].iov_len = FRAME_LEN;
+            msgs[b].msg_hdr.msg_iov = &iov[b];
+            msgs[b].msg_hdr.msg_iovlen = 1;
+        }
     }
 
     struct sigaction sa;
@@ -210,15 +350,19 @@ int main(int argc, char **argv) {
 
     printf("{\"type\":\"start\"}\n");
     fflush(stdout);
+    /* A socket sends what is due as soon as one frame is; a test run waits for a whole batch
+     * (each run has a fixed cost, so runs of one frame would make the flooder the load). */
+    uint64_t chunk = driver_mode ? (uint64_t)batch : 1;
     int64_t t0 = now_ns(), stop = t0 + (int64_t)(duration * 1e9), t = t0;
     uint64_t sent = 0, errors = 0;
     while (!g_stop && sent < count && (t = now_ns()) < stop) {
         uint64_t want = (uint64_t)batch;
         if (rate > 0) {
             uint64_t due = (uint64_t)((double)(t - t0) * rate / 1e9);
-            if (due <= sent) {
-                /* Sleep until the next packet falls due (at most 1 ms, to notice the end). */
-                int64_t next = t0 + (int64_t)((double)(sent + 1) * 1e9 / rate);
+            uint64_t need = count - sent < chunk ? count - sent : chunk;
+            if (due < sent + need) {
+                /* Sleep until the next send falls due (at most 1 ms, to notice the end). */
+                int64_t next = t0 + (int64_t)((double)(sent + need) * 1e9 / rate);
                 int64_t d = next - t;
                 if (d > 1000000) d = 1000000;
                 struct timespec ts = {0, (long)(d > 0 ? d : 0)};
@@ -228,6 +372,19 @@ int main(int argc, char **argv) {
             if (due - sent < want) want = due - sent;
         }
         if (count - sent < want) want = count - sent;
+        if (driver_mode) {
+            LIBBPF_OPTS(bpf_test_run_opts, run, .data_in = frames[0], .data_size_in = FRAME_LEN,
+                        .repeat = (uint32_t)want, .flags = BPF_F_TEST_XDP_LIVE_FRAMES,
+                        .batch_size = want < (uint64_t)flush ? (uint32_t)want : (uint32_t)flush);
+            if (bpf_prog_test_run_opts(drv.prog_fd, &run) < 0) {
+                if (errno == EINTR) continue;
+                fprintf(stderr, "flood: test run failed: %s\n", strerror(errno));
+                driver_close(&drv);
+                return 1;
+            }
+            sent += want;
+            continue;
+        }
         for (uint64_t b = 0; b < want; b++)
             fill_frame(frames[b], sent + b, src_base, (uint32_t)nsrc, dst);
         int n = sendmmsg(fd, msgs, (unsigned int)want, 0);
@@ -245,8 +402,17 @@ int main(int argc, char **argv) {
         }
     }
     t = now_ns();
-    printf("{\"type\":\"summary\",\"t\":%.3f,\"sent\":%llu,\"errors\":%llu}\n", (double)(t - t0) / 1e9,
-           (unsigned long long)(sent - errors), (unsigned long long)errors);
+    uint64_t generated = sent, taken = sent - errors;
+    if (driver_mode) {
+        driver_close(&drv);
+        long long delivered = veth_tx_stat(fd, iface, "xdp_xmit");
+        long long refused = veth_tx_stat(fd, iface, "xdp_xmit_errors");
+        taken = delivered < delivered0 ? 0 : (uint64_t)(delivered - delivered0);
+        errors = refused < refused0 ? 0 : (uint64_t)(refused - refused0);
+    }
+    printf("{\"type\":\"summary\",\"t\":%.3f,\"sent\":%llu,\"errors\":%llu,\"generated\":%llu}\n",
+           (double)(t - t0) / 1e9, (unsigned long long)taken, (unsigned long long)errors,
+           (unsigned long long)generated);
     fflush(stdout);
     close(fd);
     return 0;

@@ -10,9 +10,21 @@ selected from a GlobalNetworkSet blocklist; felis drops those sources in XDP whe
 
 `--phases flood` stands for all three, in that order. The flood comes from `flood.c` (package
 data, compiled on first use like the load generator): spoofed SYNs to memcached's port from
-sources in `BLOCKLIST`, sent with AF_PACKET on the client's end of the veth pair and addressed
-to the server end's MAC, so the frames go nowhere else. It is paced to a fixed packet rate and
-bounded by a count and a duration, and it stops by itself.
+sources in `BLOCKLIST`, sent on the client's end of the veth pair and addressed to the server
+end's MAC, so the frames go nowhere else. It is paced to a fixed packet rate and bounded by a
+count and a duration, and it stops by itself.
+
+Two ways to send (`--flood-via`), the same frames:
+
+* `driver` (the default): `floodgen.c`, a BPF program run in live-frames mode, hands each frame
+  to the veth's XDP transmit path, so it reaches the server as a driver buffer, the way a NIC
+  delivers a remote attacker's packet: nobody has built a socket buffer for it yet, and making
+  it costs the lab's cores little. For the three phases the veth pair is set up like a server
+  NIC (`nic_like`): a queue per core, and NAPI at the server's end (XDP provides it; GRO, for
+  the phase without XDP), which such frames need.
+* `socket`: AF_PACKET. The sender's kernel builds a socket buffer per frame and the flooder's
+  own work lands on the lab's two cores; kept to compare with the first runs
+  (docs/benchmarks-lab.md).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ import os
 import select
 import shutil
 import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +62,21 @@ FLOOD_SOURCE_COUNT = 4096
 # alone taking most of a core (docs/lab.md, "The flood phases").
 DEFAULT_FLOOD_RATE = 100_000.0
 SOURCE_NAME = "flood.c"
+GENERATOR_NAME = "floodgen.c"
+DRIVER, SOCKET = "driver", "socket"
+FLOOD_VIAS = (DRIVER, SOCKET)
+DEFAULT_FLOOD_VIA = DRIVER
+# Driver mode's parking place for the generator (see flood.c): a veth pair in the client
+# namespace that stays down and carries nothing.
+HOLD_IFACE, HOLD_PEER = "felis-fl-hold0", "felis-fl-hold1"
+# Driver mode sends a run of frames every ~2 ms (each run has a fixed cost), socket mode up to
+# 64 frames per sendmmsg as soon as one is due.
+RUNS_PER_SECOND = 500
+MIN_RUN, MAX_RUN = 64, 8192
+# Frames per transmit flush within a run: the server end's ring (256 frames) is shared with the
+# clients' packets, and a flush lands all at once.
+DRIVER_FLUSH = 64
+SOCKET_BATCH = 64
 START_TIMEOUT = 10.0
 EXIT_TIMEOUT = 10.0
 
@@ -73,7 +101,9 @@ class FloodSpec:
     source_count: int = FLOOD_SOURCE_COUNT
     rate: float = DEFAULT_FLOOD_RATE
     duration: float = 10.0
-    batch: int = 64
+    via: str = DEFAULT_FLOOD_VIA
+    generator: Path | None = None
+    """Driver mode's compiled floodgen.c."""
 
     def __post_init__(self) -> None:
         require_lab_address(self.dst)
@@ -84,6 +114,15 @@ class FloodSpec:
             raise LabError("the flood goes to the lab's server namespace, never to loopback")
         if self.rate <= 0 or self.duration <= 0 or not 1 <= self.source_count <= 65536:
             raise LabError("flood: rate, duration and source count must be positive")
+        check_via(self.via)
+        if self.via == DRIVER and self.generator is None:
+            raise LabError("flood: driver mode needs the compiled frame generator")
+
+    @property
+    def batch(self) -> int:
+        if self.via == SOCKET:
+            return SOCKET_BATCH
+        return min(MAX_RUN, max(MIN_RUN, int(self.rate / RUNS_PER_SECOND)))
 
     @property
     def count(self) -> int:
@@ -95,14 +134,25 @@ class FloodSpec:
             "-i", self.iface, "-m", self.dst_mac, "-a", self.dst, "-p", str(self.port),
             "-s", self.source_base, "-k", str(self.source_count), "-r", f"{self.rate:g}",
             "-n", str(self.count), "-d", f"{self.duration:g}", "-b", str(self.batch),
+            *(["-x", str(self.generator), "-H", HOLD_IFACE, "-B", str(DRIVER_FLUSH)]
+              if self.via == DRIVER else []),
         ]  # fmt: skip
+
+
+def check_via(via: str) -> str:
+    if via not in FLOOD_VIAS:
+        raise LabError(f"--flood-via: {' or '.join(FLOOD_VIAS)}, not {via!r}")
+    return via
 
 
 @dataclass(frozen=True)
 class FloodSummary:
     seconds: float
     sent: int
+    """Frames the server's end of the veth took."""
     errors: int
+    """Frames the way refused (a full queue)."""
+    generated: int
 
 
 def parse_line(line: str) -> dict[str, Any] | None:
@@ -121,7 +171,8 @@ def parse_line(line: str) -> dict[str, Any] | None:
 
 def parse_summary(obj: dict[str, Any]) -> FloodSummary:
     try:
-        return FloodSummary(float(obj["t"]), int(obj["sent"]), int(obj["errors"]))
+        return FloodSummary(float(obj["t"]), int(obj["sent"]), int(obj["errors"]),
+                            int(obj.get("generated", obj["sent"])))  # fmt: skip
     except (KeyError, TypeError, ValueError) as exc:
         raise LabError(f"flooder summary unreadable: {obj!r}") from exc
 
@@ -140,12 +191,113 @@ def build(cache: Path | None = None, compiler: str | None = None) -> Path:
             "felis.lab",
             SOURCE_NAME,
             "flood",
-            lambda src, out: [cc, "-O2", "-o", str(out), str(src)],
+            lambda src, out: [cc, "-O2", "-o", str(out), str(src), "-lbpf"],
             cache=cache,
             error=LabCommandError,
         )
     except LabCommandError as err:
-        raise LabError(f"compiling {SOURCE_NAME} failed: {err}") from None
+        raise LabError(f"compiling {SOURCE_NAME} failed (it needs libbpf-dev): {err}") from None
+
+
+def build_generator(cache: Path | None = None) -> Path:
+    """Driver mode's frame generator, a BPF object."""
+    try:
+        return compiled.build_bpf("felis.lab", GENERATOR_NAME, "floodgen", cache=cache,
+                                  error=LabCommandError, missing=LabError)  # fmt: skip
+    except LabCommandError as err:
+        raise LabError(f"compiling {GENERATOR_NAME} failed: {err}") from None
+
+
+def add_hold_interface(netns: str) -> None:
+    """Driver mode's parking place for the generator, made afresh (a crashed run may have left
+    one; it carries nothing, so replacing it loses nothing)."""
+    remove_hold_interface(netns)
+    ns.run(["ip", "-n", netns, "link", "add", HOLD_IFACE, "type", "veth", "peer", "name",
+            HOLD_PEER], timeout=10.0)  # fmt: skip
+
+
+def remove_hold_interface(netns: str) -> None:
+    ns.run(["ip", "-n", netns, "link", "delete", HOLD_IFACE], timeout=10.0, check=False)
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """What `nic_like` changes on one end of the veth pair, to put it back."""
+
+    gro: bool
+    rx_queues: int
+    tx_queues: int
+
+
+@contextlib.contextmanager
+def nic_like(
+    server_netns: str, client_netns: str, iface: str, queues: int | None = None
+) -> Iterator[None]:
+    """The veth pair set up like a server NIC for the duration, then as it was: one receive
+    queue per core (RSS), and NAPI at the server's end.
+
+    Driver-mode frames need NAPI at the receiving end: an XDP program turns it on, GRO does
+    for the phases without one. A single-queue veth would put the clients' packets and the
+    flood into one 256-frame ring that a busy core drains late; a NIC with XDP has a queue per
+    core (docs/lab.md, "The flood phases"). `queues` overrides the count (the benchmark
+    measures one queue to show why)."""
+    if shutil.which("ethtool") is None:
+        raise LabError("the driver-mode flood needs ethtool (Debian: apt-get install ethtool)")
+    ends = ((server_netns, True), (client_netns, False))
+    saved = [(netns, link_settings(netns, iface)) for netns, _ in ends]
+    try:
+        for netns, receiving in ends:
+            count = min(queues or os.cpu_count() or 1, max_queues(netns, iface))
+            set_link(netns, iface, LinkSettings(gro=receiving, rx_queues=count,
+                                                tx_queues=count))  # fmt: skip
+        yield
+    finally:
+        for netns, settings in saved:
+            set_link(netns, iface, settings)
+
+
+def _ethtool(netns: str, *argv: str) -> str:
+    return ns.run(["ethtool", *argv], netns=netns, timeout=10.0).stdout
+
+
+def link_settings(netns: str, iface: str) -> LinkSettings:
+    rx, tx = channels(_ethtool(netns, "-l", iface), "Current hardware settings")
+    return LinkSettings(gro=gro_on(_ethtool(netns, "-k", iface)), rx_queues=rx, tx_queues=tx)
+
+
+def max_queues(netns: str, iface: str) -> int:
+    rx, tx = channels(_ethtool(netns, "-l", iface), "Pre-set maximums")
+    return min(rx, tx)
+
+
+def set_link(netns: str, iface: str, settings: LinkSettings) -> None:
+    _ethtool(netns, "-K", iface, "gro", "on" if settings.gro else "off")
+    _ethtool(netns, "-L", iface, "rx", str(settings.rx_queues), "tx", str(settings.tx_queues))
+
+
+def gro_on(features: str) -> bool:
+    """From `ethtool -k` output."""
+    for line in features.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "generic-receive-offload":
+            return value.split()[:1] == ["on"]
+    raise LabError("ethtool -k shows no generic-receive-offload line")
+
+
+def channels(text: str, section: str) -> tuple[int, int]:
+    """RX and TX queue counts in one section of `ethtool -l` output."""
+    found: dict[str, int] = {}
+    inside = False
+    for line in text.splitlines():
+        if line.rstrip().endswith(":") and not line.startswith((" ", "\t")):
+            inside = line.strip().rstrip(":") == section
+            continue
+        key, _, value = line.partition(":")
+        if inside and key.strip() in ("RX", "TX") and value.strip().isdigit():
+            found[key.strip()] = int(value)
+    if set(found) != {"RX", "TX"}:
+        raise LabError(f"ethtool -l shows no RX and TX counts under {section!r}")
+    return found["RX"], found["TX"]
 
 
 def link_mac(netns: str, iface: str) -> str:
@@ -163,15 +315,26 @@ class Flooder:
 
     def __init__(self, spec: FloodSpec, netns: str, binary: Path) -> None:
         self.spec = spec
+        self.netns = netns
         self.summary: FloodSummary | None = None
         self.cpu_s = 0.0
-        self._proc = sysexec.Process([str(binary), *spec.args()], netns=netns,
-                                     error=LabCommandError)  # fmt: skip
+        if spec.via == DRIVER:
+            add_hold_interface(netns)
+        try:
+            self._proc = sysexec.Process([str(binary), *spec.args()], netns=netns,
+                                         error=LabCommandError)  # fmt: skip
+        except BaseException:
+            self._remove_hold()
+            raise
         try:
             self._await_start()
         except BaseException:
-            self._proc.stop(grace=2.0)
+            self.kill()
             raise
+
+    def _remove_hold(self) -> None:
+        if self.spec.via == DRIVER:
+            remove_hold_interface(self.netns)
 
     @property
     def pid(self) -> int:
@@ -204,7 +367,7 @@ class Flooder:
         text = stdout.read() if rc is not None and stdout is not None else ""
         failed = rc not in (0, None)
         err = sysexec.error_line(self._proc.error_output()) if failed else ""
-        self._proc.stop(grace=2.0)
+        self.kill()
         for line in text.splitlines():
             obj = parse_line(line)
             if obj is not None and obj.get("type") == "summary":
@@ -213,6 +376,11 @@ class Flooder:
             raise LabError(f"the flooder exited with {rc}: {err}")
         return self.summary
 
+    def finish(self, timeout: float) -> FloodSummary | None:
+        """Let it reach its own bound (count or duration), then read its summary."""
+        self._proc.wait(timeout)
+        return self.stop()
+
     def sample_cpu(self) -> None:
         """Remember the flooder's CPU time while it still runs (gone once reaped)."""
         self.cpu_s = max(self.cpu_s, proc_cpu(self._proc.pid))
@@ -220,6 +388,7 @@ class Flooder:
     def kill(self) -> None:
         """End it without reading its output (cleanup on the way out); idempotent."""
         self._proc.stop(grace=2.0)
+        self._remove_hold()
 
 
 @dataclass(frozen=True)
@@ -232,19 +401,30 @@ class FloodRig:
     dst: str
     port: int
     rate: float = DEFAULT_FLOOD_RATE
+    via: str = DEFAULT_FLOOD_VIA
+    generator: Path | None = None
 
     def spec(self, load_seconds: float) -> FloodSpec:
         # Past the load's own end (its drain waits up to the 3 s connection deadline), so
         # the whole load runs under the flood; the flood is stopped as soon as the load ends.
         return FloodSpec(iface=self.iface, dst_mac=self.dst_mac, dst=self.dst, port=self.port,
-                         rate=self.rate, duration=load_seconds + 4.0)  # fmt: skip
+                         rate=self.rate, duration=load_seconds + 4.0, via=self.via,
+                         generator=self.generator)  # fmt: skip
 
 
-def describe(rate: float) -> dict[str, Any]:
+HOW_SENT = {
+    DRIVER: "TCP SYN, BPF live frames into the veth's XDP transmit path (driver buffers, as "
+    "from a NIC; GRO on at the server's end for NAPI)",
+    SOCKET: "TCP SYN, AF_PACKET on the client's end of the veth pair",
+}
+
+
+def describe(rate: float, via: str = DEFAULT_FLOOD_VIA) -> dict[str, Any]:
     """What results.json records about the flood."""
     return {
         "rate_pps": rate,
-        "packets": "TCP SYN, AF_PACKET on the client's end of the veth pair",
+        "via": via,
+        "packets": HOW_SENT[via],
         "sources": f"{FLOOD_SOURCE_BASE} +{FLOOD_SOURCE_COUNT - 1} (spoofed)",
         "blocklist": BLOCKLIST,
         "policy": "dos-mitigation: doNotTrack, applyOnForward, ingress Deny from dos-deny-list",

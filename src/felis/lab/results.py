@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from felis.lab.cpu import us_per_conn
+from felis.lab.flood import DEFAULT_FLOOD_VIA
 from felis.lab.rounds import median, rounds_section
 
 RESULTS_NAME = "results.json"
@@ -49,17 +50,21 @@ class FloodFigures:
     """What the flood did in one run of a flood phase (felis.lab.flood)."""
 
     rate_pps: float  # the rate asked for; 0 in `noflood`
-    sent: int = 0
-    errors: int = 0  # frames the client's end of the veth refused (a full queue)
+    sent: int = 0  # frames the server's end took
+    errors: int = 0  # frames the way refused (a full queue)
+    generated: int = 0  # frames the flooder made
     seconds: float = 0.0
     flooder_cpu_s: float = 0.0  # the flooder process itself (user + system)
     xdp_mode: str | None = None  # the server interface's XDP mode, None when none attached
     xdp_dropped: int = 0  # packets felis' XDP program counted as dropped
+    via: str = DEFAULT_FLOOD_VIA  # how the flooder sent (felis.lab.flood.FLOOD_VIAS)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "rate_pps": self.rate_pps,
+            "via": self.via,
             "sent": self.sent,
+            "generated": self.generated,
             "sent_pps": round(self.sent / self.seconds, 1) if self.seconds > 0 else 0.0,
             "errors": self.errors,
             "seconds": round(self.seconds, 3),
@@ -72,8 +77,8 @@ class FloodFigures:
 def combine_flood(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The flood figures of several runs: counts and seconds summed, the rate recomputed."""
     out = dict(runs[0])
-    for key in ("sent", "errors", "xdp_dropped"):
-        out[key] = sum(r[key] for r in runs)
+    for key in ("sent", "errors", "generated", "xdp_dropped"):
+        out[key] = sum(r.get(key, 0) for r in runs)
     for key in ("seconds", "flooder_cpu_s"):
         out[key] = round(sum(r[key] for r in runs), 3)
     out["sent_pps"] = round(out["sent"] / out["seconds"], 1) if out["seconds"] > 0 else 0.0

@@ -39,13 +39,17 @@ from felis.lab.errors import LabError
 from felis.lab.firewall import Firewall
 from felis.lab.flood import (
     DEFAULT_FLOOD_RATE,
+    DEFAULT_FLOOD_VIA,
+    DRIVER,
     FLOOD,
     FLOOD_PHASES,
     FLOODED,
     Flooder,
     FloodRig,
+    check_via,
     expand_phases,
     link_mac,
+    nic_like,
     xdp_dropped,
 )
 from felis.lab.handwritten import HANDWRITTEN
@@ -72,6 +76,10 @@ DEFAULT_PHASE_SECONDS = 30.0
 # Every phase `--phases` accepts; the default set is manifests.PHASES (the demo's three).
 ALL_PHASES = (*PHASES[:2], HANDWRITTEN, *PHASES[2:], *FLOOD_PHASES)
 MARK_STYLES = {"ok": "green", "FAIL": "bold red", "note": "yellow"}
+VIA_WORDS = {
+    DRIVER: "as driver frames (like a NIC's)",
+    flood.SOCKET: "from an AF_PACKET socket",
+}
 
 
 @dataclass
@@ -87,6 +95,9 @@ class RunOptions:
     config: LabConfig = field(default_factory=LabConfig)
     chart: bool = True
     flood_rate: float = DEFAULT_FLOOD_RATE
+    flood_via: str = DEFAULT_FLOOD_VIA
+    # Queues per end of the veth pair in driver-mode flood phases; None: one per core.
+    flood_queues: int | None = None
     # The felis command line; tests substitute a stand-in to exercise the orchestration.
     felis: Sequence[str] | None = None
 
@@ -98,6 +109,7 @@ class RunOptions:
             raise LabError(f"--rounds must be at least 1, not {self.rounds}")
         if self.flood_rate <= 0:
             raise LabError(f"--flood-rate must be positive, not {self.flood_rate:g}")
+        check_via(self.flood_via)
 
 
 def parse_phases(text: str) -> list[str]:
@@ -213,6 +225,26 @@ def run_phase(
     memcached_pid: int | None = None,
     rig: FloodRig | None = None,
 ) -> PhaseResult:
+    napi: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if phase in FLOOD_PHASES and rig is not None and rig.via == DRIVER:
+        # All three flood phases alike, so `noflood` and `flood-raw` receive the way
+        # `flood-xdp` does (an XDP program puts a veth in NAPI mode by itself).
+        cfg = opts.config
+        napi = nic_like(cfg.server_netns, cfg.client_netns, cfg.interface, opts.flood_queues)
+    with napi:
+        return _run_phase(phase, rnd, opts, fw, binary, on_sample, memcached_pid, rig)
+
+
+def _run_phase(
+    phase: str,
+    rnd: int,
+    opts: RunOptions,
+    fw: Firewall,
+    binary: Path | None,
+    on_sample: OnSample | None,
+    memcached_pid: int | None,
+    rig: FloodRig | None,
+) -> PhaseResult:
     cfg = opts.config
     server = cfg.server_netns
     # An XDP program a cleanup left behind counts (and is removed) like a leftover rule.
@@ -242,7 +274,8 @@ def run_phase(
             if rig is None:
                 raise LabError(f"phase {phase}: no flooder was prepared")
             mode = fw.xdp_mode()
-            figures = FloodFigures(rate_pps=rig.rate if phase in FLOODED else 0.0, xdp_mode=mode)
+            figures = FloodFigures(rate_pps=rig.rate if phase in FLOODED else 0.0, xdp_mode=mode,
+                                   via=rig.via)  # fmt: skip
             xdp_before = xdp_dropped(server, cfg.interface) if mode else 0
             if phase in FLOODED:
                 # Started first and waited for, so the whole load runs under the flood.
@@ -277,6 +310,7 @@ def run_phase(
                 figures.sent, figures.errors, figures.seconds = (
                     flooded.sent, flooded.errors, flooded.seconds
                 )  # fmt: skip
+                figures.generated = flooded.generated
         cpu_after = cpu_times()
         result.cpu_busy_s = cpu_after.busy - cpu_before.busy
         result.softirq_s = cpu_after.softirq - cpu_before.softirq
@@ -317,6 +351,9 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
     fw = Firewall(opts.config, opts.backend, opts.config.run_dir, felis=opts.felis)
     binary = loadgen.build()
     flood_binary = flood.build() if set(phases) & set(FLOOD_PHASES) else None
+    generator = (
+        flood.build_generator() if flood_binary is not None and opts.flood_via == DRIVER else None
+    )
     results: list[PhaseResult] = []
     guard: contextlib.AbstractContextManager[Any] = (
         ConntrackMaxGuard(opts.conntrack_max, opts.config.run_dir)
@@ -339,6 +376,8 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
                 dst=cfg.server_ip,
                 port=cfg.port,
                 rate=opts.flood_rate,
+                via=opts.flood_via,
+                generator=generator,
             )
         for rnd in range(1, opts.rounds + 1):
             for phase in round_order(phases, rnd):
@@ -354,7 +393,11 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
         "conntrack_max_setting": opts.conntrack_max,
         "conntrack_max_original": original,
         "loadgen": "c" if binary is not None else "python",
-        **({"flood": flood.describe(opts.flood_rate)} if flood_binary is not None else {}),
+        **(
+            {"flood": flood.describe(opts.flood_rate, opts.flood_via)}
+            if flood_binary is not None
+            else {}
+        ),
         "load": {"threads": opts.threads, "concurrency": opts.concurrency, "deadline_ms": 3000},
         "lab": {k: str(v) for k, v in asdict(cfg).items()},
         # Checked after the fact, so the report says what is true, not what was intended.
@@ -469,8 +512,8 @@ def intro(opts: RunOptions) -> str:
         text += (
             f" In {' and '.join(p for p in phases if p in FLOODED)} a SYN flood of "
             f"{opts.flood_rate:,.0f} pkt/s from blocklisted sources ({flood.BLOCKLIST}, spoofed) "
-            "hits the server while the clients run; the blocklist is dropped in XDP or, with "
-            "--no-xdp, in the raw table."
+            f"hits the server while the clients run, sent {VIA_WORDS[opts.flood_via]}; the "
+            "blocklist is dropped in XDP or, with --no-xdp, in the raw table."
         )
     if opts.conntrack_max is not None:
         text += (

@@ -13,7 +13,6 @@ another tool's XDP program is never replaced or removed.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,28 +34,8 @@ class XdpError(CommandError):
 
 def build(cache: Path | None = None) -> Path:
     """The compiled XDP object, built with clang for BPF on first use."""
-    clang = shutil.which("clang")
-    if clang is None:
-        raise FelisError("XDP needs clang to build its program (Debian: apt-get install clang)")
-    return compiled.build(
-        "felis.xdp",
-        SOURCE,
-        "blocklist",
-        lambda src, out: [
-            clang,
-            "-O2",
-            "-g",
-            "-Wall",
-            "-target",
-            "bpf",
-            "-I/usr/include/x86_64-linux-gnu",
-            "-c",
-            str(src),
-            "-o",
-            str(out),
-        ],
-        cache=cache,
-        error=XdpError,
+    return compiled.build_bpf(
+        "felis.xdp", SOURCE, "blocklist", cache=cache, error=XdpError, missing=FelisError
     )
 
 

@@ -74,7 +74,8 @@ def test_flood_raw_programs_the_same_rules_without_xdp(
 
 
 def test_flood_spec_is_bounded_and_stays_in_the_lab() -> None:
-    spec = flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", rate=1000, duration=2)
+    spec = flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", rate=1000, duration=2,
+                           via="socket")  # fmt: skip
     args = spec.args()
     assert args[args.index("-n") + 1] == "2100" and args[args.index("-d") + 1] == "2"
     for bad in (
@@ -85,7 +86,7 @@ def test_flood_spec_is_bounded_and_stays_in_the_lab() -> None:
         {"rate": 0},
     ):
         with pytest.raises(LabError):
-            flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", **bad)
+            flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", via="socket", **bad)
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
@@ -205,3 +206,105 @@ def test_client_retransmits_are_read_from_the_namespace_snmp(
     assert seen == [("/proc/net/snmp", "felis-lab-client")]
     monkeypatch.setattr(netns, "read_proc", lambda path, ns_name=None: "Ip: a\nIp: 1\n")
     assert netns.tcp_retrans_segs("felis-lab-client") == 0
+
+
+def test_driver_mode_args_runs_and_refusals(tmp_path: Path) -> None:
+    gen = tmp_path / "floodgen"
+    spec = flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", rate=100_000, duration=2,
+                           generator=gen)  # fmt: skip
+    args = spec.args()
+    assert spec.via == "driver"
+    assert args[args.index("-x") + 1] == str(gen)
+    assert args[args.index("-H") + 1] == flood.HOLD_IFACE
+    assert args[args.index("-B") + 1] == str(flood.DRIVER_FLUSH)
+    # A run every ~2 ms, within bounds at either end.
+    assert args[args.index("-b") + 1] == "200"
+    assert flood.FloodSpec(iface="e", dst_mac="m", rate=1_000, generator=gen).batch == 64
+    assert flood.FloodSpec(iface="e", dst_mac="m", rate=1e8, generator=gen).batch == 8192
+    socket = flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", via="socket")
+    assert "-x" not in socket.args() and socket.batch == 64
+    with pytest.raises(LabError, match="frame generator"):
+        flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01")
+    with pytest.raises(LabError, match="--flood-via: driver or socket, not 'nic'"):
+        flood.FloodSpec(iface="eth0", dst_mac="02:00:00:00:00:01", via="nic", generator=gen)
+    with pytest.raises(LabError, match="--flood-via"):
+        RunOptions(flood_via="nic")
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="needs a C compiler")
+def test_the_c_flooder_wants_both_driver_options(tmp_path: Path) -> None:
+    binary = flood.build(cache=tmp_path)
+    base = [str(binary), "-i", "eth0", "-m", "02:00:00:00:00:01", "-a", "198.18.0.1",
+            "-s", "198.19.0.1", "-n", "10", "-d", "1"]  # fmt: skip
+    for extra in (["-x", "gen.o"], ["-H", "hold0"], ["-x", "gen.o", "-H", "hold0", "-B", "0"]):
+        done = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=10,
+                              check=False)  # fmt: skip
+        assert done.returncode == 2 and "usage" in done.stderr
+
+
+def test_flooder_summary_lines() -> None:
+    line = '{"type":"summary","t":2.0,"sent":150,"errors":3,"generated":160}'
+    obj = flood.parse_line(line)
+    assert obj is not None
+    assert flood.parse_summary(obj) == flood.FloodSummary(2.0, 150, 3, 160)
+    # An older flooder's line has no `generated`: everything sent was made.
+    obj = flood.parse_line('{"type":"summary","t":1,"sent":5,"errors":0}')
+    assert obj is not None and flood.parse_summary(obj).generated == 5
+    assert flood.describe(1000.0, "socket")["packets"].startswith("TCP SYN, AF_PACKET")
+    assert flood.describe(1000.0)["via"] == "driver"
+
+
+ETHTOOL_L = """Channel parameters for eth0:
+Pre-set maximums:
+RX:\t\t2
+TX:\t\t2
+Other:\t\tn/a
+Combined:\tn/a
+Current hardware settings:
+RX:\t\t1
+TX:\t\t1
+Other:\t\tn/a
+Combined:\tn/a
+"""
+ETHTOOL_K = "Features for eth0:\nrx-checksumming: on\ngeneric-receive-offload: off\n"
+
+
+def test_ethtool_output_is_read_by_section() -> None:
+    assert flood.channels(ETHTOOL_L, "Pre-set maximums") == (2, 2)
+    assert flood.channels(ETHTOOL_L, "Current hardware settings") == (1, 1)
+    assert flood.gro_on(ETHTOOL_K) is False
+    assert flood.gro_on(ETHTOOL_K.replace(": off", ": on [fixed]")) is True
+    with pytest.raises(LabError, match="no RX and TX"):
+        flood.channels("Channel parameters for eth0:\n", "Pre-set maximums")
+    with pytest.raises(LabError, match="generic-receive-offload"):
+        flood.gro_on("Features for eth0:\n")
+
+
+def test_nic_like_sets_both_ends_and_puts_them_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str | None, list[str]]] = []
+
+    def fake(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+        calls.append((kw.get("netns"), list(argv)))
+        out = ETHTOOL_L if argv[1] == "-l" else ETHTOOL_K if argv[1] == "-k" else ""
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(flood.ns, "run", fake)
+    monkeypatch.setattr(flood.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(flood.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    with pytest.raises(RuntimeError, match="inside"), flood.nic_like("srv", "cli", "eth0"):
+        changes = [(ns, argv[1:]) for ns, argv in calls if argv[1] in ("-K", "-L")]
+        assert changes == [
+            ("srv", ["-K", "eth0", "gro", "on"]),
+            ("srv", ["-L", "eth0", "rx", "2", "tx", "2"]),
+            ("cli", ["-K", "eth0", "gro", "off"]),
+            ("cli", ["-L", "eth0", "rx", "2", "tx", "2"]),
+        ]
+        calls.clear()
+        raise RuntimeError("inside")
+    # Put back as read, even though the body failed.
+    assert [(ns, argv[1:]) for ns, argv in calls] == [
+        ("srv", ["-K", "eth0", "gro", "off"]),
+        ("srv", ["-L", "eth0", "rx", "1", "tx", "1"]),
+        ("cli", ["-K", "eth0", "gro", "off"]),
+        ("cli", ["-L", "eth0", "rx", "1", "tx", "1"]),
+    ]

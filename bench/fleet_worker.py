@@ -63,7 +63,7 @@ class WatchOnly:
         self.thread.start()
 
     def _run(self, stop: threading.Event) -> None:
-        self.store = store = fs.GatedEtcdDatastore(fs.etcd_config(fs.rotated(self.url, self.node)))
+        self.store = store = fs.GatedEtcdDatastore(fs.etcd_config(self.url))
         while not stop.is_set():
             try:
                 revision = self._snapshot(store)

@@ -278,16 +278,6 @@ def etcd_config(url: str) -> EtcdConfig:
     return config
 
 
-def rotated(url: str, node: int) -> str:
-    """`url` with its endpoints rotated by `node`: each agent lists every member, starting with
-    a different one, so that the fleet's watches spread over the members (felis' client uses
-    the first endpoint that answers)."""
-    scheme, _, hosts = url.partition("://")
-    endpoints = hosts.split(",")
-    shift = node % len(endpoints)
-    return f"{scheme}://" + ",".join(endpoints[shift:] + endpoints[:shift])
-
-
 def settings_for(node: int) -> AgentSettings:
     # No kernel: no drift check; interfaces never change in the simulation.
     return AgentSettings(node=node_name(node), refresh_interval=0, interface_interval=3600)
@@ -368,7 +358,7 @@ class SimAgent:
     thread: threading.Thread | None = None
 
     def start(self, stop: threading.Event) -> None:
-        self.store = GatedEtcdDatastore(etcd_config(rotated(self.url, self.node)))
+        self.store = GatedEtcdDatastore(etcd_config(self.url))
         node, heps = self.node, self.heps
         self.agent = Agent(
             settings_for(node),

@@ -196,3 +196,28 @@ def test_the_agent_puts_an_eligible_blocklist_in_xdp(node: FelisNode) -> None:
     assert xdp.status("eth0") is not None
     assert "XDP removed from eth0" in node.cleanup()
     assert xdp.status("eth0") is None
+
+
+def test_generic_mode_gives_way_to_native_when_generic_xdp_is_disabled(
+    node: FelisNode, tmp_path: Path
+) -> None:
+    """genericXDPEnabled: false, as Felix: felis' own program found attached in generic mode
+    (left by a run that allowed it) is replaced by a native one; veth has native XDP."""
+    obj = build(tmp_path / "cache")
+    attach_generic = ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "obj", str(obj)]
+    node.topo.exec(node.server, [*attach_generic, "sec", "xdp"])
+    xdp = XdpDataplane(node.server)
+    before = xdp.status("eth0")
+    assert before is not None and before.mode == "generic"
+    no_generic = """
+    apiVersion: projectcalico.org/v3
+    kind: FelixConfiguration
+    metadata: {name: default}
+    spec: {genericXDPEnabled: false}
+    """
+    node.apply(manifest(HEP, CLIENT_HEP, SEED_POLICY, BLOCK_POLICY,
+                        _blocklist(f"{CLIENT_IP}/32"), no_generic))  # fmt: skip
+    node.converge()
+    after = xdp.status("eth0")
+    assert after is not None and after.mode == "native" and after.program != before.program
+    assert xdp.blocked(after).keys() == {f"{CLIENT_IP}/32"}

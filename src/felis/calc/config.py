@@ -23,6 +23,9 @@ class CalcConfig:
     families: tuple[Family, ...] = (Family.V4, Family.V6)
     xdp_enabled: bool = True
     """Drop eligible blocklisted sources in XDP (felis.calc.xdp), as Felix's `xdpEnabled`."""
+    xdp_generic: bool = True
+    """Where a driver has no native XDP, attach in generic mode, as Felix's `genericXDPEnabled`
+    (whose default is false: docs/xdp.md says why felis' differs)."""
     interface_exclude: tuple[str, ...] = ("kube-ipvs0",)
     """Interfaces never bound to a host endpoint: exact names, or `/regex/` (Calico's syntax)."""
     chain_insert_mode: ChainInsertMode = "insert"

@@ -199,6 +199,13 @@ PARAMS: Final[tuple[Param, ...]] = (
     ),
     Param("XDPEnabled", "xdpEnabled", _bool, lambda s: s.xdp_enabled, non_zero=True),
     Param(
+        "GenericXDPEnabled",
+        "genericXDPEnabled",
+        _bool,
+        lambda s: s.generic_xdp_enabled,
+        non_zero=True,
+    ),
+    Param(
         "IpsetsRefreshInterval",
         "ipsetsRefreshInterval",
         _seconds,
@@ -377,6 +384,7 @@ def effective_config(
         "nftablesMarkMask": _mask_of(base.marks),
         "interfaceExclude": base.interface_exclude,
         "xdpEnabled": base.xdp_enabled,
+        "genericXDPEnabled": base.xdp_generic,
         **FULL_REFRESH_DEFAULTS,
     }
     values: dict[str, Value] = {}
@@ -418,6 +426,7 @@ def effective_config(
         marks=base.marks if mask == _mask_of(base.marks) else MarkBits.from_mask(_int(mask)),
         interface_exclude=_strings(values["interfaceExclude"]),
         xdp_enabled=bool(values["xdpEnabled"]),
+        xdp_generic=bool(values["genericXDPEnabled"]),
     )
     full_refresh = values[refresh_field]
     assert isinstance(full_refresh, float)

@@ -106,6 +106,7 @@ HONOURED_FIELDS: Final = frozenset(
         "nftablesMarkMask",
         "interfaceExclude",
         "xdpEnabled",
+        "genericXDPEnabled",
         "ipsetsRefreshInterval",
         "nftablesRefreshInterval",
     }
@@ -158,6 +159,7 @@ class FelixConfigurationSpec(_Model):
         None, alias="failsafeOutboundHostPorts"
     )
     xdp_enabled: bool | None = Field(None, alias="xdpEnabled")
+    generic_xdp_enabled: bool | None = Field(None, alias="genericXDPEnabled")
     nftables_mark_mask: int | None = Field(None, alias="nftablesMarkMask", ge=0, le=MARK_MASK_MAX)
     ipsets_refresh_interval: Str | None = Field(None, alias="ipsetsRefreshInterval")
     nftables_refresh_interval: Str | None = Field(None, alias="nftablesRefreshInterval")

@@ -91,11 +91,15 @@ class XdpDataplane:
             found[str(shown["name"])] = int(map_id)
         return Attached(iface, program, _MODES.get(int(xdp.get("mode", 0)), "unknown"), found)
 
-    def attach(self, iface: str, *, generic: bool = False) -> Attached:
-        """felis' program on `iface`, attaching it if needed: native mode first, else generic."""
+    def attach(self, iface: str, *, allow_generic: bool = True) -> Attached:
+        """felis' program on `iface`, attaching it if needed: native mode first, then generic
+        when allowed. A generic attachment found where generic is no longer allowed is
+        replaced by a native one, or removed (FelisError) when the driver has none."""
         current = self.status(iface)
-        if current is not None:
+        if current is not None and (allow_generic or current.mode != "generic"):
             return current
+        if current is not None:
+            self.detach(iface)
         other = self._program(iface)
         if other is not None:
             raise FelisError(
@@ -103,14 +107,19 @@ class XdpDataplane:
                 "felis leaves it in place and does not attach its own"
             )
         obj = str(self._obj or build())
-        modes = ["xdpgeneric"] if generic else ["xdpdrv", "xdpgeneric"]
+        modes = ["xdpdrv", "xdpgeneric"] if allow_generic else ["xdpdrv"]
         for index, mode in enumerate(modes):
             try:
                 self._ip("link", "set", "dev", iface, mode, "obj", obj, "sec", "xdp")
                 break
-            except CommandError:
-                if index == len(modes) - 1:
-                    raise
+            except CommandError as err:
+                if index < len(modes) - 1:
+                    continue
+                if not allow_generic:
+                    raise FelisError(
+                        f"{iface} has no native XDP and genericXDPEnabled is false: {err}"
+                    ) from None
+                raise
         attached = self.status(iface)
         if attached is None:
             raise FelisError(f"XDP program did not stay attached to {iface}")

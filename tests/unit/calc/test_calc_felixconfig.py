@@ -349,3 +349,16 @@ def test_append_mode_in_iptables_text_and_read_back() -> None:
     hashes = after.tables[Table.FILTER].chains["INPUT"].hashes
     assert hooks_in_place((None, *hashes), (), hashes)
     assert not hooks_in_place((*hashes, None), (), hashes)
+
+
+def test_generic_xdp_is_felix_s_setting_with_felis_own_default() -> None:
+    """genericXDPEnabled as Felix reads it; felis' built-in default allows the generic
+    fallback (Felix's does not: docs/xdp.md)."""
+    assert effective_config({}, NODE, []).calc.xdp_generic is True
+    stored = effective_config({}, NODE, [felix("default", genericXDPEnabled=False)])
+    assert stored.calc.xdp_generic is False
+    assert stored.origins["genericXDPEnabled"] == "FelixConfiguration default"
+    env = effective_config({"FELIX_GENERICXDPENABLED": "true"}, NODE,
+                           [felix("default", genericXDPEnabled=False)])  # fmt: skip
+    assert env.calc.xdp_generic is True
+    assert env.origins["genericXDPEnabled"] == "environment FELIX_GENERICXDPENABLED"

@@ -396,7 +396,7 @@ def xdp_status(result: CalcResult, interfaces: list[str]) -> list[dict[str, Any]
     the policy makes eligible (`eligible`: what the agent would put there)."""
     from felis.calc import names
     from felis.dataplane.spec import Table
-    from felis.xdp.attach import XdpDataplane
+    from felis.xdp.attach import XdpDataplane, shared_ring_warning
 
     chains = {
         name
@@ -433,6 +433,8 @@ def xdp_status(result: CalcResult, interfaces: list[str]) -> list[dict[str, Any]
                     dropped_packets=sum(counts.values()),
                     top=[{"net": net, "packets": n} for net, n in busiest[:XDP_TOP] if n],
                 )
+                if warning := shared_ring_warning(attached):
+                    row["warning"] = warning
         except (FelisError, OSError, ValueError) as err:
             row.update(mode="unknown", error=str(err))
         rows.append(row)
@@ -451,6 +453,8 @@ def _xdp_line(row: dict[str, Any]) -> str:
     elif row["eligible"]:
         text += f" ({row['eligible']} eligible networks dropped in raw instead: agent down, "
         text += "--no-xdp, or no clang/bpftool)"
+    if row.get("warning"):
+        text += f"; warning: {row['warning']}"
     return text
 
 

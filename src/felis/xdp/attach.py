@@ -46,6 +46,8 @@ class Attached:
     mode: str
     """`native`, `generic` or `offload`."""
     maps: dict[str, int]
+    kind: str | None = None
+    """The link kind (`veth`, ...); None for a device without one (a NIC)."""
 
 
 class XdpDataplane:
@@ -63,9 +65,12 @@ class XdpDataplane:
         out = self.runner(["bpftool", "-j", *argv], input_text=input_text, timeout=60).stdout
         return json.loads(out) if out.strip() else None
 
-    def _program(self, iface: str) -> dict[str, Any] | None:
+    def _link(self, iface: str) -> dict[str, Any]:
         (link,) = json.loads(self._ip("-j", "-d", "link", "show", "dev", iface))
-        xdp = link.get("xdp")
+        return dict(link)
+
+    def _program(self, iface: str) -> dict[str, Any] | None:
+        xdp = self._link(iface).get("xdp")
         return xdp if isinstance(xdp, dict) and "prog" in xdp else None
 
     def interfaces(self) -> list[str]:
@@ -80,8 +85,9 @@ class XdpDataplane:
 
     def status(self, iface: str) -> Attached | None:
         """felis' program on `iface`, or None (nothing attached, or another tool's program)."""
-        xdp = self._program(iface)
-        if xdp is None or xdp["prog"].get("name") != PROGRAM_NAME:
+        link = self._link(iface)
+        xdp = link.get("xdp")
+        if not isinstance(xdp, dict) or xdp.get("prog", {}).get("name") != PROGRAM_NAME:
             return None
         program = int(xdp["prog"]["id"])
         info = self._bpftool("prog", "show", "id", str(program))
@@ -89,7 +95,9 @@ class XdpDataplane:
         for map_id in info.get("map_ids", []):
             shown = self._bpftool("map", "show", "id", str(map_id))
             found[str(shown["name"])] = int(map_id)
-        return Attached(iface, program, _MODES.get(int(xdp.get("mode", 0)), "unknown"), found)
+        kind = link.get("linkinfo", {}).get("info_kind")
+        mode = _MODES.get(int(xdp.get("mode", 0)), "unknown")
+        return Attached(iface, program, mode, found, str(kind) if kind else None)
 
     def attach(self, iface: str, *, allow_generic: bool = True) -> Attached:
         """felis' program on `iface`, attaching it if needed: native mode first, then generic
@@ -204,3 +212,26 @@ def _map_command(verb: str, map_id: int, key: bytes, value: bytes | None = None)
     if value is not None:
         words += ["value", *maps.hex_words(value)]
     return " ".join(words)
+
+
+SYS_NET = Path("/sys/class/net")
+VETH_SHARED_RING = (
+    "veth with one receive queue: under native XDP all its traffic, legitimate and blocked, "
+    "shares one 256-frame ring; give it a queue per core (ethtool -L, docs/xdp.md)"
+)
+
+
+def receive_queues(iface: str, sys_net: Path = SYS_NET) -> int | None:
+    """How many receive queues `iface` has now (None when sysfs does not say)."""
+    try:
+        return sum(1 for entry in (sys_net / iface / "queues").iterdir()
+                   if entry.name.startswith("rx-"))  # fmt: skip
+    except OSError:
+        return None
+
+
+def shared_ring_warning(attached: Attached, sys_net: Path = SYS_NET) -> str | None:
+    """The warning `felis status` shows for a single-queue veth under native XDP."""
+    if attached.kind != "veth" or attached.mode != "native":
+        return None
+    return VETH_SHARED_RING if receive_queues(attached.iface, sys_net) == 1 else None

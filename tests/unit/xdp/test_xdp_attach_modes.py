@@ -74,3 +74,37 @@ def test_a_generic_attachment_goes_when_generic_is_no_longer_allowed() -> None:
     assert kernel.tried == ["xdpdrv"]
     kept = FakeKernel(native=True, attached="xdpgeneric")
     assert xdp(kept).attach("eth0").mode == "generic" and kept.tried == []
+
+
+def _sysfs(tmp_path: Path, queues: int) -> Path:
+    for n in range(queues):
+        (tmp_path / "eth0" / "queues" / f"rx-{n}").mkdir(parents=True)
+        (tmp_path / "eth0" / "queues" / f"tx-{n}").mkdir(parents=True)
+    return tmp_path
+
+
+def test_a_single_queue_veth_under_native_xdp_is_flagged(tmp_path: Path) -> None:
+    from felis.xdp.attach import Attached, receive_queues, shared_ring_warning
+
+    one = _sysfs(tmp_path / "one", 1)
+    two = _sysfs(tmp_path / "two", 2)
+    veth = Attached("eth0", 7, "native", {}, "veth")
+    assert receive_queues("eth0", one) == 1 and receive_queues("eth0", two) == 2
+    warning = shared_ring_warning(veth, one)
+    assert warning is not None and "one receive queue" in warning
+    assert shared_ring_warning(veth, two) is None
+    assert shared_ring_warning(Attached("eth0", 7, "native", {}, None), one) is None  # a NIC
+    assert shared_ring_warning(Attached("eth0", 7, "generic", {}, "veth"), one) is None
+    assert receive_queues("eth0", tmp_path / "absent") is None
+    assert shared_ring_warning(veth, tmp_path / "absent") is None
+
+
+def test_the_status_line_carries_the_warning() -> None:
+    from felis.cli.dataplane import _xdp_line
+
+    row = {"interface": "eth0", "mode": "native", "program": 7, "entries": 1,
+           "dropped_packets": 5, "top": [], "eligible": 1,
+           "warning": "veth with one receive"}  # fmt: skip
+    assert _xdp_line(row) == (
+        "eth0 native (1 entries, 5 packets dropped); warning: veth with one receive"
+    )

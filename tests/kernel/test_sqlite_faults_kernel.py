@@ -121,3 +121,61 @@ def test_full_or_read_only_datastore_keeps_data_and_agent(tmp_path: Path) -> Non
             wait_until(lambda: kernel.reach(client, 12212), timeout=30, what="the change applied")
         finally:
             mnt.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_an_agent_started_on_a_full_disk_waits_for_it(tmp_path: Path) -> None:
+    """A new process cannot open a SQLite file on a full file system (no room for its -wal and
+    -shm files). The agent says so and keeps trying, instead of exiting; once space is freed it
+    opens the datastore and programs the host."""
+    db = tmp_path / "ds" / "felis.db"
+    url = f"sqlite://{db}"
+    seed = tmp_path / "seed.yaml"
+    seed.write_text(manifest(HEP, CLIENT_HEP, SEED_POLICY))
+    log = tmp_path / "agent.log"
+    with topology() as topo:
+        server, client = topo.add_host("srv"), topo.add_host("cli")
+        mnt = MountNs(db.parent, size="1m")
+        try:
+            topo.link(server, "eth0", [f"{SERVER_IP}/24"], client, "eth0", [f"{CLIENT_IP}/24"])
+            topo.serve(server, "0.0.0.0", 12211)
+            kernel = FelisNode(topo, "nftables", tmp_path, server, client, "", "")
+            assert mnt.felis("apply", "-f", str(seed), "--datastore", url).returncode == 0
+            # Nobody holds the file open now (a reader would leave its -shm file behind).
+            assert mnt.call("fill")["free"] == 0
+            agent = [
+                "ip", "netns", "exec", server, sys.executable, "-m", "felis", "agent",
+                "--node", NODE, "--backend", "nftables", "--datastore", url,
+                "--metrics-port", str(METRICS_PORT), "--refresh-interval", "0",
+            ]  # fmt: skip
+            pid = mnt.spawn(agent, log)
+
+            def retrying() -> bool:
+                text = log.read_text() if log.exists() else ""
+                return text.count("trying again every 2 s") >= 2
+
+            wait_until(retrying, timeout=60, what="the agent to report the full disk twice")
+            text = log.read_text()
+            assert f"sqlite datastore {db}: cannot open" in text and "no space left" in text
+            assert "Traceback" not in text
+            assert _alive(pid), "the agent exited instead of waiting"
+
+            mnt.call("unfill")
+            stored = mnt.call("dump", file="felis.db")
+
+            def synced() -> bool:
+                health = _health(topo, server)
+                return bool(
+                    health and health["healthy"] and health["revision"] == stored["revision"]
+                )
+
+            wait_until(synced, timeout=60, what="the agent in sync once space is back")
+            assert kernel.reach(client, 12211)
+        finally:
+            mnt.close()

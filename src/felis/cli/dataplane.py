@@ -23,7 +23,7 @@ from felis.calc.felixconfig import ConfigOverrides, EffectiveConfig, effective_c
 from felis.cli.output import console
 from felis.cli.resources import DatastoreOption, read_datastore
 from felis.dataplane.spec import Family
-from felis.datastore import open_datastore
+from felis.datastore import Datastore, StorageUnavailable, open_datastore
 from felis.errors import FelisError
 from felis.model import HostEndpoint, Resource
 from felis.model.felixconfig import FelixConfiguration
@@ -281,24 +281,27 @@ def agent(
         overrides=overrides if xdp else dataclasses.replace(overrides, xdp_enabled=False),
         refresh_interval=refresh_interval,
     )
-    with closing(open_datastore(datastore)) as store:
-        runner = Agent(settings, store, dataplane, read_interfaces, xdp=xdp_dataplane)
-        if once:
+    if once:
+        with closing(open_datastore(datastore)) as store:
+            runner = Agent(settings, store, dataplane, read_interfaces, xdp=xdp_dataplane)
             report = runner.converge_once()
             typer.echo(f"{node}: {report.summary()}")
             for warning in runner.state.all_warnings:
                 typer.echo(f"warning: {warning}", err=True)
             return
-        stop = threading.Event()
+    stop = threading.Event()
 
-        def request_stop(signum: int, _frame: FrameType | None) -> None:
-            logging.getLogger("felis.agent").info(
-                "signal %d: stopping; rules stay in place", signum
-            )
-            stop.set()
+    def request_stop(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger("felis.agent").info("signal %d: stopping; rules stay in place", signum)
+        stop.set()
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    opened = _open_when_possible(datastore, stop)
+    if opened is None:
+        return
+    with closing(opened) as store:
+        runner = Agent(settings, store, dataplane, read_interfaces, xdp=xdp_dataplane)
         server = None
         if metrics_port:
             from felis.agent.metrics import build_registry, serve_metrics
@@ -317,6 +320,29 @@ def agent(
                 monitor.stop()
             if server is not None:
                 server.shutdown()
+
+
+# Between attempts to open a datastore that cannot be opened yet, as the agent's other retries.
+OPEN_RETRY_SECONDS = 2.0
+
+
+def _open_when_possible(datastore: str | None, stop: threading.Event) -> Datastore | None:
+    """The datastore, once it can be opened; None when stopped first.
+
+    A SQLite file on a full or read-only file system cannot be opened by a new process (SQLite
+    cannot create its -wal and -shm files). The agent waits for it rather than exit: the rules
+    it programmed before stay in force either way, and it picks up the datastore as soon as the
+    file system is fixed, without a service manager restarting it every few seconds. Anything
+    else (a bad URL, a file that is not a felis datastore) is refused at once, as before."""
+    log = logging.getLogger("felis.agent")
+    while True:
+        try:
+            return open_datastore(datastore)
+        except StorageUnavailable as err:
+            log.error("%s; trying again every %.0f s (the rules in place stay)", err,
+                      OPEN_RETRY_SECONDS)  # fmt: skip
+        if stop.wait(OPEN_RETRY_SECONDS):
+            return None
 
 
 def _conntrack_reader() -> Callable[[], dict[str, int]]:

@@ -19,6 +19,7 @@ from felis.datastore.errors import (
     MarkChanged,
     Missing,
     NotFound,
+    StorageUnavailable,
     Unavailable,
 )
 from felis.datastore.sqlite import SqliteDatastore
@@ -50,6 +51,7 @@ __all__ = [
     "ReadView",
     "SqliteConfig",
     "SqliteDatastore",
+    "StorageUnavailable",
     "Unavailable",
     "WatchEvent",
     "WriteCheck",

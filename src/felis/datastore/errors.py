@@ -79,6 +79,11 @@ class Unavailable(DatastoreError):
     """The store cannot be opened, read or written (path or endpoint, and the reason)."""
 
 
+class StorageUnavailable(Unavailable):
+    """The file system refused the store's file (full, read-only, I/O error): a condition an
+    operator fixes outside felis, after which the same call succeeds."""
+
+
 class Missing(Unavailable):
     """The store does not exist and was opened read-only, so it was not created: reading
     commands must not leave an empty datastore behind (a mistyped path would look valid)."""

@@ -47,6 +47,7 @@ from felis.datastore.errors import (
     MarkChanged,
     Missing,
     NotFound,
+    StorageUnavailable,
     Unavailable,
     compaction_beyond_latest,
 )
@@ -124,7 +125,9 @@ class SqliteDatastore:
         if cause and cause not in reason:
             # SQLite says "disk I/O error" when it cannot even create its -wal/-shm files.
             reason += f" ({cause})"
-        return Unavailable(f"sqlite datastore {self.path}: cannot {action}: {reason}")
+        # A full or read-only file system is fixed outside felis; anything else may be for good.
+        kind = StorageUnavailable if cause else Unavailable
+        return kind(f"sqlite datastore {self.path}: cannot {action}: {reason}")
 
     def _connect(self) -> sqlite3.Connection:
         if os.path.isdir(self.path):

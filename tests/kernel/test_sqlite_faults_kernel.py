@@ -51,6 +51,22 @@ def _health(topo: Topology, ns: str) -> dict[str, Any] | None:
     return result
 
 
+def _agent_argv(server: str, url: str) -> list[str]:
+    return [
+        "ip", "netns", "exec", server, sys.executable, "-m", "felis", "agent",
+        "--node", NODE, "--backend", "nftables", "--datastore", url,
+        "--metrics-port", str(METRICS_PORT), "--refresh-interval", "0",
+    ]  # fmt: skip
+
+
+def _wait_synced(topo: Topology, server: str, revision: int, what: str) -> None:
+    def synced() -> bool:
+        health = _health(topo, server)
+        return bool(health and health["healthy"] and health["revision"] == revision)
+
+    wait_until(synced, timeout=60, what=what)
+
+
 def _one_line_error(proc: Any, path: Path) -> str:
     assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
@@ -75,22 +91,12 @@ def test_full_or_read_only_datastore_keeps_data_and_agent(tmp_path: Path) -> Non
             for port in (12211, 12212):
                 topo.serve(server, "0.0.0.0", port)
             kernel = FelisNode(topo, "nftables", tmp_path, server, client, "", "")
-            agent = [
-                "ip", "netns", "exec", server, sys.executable, "-m", "felis", "agent",
-                "--node", NODE, "--backend", "nftables", "--datastore", url,
-                "--metrics-port", str(METRICS_PORT), "--refresh-interval", "0",
-            ]  # fmt: skip
+            agent = _agent_argv(server, url)
             mnt.spawn(agent, tmp_path / "agent.log")  # starts on an empty store; seeded below
             assert mnt.felis("apply", "-f", str(seed), "--datastore", url).returncode == 0
             stored = mnt.call("dump", file="felis.db")
 
-            def synced() -> bool:
-                health = _health(topo, server)
-                return bool(
-                    health and health["healthy"] and health["revision"] == stored["revision"]
-                )
-
-            wait_until(synced, timeout=60, what="the agent in sync with the seed")
+            _wait_synced(topo, server, stored["revision"], "the agent in sync with the seed")
             assert kernel.reach(client, 12211)
             programmed = (kernel.chain_hashes(), kernel.set_members())
             health = _health(topo, server)
@@ -149,11 +155,7 @@ def test_an_agent_started_on_a_full_disk_waits_for_it(tmp_path: Path) -> None:
             assert mnt.felis("apply", "-f", str(seed), "--datastore", url).returncode == 0
             # Nobody holds the file open now (a reader would leave its -shm file behind).
             assert mnt.call("fill")["free"] == 0
-            agent = [
-                "ip", "netns", "exec", server, sys.executable, "-m", "felis", "agent",
-                "--node", NODE, "--backend", "nftables", "--datastore", url,
-                "--metrics-port", str(METRICS_PORT), "--refresh-interval", "0",
-            ]  # fmt: skip
+            agent = _agent_argv(server, url)
             pid = mnt.spawn(agent, log)
 
             def retrying() -> bool:
@@ -169,13 +171,7 @@ def test_an_agent_started_on_a_full_disk_waits_for_it(tmp_path: Path) -> None:
             mnt.call("unfill")
             stored = mnt.call("dump", file="felis.db")
 
-            def synced() -> bool:
-                health = _health(topo, server)
-                return bool(
-                    health and health["healthy"] and health["revision"] == stored["revision"]
-                )
-
-            wait_until(synced, timeout=60, what="the agent in sync once space is back")
+            _wait_synced(topo, server, stored["revision"], "the agent in sync once space is back")
             assert kernel.reach(client, 12211)
         finally:
             mnt.close()

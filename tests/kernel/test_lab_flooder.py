@@ -93,7 +93,7 @@ def test_driver_frames_arrive_as_valid_syns_and_are_counted(
     # The generator's parking place is gone with the flooder; the links are as they were.
     links = topo.exec(client, ["ip", "-j", "link", "show"]).stdout
     assert flood.HOLD_IFACE not in links
-    assert not flood.link_settings(server, "eth0").gro
+    assert not flood.read_link(server, "eth0")[0].gro
 
 
 def test_without_napi_at_the_receiver_no_frame_is_taken(

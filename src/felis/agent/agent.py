@@ -205,8 +205,9 @@ class Agent:
         self.xdp = xdp
         """Where eligible blocklists are dropped in the driver (None: not on this host)."""
         self.xdp_programs: dict[str, frozenset[str]] = {}
-        self._xdp_recheck = False
         """Interface → the networks its XDP program holds, as last written."""
+        self._xdp_generic_written: bool | None = None
+        """`genericXDPEnabled` when the programs were last written (None: not yet)."""
         self.store = store
         self.dataplane = dataplane
         self.read_interfaces = read_interfaces
@@ -440,9 +441,6 @@ class Agent:
         changed = config != self.config
         if first or config.calc != self.config.calc:
             log.info("settings: %s", config.summary())
-        if config.calc.xdp_generic != self.config.calc.xdp_generic:
-            # Attached programs are checked again: one in generic mode may have to go.
-            self._xdp_recheck = True
         self.config = config
         # The whole new spec is computed before the one apply that programs it, so a new
         # failsafe list replaces the old one inside each table's transaction, never after it.
@@ -524,14 +522,17 @@ class Agent:
         failsafe = frozenset(
             (p.protocol, p.port) for p in self.config.calc.failsafe_inbound if p.protocol
         )
-        recheck, self._xdp_recheck = self._xdp_recheck, False
+        allow_generic = self.config.calc.xdp_generic
+        # Under a changed setting every program is checked again: one in generic mode may go.
+        recheck = allow_generic != self._xdp_generic_written
+        self._xdp_generic_written = allow_generic
         for iface in sorted(set(self.xdp_programs) | set(wanted)):
             nets = wanted.get(iface, frozenset())
             if self.xdp_programs.get(iface) == nets and not recheck:
                 continue
             try:
                 if nets:
-                    attached = self.xdp.attach(iface, allow_generic=self.config.calc.xdp_generic)
+                    attached = self.xdp.attach(iface, allow_generic=allow_generic)
                     self.xdp.sync(attached, Blocklist(nets, failsafe))
                     self.xdp_programs[iface] = nets
                 else:

@@ -139,10 +139,9 @@ class FloodSpec:
         ]  # fmt: skip
 
 
-def check_via(via: str) -> str:
+def check_via(via: str) -> None:
     if via not in FLOOD_VIAS:
         raise LabError(f"--flood-via: {' or '.join(FLOOD_VIAS)}, not {via!r}")
-    return via
 
 
 @dataclass(frozen=True)
@@ -243,16 +242,16 @@ def nic_like(
     measures one queue to show why)."""
     if shutil.which("ethtool") is None:
         raise LabError("the driver-mode flood needs ethtool (Debian: apt-get install ethtool)")
-    ends = ((server_netns, True), (client_netns, False))
-    saved = [(netns, link_settings(netns, iface)) for netns, _ in ends]
+    ends = {server_netns: True, client_netns: False}  # namespace → receiving end
+    read = {netns: read_link(netns, iface) for netns in ends}
     try:
-        for netns, receiving in ends:
-            count = min(queues or os.cpu_count() or 1, max_queues(netns, iface))
+        for netns, receiving in ends.items():
+            count = min(queues or os.cpu_count() or 1, read[netns][1])
             set_link(netns, iface, LinkSettings(gro=receiving, rx_queues=count,
                                                 tx_queues=count))  # fmt: skip
         yield
     finally:
-        for netns, settings in saved:
+        for netns, (settings, _) in read.items():
             set_link(netns, iface, settings)
 
 
@@ -260,14 +259,12 @@ def _ethtool(netns: str, *argv: str) -> str:
     return ns.run(["ethtool", *argv], netns=netns, timeout=10.0).stdout
 
 
-def link_settings(netns: str, iface: str) -> LinkSettings:
-    rx, tx = channels(_ethtool(netns, "-l", iface), "Current hardware settings")
-    return LinkSettings(gro=gro_on(_ethtool(netns, "-k", iface)), rx_queues=rx, tx_queues=tx)
-
-
-def max_queues(netns: str, iface: str) -> int:
-    rx, tx = channels(_ethtool(netns, "-l", iface), "Pre-set maximums")
-    return min(rx, tx)
+def read_link(netns: str, iface: str) -> tuple[LinkSettings, int]:
+    """`iface`'s settings now, and the most queues it can have."""
+    queues = _ethtool(netns, "-l", iface)
+    rx, tx = channels(queues, "Current hardware settings")
+    settings = LinkSettings(gro=gro_on(_ethtool(netns, "-k", iface)), rx_queues=rx, tx_queues=tx)
+    return settings, min(channels(queues, "Pre-set maximums"))
 
 
 def set_link(netns: str, iface: str, settings: LinkSettings) -> None:
@@ -318,6 +315,7 @@ class Flooder:
         self.netns = netns
         self.summary: FloodSummary | None = None
         self.cpu_s = 0.0
+        self._hold_removed = False
         if spec.via == DRIVER:
             add_hold_interface(netns)
         try:
@@ -333,8 +331,9 @@ class Flooder:
             raise
 
     def _remove_hold(self) -> None:
-        if self.spec.via == DRIVER:
+        if self.spec.via == DRIVER and not self._hold_removed:
             remove_hold_interface(self.netns)
+            self._hold_removed = True
 
     @property
     def pid(self) -> int:

@@ -226,107 +226,111 @@ def run_phase(
     rig: FloodRig | None = None,
 ) -> PhaseResult:
     cfg = opts.config
-    links = contextlib.ExitStack()
-    if phase in FLOOD_PHASES and rig is not None and rig.via == DRIVER:
-        # All three flood phases alike, so `noflood` and `flood-raw` receive the way
-        # `flood-xdp` does (an XDP program puts a veth in NAPI mode by itself).
-        links.enter_context(
-            nic_like(cfg.server_netns, cfg.client_netns, cfg.interface, opts.flood_queues)
+    server = cfg.server_netns
+    # An XDP program a cleanup left behind counts (and is removed) like a leftover rule.
+    leftovers = fw.flush_leftovers() + fw.flush_xdp()
+    ns.run(["conntrack", "-F"], netns=server, check=False)
+    fw.program(phase)
+    flooder: Flooder | None = None
+    try:
+        table_max = ct.read_max(server)
+        result = PhaseResult(name=phase, backend=fw.backend if phase != "baseline" else None,
+                             conntrack_max=table_max, leftover_rules=leftovers,
+                             round=rnd)  # fmt: skip
+        label = phase_label(phase, rnd, opts.rounds)
+        before = ct.read_stats(server)
+        spec = loadgen.LoadSpec(
+            dst=cfg.server_ip,
+            port=cfg.port,
+            source_base=cfg.source_base,
+            source_count=cfg.source_count,
+            threads=opts.threads,
+            concurrency=opts.concurrency,
+            duration=opts.phase_seconds,
         )
-    with links:
-        server = cfg.server_netns
-        # An XDP program a cleanup left behind counts (and is removed) like a leftover rule.
-        leftovers = fw.flush_leftovers() + fw.flush_xdp()
-        ns.run(["conntrack", "-F"], netns=server, check=False)
-        fw.program(phase)
-        flooder: Flooder | None = None
-        try:
-            table_max = ct.read_max(server)
-            result = PhaseResult(name=phase, backend=fw.backend if phase != "baseline" else None,
-                                 conntrack_max=table_max, leftover_rules=leftovers,
-                                 round=rnd)  # fmt: skip
-            label = phase_label(phase, rnd, opts.rounds)
-            before = ct.read_stats(server)
-            spec = loadgen.LoadSpec(
-                dst=cfg.server_ip,
-                port=cfg.port,
-                source_base=cfg.source_base,
-                source_count=cfg.source_count,
-                threads=opts.threads,
-                concurrency=opts.concurrency,
-                duration=opts.phase_seconds,
-            )
-            figures: FloodFigures | None = None
-            xdp_before = 0
-            if phase in FLOOD_PHASES:
-                if rig is None:
-                    raise LabError(f"phase {phase}: no flooder was prepared")
-                mode = fw.xdp_mode()
-                rate = rig.rate if phase in FLOODED else 0.0
-                figures = FloodFigures(rate_pps=rate, xdp_mode=mode, via=rig.via)
-                xdp_before = xdp_dropped(server, cfg.interface) if mode else 0
-                if phase in FLOODED:
-                    # Started first and waited for, so the whole load runs under the flood.
-                    flooder = Flooder(rig.spec(opts.phase_seconds), cfg.client_netns, rig.binary)
-            retrans_before = ns.tcp_retrans_segs(cfg.client_netns)
-            cpu_before = cpu_times()
-            mc_before = proc_cpu(memcached_pid)
-            with loadgen.LoadProcess(spec, cfg.client_netns, binary) as proc:
-                for report in proc.reports():
-                    if flooder is not None:
-                        flooder.sample_cpu()
-                    stats = ct.read_stats(server)
-                    sample = Sample(
-                        t=report.t,
-                        completed=report.completed,
-                        failed=report.failed,
-                        timed_out=report.timed_out,
-                        syn_retrans=report.syn_retrans,
-                        p50_us=report.p50_us,
-                        p99_us=report.p99_us,
-                        conntrack_count=ct.read_count(server),
-                        kernel_drops=stats.get("drop", 0) - before.get("drop", 0),
-                    )
-                    result.samples.append(sample)
-                    if on_sample is not None:
-                        on_sample(label, sample, table_max)
-                summary = proc.summary
-            if flooder is not None and figures is not None:
-                flooded = flooder.stop()
-                figures.flooder_cpu_s = flooder.cpu_s
-                if flooded is not None:
-                    figures.sent, figures.errors, figures.seconds = (
-                        flooded.sent, flooded.errors, flooded.seconds
-                    )  # fmt: skip
-                    figures.generated = flooded.generated
-            cpu_after = cpu_times()
-            result.cpu_busy_s = cpu_after.busy - cpu_before.busy
-            result.softirq_s = cpu_after.softirq - cpu_before.softirq
-            result.memcached_cpu_s = proc_cpu(memcached_pid) - mc_before
-            result.tcp_retrans_segs = ns.tcp_retrans_segs(cfg.client_netns) - retrans_before
-            if figures is not None:
-                if figures.xdp_mode is not None:
-                    figures.xdp_dropped = xdp_dropped(server, cfg.interface) - xdp_before
-                result.flood = figures
-            if summary is None:
-                raise LabError(f"phase {phase}: the load generator gave no summary")
-            after = ct.read_stats(server)
-            result.duration_s = summary.t
-            result.connections_ok = summary.completed
-            result.failed = summary.failed
-            result.timed_out = summary.timed_out
-            result.syn_retransmits = summary.syn_retrans
-            result.p50_us = summary.p50_us
-            result.p99_us = summary.p99_us
-            result.kernel_drops = after.get("drop", 0) - before.get("drop", 0)
-            result.early_drop = after.get("early_drop", 0) - before.get("early_drop", 0)
-            result.insert_failed = after.get("insert_failed", 0) - before.get("insert_failed", 0)
-            result.entries_port_end = ct.count_port_entries(cfg.port, server)
-            return result
-        finally:
-            if flooder is not None:
-                flooder.kill()
-            fw.cleanup()
+        figures: FloodFigures | None = None
+        xdp_before = 0
+        if phase in FLOOD_PHASES:
+            if rig is None:
+                raise LabError(f"phase {phase}: no flooder was prepared")
+            mode = fw.xdp_mode()
+            rate = rig.rate if phase in FLOODED else 0.0
+            figures = FloodFigures(rate_pps=rate, xdp_mode=mode, via=rig.via)
+            xdp_before = xdp_dropped(server, cfg.interface) if mode else 0
+            if phase in FLOODED:
+                # Started first and waited for, so the whole load runs under the flood.
+                flooder = Flooder(rig.spec(opts.phase_seconds), cfg.client_netns, rig.binary)
+        retrans_before = ns.tcp_retrans_segs(cfg.client_netns)
+        cpu_before = cpu_times()
+        mc_before = proc_cpu(memcached_pid)
+        with loadgen.LoadProcess(spec, cfg.client_netns, binary) as proc:
+            for report in proc.reports():
+                if flooder is not None:
+                    flooder.sample_cpu()
+                stats = ct.read_stats(server)
+                sample = Sample(
+                    t=report.t,
+                    completed=report.completed,
+                    failed=report.failed,
+                    timed_out=report.timed_out,
+                    syn_retrans=report.syn_retrans,
+                    p50_us=report.p50_us,
+                    p99_us=report.p99_us,
+                    conntrack_count=ct.read_count(server),
+                    kernel_drops=stats.get("drop", 0) - before.get("drop", 0),
+                )
+                result.samples.append(sample)
+                if on_sample is not None:
+                    on_sample(label, sample, table_max)
+            summary = proc.summary
+        if flooder is not None and figures is not None:
+            flooded = flooder.stop()
+            figures.flooder_cpu_s = flooder.cpu_s
+            if flooded is not None:
+                figures.sent, figures.errors, figures.seconds = (
+                    flooded.sent, flooded.errors, flooded.seconds
+                )  # fmt: skip
+                figures.generated = flooded.generated
+        cpu_after = cpu_times()
+        result.cpu_busy_s = cpu_after.busy - cpu_before.busy
+        result.softirq_s = cpu_after.softirq - cpu_before.softirq
+        result.memcached_cpu_s = proc_cpu(memcached_pid) - mc_before
+        result.tcp_retrans_segs = ns.tcp_retrans_segs(cfg.client_netns) - retrans_before
+        if figures is not None:
+            if figures.xdp_mode is not None:
+                figures.xdp_dropped = xdp_dropped(server, cfg.interface) - xdp_before
+            result.flood = figures
+        if summary is None:
+            raise LabError(f"phase {phase}: the load generator gave no summary")
+        after = ct.read_stats(server)
+        result.duration_s = summary.t
+        result.connections_ok = summary.completed
+        result.failed = summary.failed
+        result.timed_out = summary.timed_out
+        result.syn_retransmits = summary.syn_retrans
+        result.p50_us = summary.p50_us
+        result.p99_us = summary.p99_us
+        result.kernel_drops = after.get("drop", 0) - before.get("drop", 0)
+        result.early_drop = after.get("early_drop", 0) - before.get("early_drop", 0)
+        result.insert_failed = after.get("insert_failed", 0) - before.get("insert_failed", 0)
+        result.entries_port_end = ct.count_port_entries(cfg.port, server)
+        return result
+    finally:
+        if flooder is not None:
+            flooder.kill()
+        fw.cleanup()
+
+
+def flood_links(
+    phase: str, opts: RunOptions, rig: FloodRig | None
+) -> contextlib.AbstractContextManager[Any]:
+    """The veth pair set up like a NIC for a driver-mode flood phase (`flood.nic_like`), all
+    three flood phases alike, so `noflood` and `flood-raw` receive the way `flood-xdp` does (an
+    XDP program puts a veth in NAPI mode by itself); nothing for the other phases."""
+    if phase not in FLOOD_PHASES or rig is None or rig.via != DRIVER:
+        return contextlib.nullcontext()
+    cfg = opts.config
+    return nic_like(cfg.server_netns, cfg.client_netns, cfg.interface, opts.flood_queues)
 
 
 def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, Any]:
@@ -369,8 +373,10 @@ def run_lab(opts: RunOptions, on_sample: OnSample | None = None) -> dict[str, An
             )
         for rnd in range(1, opts.rounds + 1):
             for phase in round_order(phases, rnd):
-                results.append(run_phase(phase, rnd, opts, fw, binary, on_sample,
-                                         memcached_pid=topo.memcached_pid(), rig=rig))  # fmt: skip
+                with flood_links(phase, opts, rig):
+                    result = run_phase(phase, rnd, opts, fw, binary, on_sample,
+                                       memcached_pid=topo.memcached_pid(), rig=rig)  # fmt: skip
+                results.append(result)
     cfg = opts.config
     meta = {
         "started": started,
